@@ -1,0 +1,3 @@
+"""audiodiff: latent audio diffusion toolkit."""
+
+__version__ = "0.1.0"
