@@ -1,0 +1,54 @@
+"""The conditioning a denoiser receives, in one small container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything a denoiser may condition on.
+
+    tokens: [B, N, E] text token states from a frozen encoder.
+    mask:   [B, N] bool, True where a token is real (False = padding or dropped caption).
+    pooled: [B, E] mean of the real token states (zeros for a dropped caption), or None.
+    globals_: [B, G] global features such as timing (seconds start, seconds total), or None.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    pooled: Tensor | None = None
+    globals_: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
+        def move(t: Tensor | None, cast: bool) -> Tensor | None:
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype if cast and dtype is not None else t.dtype)
+
+        return Conditioning(move(self.tokens, True), move(self.mask, False), move(self.pooled, True),
+                            move(self.globals_, True))
+
+    def select(self, index: Tensor | slice) -> Conditioning:
+        """Rows `index` of every field."""
+        pick = (lambda t: None if t is None else t[index])
+        return Conditioning(pick(self.tokens), pick(self.mask), pick(self.pooled), pick(self.globals_))
+
+    def with_mask(self, mask: Tensor) -> Conditioning:
+        return replace(self, mask=mask)
+
+    @staticmethod
+    def cat(items: list[Conditioning]) -> Conditioning:
+        """Concatenate along the batch; token lengths must already agree."""
+        def join(ts: list[Tensor | None]) -> Tensor | None:
+            return None if ts[0] is None else torch.cat(ts, dim=0)  # type: ignore[arg-type]
+
+        return Conditioning(torch.cat([c.tokens for c in items]), torch.cat([c.mask for c in items]),
+                            join([c.pooled for c in items]), join([c.globals_ for c in items]))
