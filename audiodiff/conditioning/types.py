@@ -44,9 +44,21 @@ class Conditioning:
     def with_mask(self, mask: Tensor) -> Conditioning:
         return replace(self, mask=mask)
 
+    def pad_tokens(self, length: int) -> Conditioning:
+        """Pad tokens and mask with zeros / False up to `length` tokens (never truncates)."""
+        extra = length - self.tokens.shape[1]
+        if extra <= 0:
+            return self
+        tokens = torch.nn.functional.pad(self.tokens, (0, 0, 0, extra))
+        mask = torch.nn.functional.pad(self.mask, (0, extra), value=False)
+        return replace(self, tokens=tokens, mask=mask)
+
     @staticmethod
     def cat(items: list[Conditioning]) -> Conditioning:
-        """Concatenate along the batch; token lengths must already agree."""
+        """Concatenate along the batch, padding token sequences to the longest."""
+        length = max(c.tokens.shape[1] for c in items)
+        items = [c.pad_tokens(length) for c in items]
+
         def join(ts: list[Tensor | None]) -> Tensor | None:
             return None if ts[0] is None else torch.cat(ts, dim=0)  # type: ignore[arg-type]
 

@@ -1,0 +1,140 @@
+"""Flow-matching objective, samplers and guidance against exact, closed-form references."""
+
+import pytest
+import torch
+
+from audiodiff.conditioning.types import Conditioning
+from audiodiff.diffusion.guidance import classifier_free_guidance
+from audiodiff.diffusion.objectives import FlowMatching
+from audiodiff.diffusion.samplers import flow_times, get_sampler, sample_flow_euler, sample_flow_heun
+
+MU, STD = 1.5, 0.5  # the toy data distribution N(MU, STD²), independent per dimension
+
+
+def exact_x0(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E[x0 | x_t] for x0 ~ N(MU, STD²), x_t = (1 - t) x0 + t ε (Gaussian conditioning, float64)."""
+    t = t.double().view(-1, 1, 1)
+    x = x_t.double()
+    var_t = (1 - t) ** 2 * STD**2 + t**2
+    return (MU + (1 - t) * STD**2 / var_t * (x - (1 - t) * MU)).to(x_t.dtype)
+
+
+@pytest.mark.parametrize("sampler,steps,tol", [(sample_flow_euler, 200, 0.03), (sample_flow_heun, 20, 0.03)])
+def test_samplers_recover_gaussian_data(sampler, steps, tol):
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(4000, 2, 8, generator=gen, dtype=torch.float64)
+    out = sampler(exact_x0, noise, flow_times(steps).double())
+    assert abs(out.mean().item() - MU) < tol
+    assert abs(out.std().item() - STD) < tol
+
+
+def test_heun_is_more_accurate_than_euler_at_equal_steps():
+    noise = torch.randn(2000, 1, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    times = flow_times(8).double()
+    err_euler = abs(sample_flow_euler(exact_x0, noise, times).std().item() - STD)
+    err_heun = abs(sample_flow_heun(exact_x0, noise, times).std().item() - STD)
+    assert err_heun < err_euler
+
+
+def test_flow_times_endpoints_and_shift():
+    t = flow_times(10)
+    assert t[0] == 1.0 and t[-1] == 0.0 and torch.all(t[1:] < t[:-1])
+    shifted = flow_times(10, shift=3.0)
+    assert torch.all(shifted[1:-1] > t[1:-1])  # more of the grid at high noise
+    with pytest.raises(ValueError, match="steps"):
+        flow_times(0)
+
+
+def test_unknown_sampler_is_named():
+    with pytest.raises(ValueError, match="unknown sampler 'ddim_typo'"):
+        get_sampler("ddim_typo")
+
+
+class ExactNet(torch.nn.Module):
+    """A 'network' that returns the exact x̂0 (or velocity) for the toy Gaussian."""
+
+    def __init__(self, prediction: str) -> None:
+        super().__init__()
+        self.prediction = prediction
+
+    def forward(self, x, t, cond):
+        x0 = exact_x0(x, t)
+        if self.prediction == "x0":
+            return x0
+        return (x - x0) / t.view(-1, 1, 1)
+
+
+def _cond(batch: int) -> Conditioning:
+    return Conditioning(torch.zeros(batch, 1, 4), torch.ones(batch, 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("prediction", ["x0", "velocity"])
+def test_denoise_returns_x0_for_both_targets(prediction):
+    obj = FlowMatching(prediction=prediction)
+    x = torch.randn(3, 2, 5, dtype=torch.float64)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    got = obj.denoise(ExactNet(prediction), x, t, _cond(3))
+    torch.testing.assert_close(got, exact_x0(x, t))
+
+
+def test_loss_of_exact_x0_network_is_its_bayes_error():
+    """For x0-prediction the Bayes error per element is Var[x0 | x_t] = STD² t² / ((1-t)² STD² + t²)."""
+    obj = FlowMatching(prediction="x0")
+    gen = torch.Generator().manual_seed(3)
+    x0 = MU + STD * torch.randn(20000, 1, 4, generator=gen, dtype=torch.float64)
+    loss = obj.loss(ExactNet("x0"), x0, _cond(20000), generator=torch.Generator().manual_seed(4))
+    t = torch.rand(200000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    bayes = (STD**2 * t**2 / ((1 - t) ** 2 * STD**2 + t**2)).mean()
+    assert abs(loss.item() - bayes.item()) < 0.01
+
+
+def test_loss_weight_masks_frames():
+    obj = FlowMatching(prediction="x0")
+    net = lambda x, t, c: torch.zeros_like(x)  # noqa: E731
+    x0 = torch.ones(2, 1, 6)
+    x0[..., 3:] = 100.0
+    weight = torch.zeros(2, 1, 6)
+    weight[..., :3] = 1.0
+    assert obj.loss(net, x0, _cond(2), weight=weight).item() == pytest.approx(1.0)
+
+
+def test_logit_normal_times_are_in_unit_interval_and_seeded():
+    obj = FlowMatching(time_sampling="logit_normal")
+    a = obj.sample_time(1000, torch.device("cpu"), torch.Generator().manual_seed(0))
+    b = obj.sample_time(1000, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.min() > 0 and a.max() < 1
+    assert abs(a.median().item() - 0.5) < 0.05
+
+
+def test_bad_objective_settings_are_named():
+    with pytest.raises(ValueError, match="prediction"):
+        FlowMatching(prediction="eps")
+    with pytest.raises(ValueError, match="time_sampling"):
+        FlowMatching(time_sampling="cosine")
+
+
+def test_guidance_scale_one_is_the_conditional_model_and_mixes_linearly():
+    calls = []
+
+    def denoise(x, t, cond):
+        calls.append(x.shape[0])
+        return x * 0 + cond.pooled[:, :, None]
+
+    cond = Conditioning(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), pooled=torch.full((2, 1), 2.0))
+    uncond = Conditioning(torch.zeros(2, 1, 4), torch.zeros(2, 1, dtype=torch.bool), pooled=torch.zeros(2, 1))
+    x, t = torch.zeros(2, 1, 5), torch.full((2,), 0.5)
+    one = classifier_free_guidance(denoise, cond, uncond, 1.0)(x, t)
+    torch.testing.assert_close(one, denoise(x, t, cond))
+    calls.clear()
+    three = classifier_free_guidance(denoise, cond, uncond, 3.0)(x, t)
+    assert calls == [4]  # both branches in one batch, token lengths padded to agree
+    torch.testing.assert_close(three, torch.full_like(x, 6.0))  # 0 + 3 · (2 − 0)
+
+
+def test_conditioning_cat_pads_tokens():
+    a = Conditioning(torch.ones(1, 3, 2), torch.ones(1, 3, dtype=torch.bool))
+    b = Conditioning(torch.ones(2, 1, 2), torch.ones(2, 1, dtype=torch.bool))
+    c = Conditioning.cat([a, b])
+    assert c.tokens.shape == (3, 3, 2)
+    assert c.mask.tolist() == [[True] * 3, [True, False, False], [True, False, False]]
+    assert torch.all(c.tokens[1:, 1:] == 0)
