@@ -1,0 +1,131 @@
+"""Export inference weights: EMA denoiser + representation statistics as safetensors beside config.yaml.
+
+`python -m audiodiff.export run=<run dir or .ckpt> out=<folder>`; `AudioDiffusionPipeline.from_pretrained(out)`
+loads the folder without any training code or training state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from audiodiff import __version__
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+
+
+def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """From a DiffusionTask state dict, the weights inference needs: `net.*` from the EMA copy and
+    `representation.*` (statistics and any trained parts). Text encoders are frozen and load from their source."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("ema.average."):
+            out["net." + key[len("ema.average."):]] = value
+        elif key.startswith("model.representation."):
+            out[key[len("model."):]] = value
+    if not any(k.startswith("net.") for k in out):
+        raise ValueError("state dict has no EMA weights (keys 'ema.average.*'): is it a DiffusionTask checkpoint?")
+    return out
+
+
+def write_export(out: str | Path, state: dict[str, torch.Tensor], model_cfg: dict[str, Any],
+                 card: dict[str, Any] | None = None) -> Path:
+    """Write `out/` atomically: a temporary sibling folder is filled, then renamed over any previous export."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": "pt", "audiodiff_version": __version__})
+        (tmp / CONFIG).write_text(yaml.safe_dump(model_cfg, sort_keys=False))
+        info = {"audiodiff_version": __version__, **(card or {})}
+        (tmp / "model_card.md").write_text(_model_card(model_cfg, info))
+        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _model_card(model_cfg: dict[str, Any], info: dict[str, Any]) -> str:
+    rep = model_cfg["representation"]
+    lines = [
+        "# audiodiff model", "",
+        f"- audiodiff version: {info['audiodiff_version']}",
+        f"- representation: `{rep.get('_target_')}` at {rep.get('sample_rate')} Hz",
+        f"- denoiser: `{model_cfg['denoiser'].get('_target_')}`",
+        f"- objective: `{model_cfg['diffusion'].get('_target_')}` ({model_cfg['diffusion'].get('prediction')})",
+        f"- text encoder: `{model_cfg['text_encoder'].get('name_or_path')}`",
+        f"- default clip length: {model_cfg['duration']} s",
+        f"- default sampler: {model_cfg['sampler']}",
+    ]
+    for key in ("recipe", "run_dir", "global_step", "training_data"):
+        if key in info:
+            lines.append(f"- {key.replace('_', ' ')}: {info[key]}")
+    lines += ["", "Load with `AudioDiffusionPipeline.from_pretrained(<this folder>)`.", ""]
+    return "\n".join(lines)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint, loaded without executing pickled code (`weights_only=True`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "audiodiff" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not an audiodiff training checkpoint (no 'audiodiff' / 'state_dict' entries)")
+    return ckpt
+
+
+def find_checkpoint(run: str | Path) -> Path:
+    """`run` itself if it is a file, else `<run>/checkpoints/last.ckpt`."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    last = run / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(f"{run}: no checkpoints/last.ckpt (is it a training run directory?)")
+    return last
+
+
+def export_run(run: str | Path, out: str | Path) -> Path:
+    """Export the EMA weights of a run's last checkpoint (or of a given .ckpt) to `out`."""
+    from audiodiff.build import model_config
+
+    ckpt_path = find_checkpoint(run)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = ckpt["audiodiff"]["config"]
+    card = {"global_step": ckpt.get("global_step"), "recipe": cfg.get("name"), "run_dir": cfg.get("run_dir"),
+            "training_data": cfg.get("data", {}).get("corpus") or cfg.get("data", {}).get("manifest")}
+    return write_export(out, inference_state(ckpt["state_dict"]), model_config(cfg), card)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
+    if "run" not in args or "out" not in args:
+        print("usage: python -m audiodiff.export run=<run dir or .ckpt> out=<folder>", file=sys.stderr)
+        return 2
+    print(export_run(args["run"], args["out"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""LightningModule that trains a DiffusionModel's denoiser on (waveform, caption) batches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from audiodiff import __version__
+from audiodiff.lightning.ema import EMA
+from audiodiff.model import DiffusionModel
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over `warmup_steps`, then cosine decay to `min_ratio` at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class DiffusionTask(L.LightningModule):
+    """Trains `model.net` with `model.objective`; keeps an EMA copy that sampling, previews and export use.
+
+    optimizer: a partial optimizer constructor (Hydra `_partial_: true`), called with the trainable parameters.
+    warmup_steps / min_lr_ratio: the LR schedule; its length is the trainer's max_steps.
+    caption_dropout: probability of replacing a caption by "" (the null condition) for classifier-free guidance.
+    stats_batches: batches of training audio used once to fit the representation's normalisation statistics.
+    run_config: the resolved run configuration, embedded in every checkpoint with the package version.
+    """
+
+    def __init__(self, model: DiffusionModel, optimizer: Callable[..., torch.optim.Optimizer],
+                 warmup_steps: int = 500, min_lr_ratio: float = 0.1, ema_decay: float = 0.999,
+                 caption_dropout: float = 0.1, stats_batches: int = 8, run_config: dict | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.model.text_encoder.requires_grad_(False)
+        self.ema = EMA(model.net, ema_decay)
+        self.optimizer_factory = optimizer
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.caption_dropout = caption_dropout
+        self.stats_batches = stats_batches
+        self.run_config = run_config or {}
+        self._val_generator_seed = 1234
+
+    # ---- set-up -------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        rep = self.model.representation
+        if not rep.is_fitted:
+            loader = self.trainer.datamodule.train_dataloader()
+            wavs = []
+            for i, batch in enumerate(loader):
+                if i >= self.stats_batches:
+                    break
+                wavs.append(batch["wav"].to(self.device))
+            rep.fit_statistics(wavs)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.net.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(self.warmup_steps, int(total), self.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def _drop_captions(self, captions: list[str]) -> list[str]:
+        keep = torch.rand(len(captions)) >= self.caption_dropout
+        return [c if k else "" for c, k in zip(captions, keep.tolist(), strict=True)]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        with torch.no_grad():
+            z = self.model.representation.encode(batch["wav"])
+        cond = self.model.encode_text(self._drop_captions(batch["caption"]))
+        loss = self.model.objective.loss(self.model.net, z, cond)
+        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update(self.model.net, self.global_step)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """EMA loss with a fixed generator, so values are comparable across evaluations."""
+        z = self.model.representation.encode(batch["wav"])
+        cond = self.model.encode_text(list(batch["caption"]))
+        gen = torch.Generator(device=z.device).manual_seed(self._val_generator_seed + batch_idx)
+        loss = self.model.objective.loss(self.ema.average, z, cond, generator=gen)
+        self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
+        return loss
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["audiodiff"] = {"version": __version__, "config": self.run_config,
+                                   "representation": self.model.representation.signature()}

@@ -1,0 +1,74 @@
+"""Normalised log-mel spectrogram as the diffusion representation, decoded by a vocoder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from audiodiff.audio.mel import MelSpectrogram, log_compress
+from audiodiff.representations.base import Representation
+
+
+class MelRepresentation(Representation):
+    """z = (log(max(mel, floor)) − mean) / std per mel band; wav = vocoder(exp(z · std + mean)).
+
+    wav: [B, 1, T] at `sample_rate` Hz ↔ z: [B, n_mels, ceil(T / hop_length)] (center=True framing, so
+    frames = T // hop_length + 1; `num_frames` gives the count for a duration). The mel is a magnitude (power 1)
+    spectrogram. `mean`/`std` are buffers fitted once on training audio (`fit_statistics`) and stored with the model.
+
+    vocoder: a module mapping a linear-magnitude mel [B, n_mels, F] to wav [B, T] (e.g. GriffinLimVocoder or a
+    trained HiFi-GAN), or None for an encode-only representation.
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 64,
+                 f_min: float = 0.0, f_max: float | None = 8000.0, scale: Literal["slaney", "htk"] = "slaney",
+                 log_floor: float = 1e-5, vocoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.channels = 1
+        self.latent_channels = n_mels
+        self.hop_length = hop_length
+        self.frame_rate = sample_rate / hop_length
+        self.log_floor = log_floor
+        self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                                  f_min=f_min, f_max=f_max, power=1.0, scale=scale, norm="slaney")
+        self.vocoder = vocoder
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.fitted)
+
+    def log_mel(self, wav: Tensor) -> Tensor:
+        """wav [B, 1, T] → unnormalised log-mel [B, n_mels, F]."""
+        if wav.dim() != 3 or wav.shape[1] != 1:
+            raise ValueError(f"MelRepresentation.encode: expected wav [B, 1, T], got {tuple(wav.shape)}")
+        return log_compress(self.mel(wav[:, 0].float()), floor=self.log_floor)
+
+    @torch.no_grad()
+    def fit_statistics(self, wavs: list[Tensor]) -> None:
+        """Per-band mean and std of the log-mel over a list of wav batches [B, 1, T]."""
+        logmel = torch.cat([self.log_mel(w.to(self.mean.device)).transpose(1, 2).reshape(-1, self.latent_channels)
+                            for w in wavs])
+        self.mean.copy_(logmel.mean(0))
+        self.std.copy_(logmel.std(0).clamp_min(1e-3))
+        self.fitted.fill_(True)
+
+    def encode(self, wav: Tensor) -> Tensor:
+        """wav [B, 1, T] → z [B, n_mels, F], roughly zero-mean unit-variance per band."""
+        return (self.log_mel(wav) - self.mean[:, None]) / self.std[:, None]
+
+    def decode_mel(self, z: Tensor) -> Tensor:
+        """z [B, n_mels, F] → linear-magnitude mel [B, n_mels, F]."""
+        return torch.exp(z.float() * self.std[:, None] + self.mean[:, None])
+
+    def decode(self, z: Tensor) -> Tensor:
+        """z [B, n_mels, F] → wav [B, 1, F · hop_length]."""
+        if self.vocoder is None:
+            raise RuntimeError("MelRepresentation.decode: no vocoder configured")
+        wav = self.vocoder(self.decode_mel(z))
+        return wav.unsqueeze(1)

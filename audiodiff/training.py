@@ -1,0 +1,71 @@
+"""Run one training job from a composed configuration: data, model, trainer, resume, export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from audiodiff.build import MODEL_KEYS, build_model, model_config
+from audiodiff.export import export_run, load_checkpoint
+from audiodiff.lightning.callbacks import AudioPreview
+from audiodiff.lightning.module import DiffusionTask
+
+log = logging.getLogger(__name__)
+
+
+class ResumeMismatchError(ValueError):
+    """The configuration differs from the one the run's checkpoint was trained with."""
+
+
+def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
+    """Refuse to resume a run whose model or data configuration changed (a silent change is worse than a stop)."""
+    keys = [*MODEL_KEYS, "data", "optim", "task", "seed"]
+    changed = [k for k in keys if saved.get(k) != current.get(k)]
+    if changed:
+        detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in changed)
+        raise ResumeMismatchError(
+            f"{ckpt} was trained with a different configuration ({detail}). Use another run_name for a new run, "
+            f"or delete the run directory to start over.")
+
+
+def train(cfg: DictConfig) -> Path:
+    """Train (or resume) the run described by `cfg`; returns the run directory, which ends with an `export/`."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
+        log.info("resuming from %s", last)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, skip_log_dir=str(run_dir))
+    model = build_model(cfg)
+    task = DiffusionTask(model, optimizer=instantiate(cfg.optim), run_config=resolved, **cfg.task)
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                        every_n_train_steps=cfg.checkpoint_every),
+        LearningRateMonitor(logging_interval="step"),
+        AudioPreview(str(run_dir / "previews"), **cfg.preview),
+    ]
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    if trainer.is_global_zero:
+        # A run stopped by max_time or a signal still ends with a checkpoint of its last step.
+        trainer.save_checkpoint(last)
+        export_run(last, run_dir / "export")
+        log.info("exported %s", run_dir / "export")
+    return run_dir
+
+
+__all__ = ["train", "check_resume", "ResumeMismatchError", "model_config"]
