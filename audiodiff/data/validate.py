@@ -1,0 +1,216 @@
+"""Check a manifest and the audio it points to.
+
+``python -m audiodiff.data.validate MANIFEST [--no-decode] [--workers N]``
+
+For every row: the schema; that the audio file exists and decodes to finite samples (header only with
+``--no-decode``); that a declared ``sample_rate`` equals the file's and a declared ``duration`` is within
+:data:`DURATION_TOLERANCE` seconds of it. Every bad row is printed as ``MANIFEST:LINE: AUDIO: reason``, then a
+summary; the exit status is 1 when any row is bad (or the manifest has no rows), 0 otherwise, and 2 when the
+manifest cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from audiodiff.audio.errors import AudioError
+from audiodiff.audio.io import audio_info, load_audio
+from audiodiff.data.manifest import ManifestError, ManifestRow, iter_rows
+
+DURATION_TOLERANCE = 0.05  # seconds between a declared duration and the file's
+_PROGRESS_EVERY_S = 2.0  # seconds between progress lines on stderr
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """The verdict on one manifest line.
+
+    Attributes:
+        line: 1-based line number.
+        audio: the resolved audio path (``""`` when the row did not parse).
+        problem: why the row is bad, or ``None`` when it is fine.
+    """
+
+    line: int
+    audio: str
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Every row's verdict, in manifest order."""
+
+    manifest: Path
+    checks: tuple[RowCheck, ...]
+
+    @property
+    def rows(self) -> int:
+        return len(self.checks)
+
+    @property
+    def bad(self) -> tuple[RowCheck, ...]:
+        return tuple(check for check in self.checks if not check.ok)
+
+    @property
+    def ok(self) -> int:
+        return self.rows - len(self.bad)
+
+
+def check_audio(row: ManifestRow, decode: bool = True) -> str | None:
+    """Why ``row``'s audio file is unusable, or ``None`` when it is fine.
+
+    Args:
+        row: a schema-valid manifest row.
+        decode: decode every sample (catches truncation and NaN/Inf samples); ``False`` reads the header only.
+    """
+    try:
+        if decode:
+            wav, sample_rate = load_audio(row.audio)
+            frames = int(wav.shape[-1])
+            if not bool(torch.isfinite(wav).all()):
+                return "non-finite (NaN/Inf) samples"
+        else:
+            info = audio_info(row.audio)
+            sample_rate, frames = info.sample_rate, info.frames
+    except AudioError as error:
+        return error.reason
+    except Exception as error:  # a validator reports whatever a decoder throws instead of dying on it
+        return f"unexpected {type(error).__name__} while reading: {error}"
+    problems = []
+    if row.sample_rate is not None and row.sample_rate != sample_rate:
+        problems.append(f"declared sample_rate {row.sample_rate} Hz, the file has {sample_rate} Hz")
+    duration = frames / sample_rate
+    if row.duration is not None and abs(row.duration - duration) > DURATION_TOLERANCE:
+        problems.append(
+            f"declared duration {row.duration:.3f} s, the file lasts {duration:.3f} s "
+            f"(tolerance {DURATION_TOLERANCE} s)"
+        )
+    return "; ".join(problems) or None
+
+
+def _check_one(job: tuple[ManifestRow, bool]) -> str | None:
+    return check_audio(*job)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _checks(
+    rows: list[tuple[int, ManifestRow | None, str | None]], decode: bool, workers: int
+) -> Iterator[RowCheck]:
+    parsed = [(line, row) for line, row, _ in rows if row is not None]
+    jobs = [(row, decode) for _, row in parsed]
+    if workers > 1 and len(jobs) > 1:
+        chunksize = max(1, min(64, len(jobs) // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            audio_problems = pool.map(_check_one, jobs, chunksize=chunksize)
+            yield from _merge(rows, audio_problems)
+    else:
+        yield from _merge(rows, map(_check_one, jobs))
+
+
+def _merge(
+    rows: list[tuple[int, ManifestRow | None, str | None]], audio_problems: Iterator[str | None]
+) -> Iterator[RowCheck]:
+    for line, row, schema_problem in rows:
+        if row is None:
+            yield RowCheck(line, "", schema_problem)
+        else:
+            yield RowCheck(line, str(row.audio), next(audio_problems))
+
+
+def validate_manifest(
+    path: str | Path,
+    *,
+    decode: bool = True,
+    workers: int = 1,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> ValidationReport:
+    """Check every row of a manifest (schema, existence, decoding, declared duration and sample rate).
+
+    Args:
+        path: the JSONL manifest.
+        decode: decode every file (``False``: header only).
+        workers: processes that check files in parallel (1: in this process).
+        progress: called as ``progress(done, total, bad)`` after every row.
+
+    Raises:
+        ManifestError: the manifest file does not exist.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    path = Path(path)
+    rows = list(iter_rows(path))
+    checks: list[RowCheck] = []
+    bad = 0
+    for check in _checks(rows, decode, workers):
+        checks.append(check)
+        bad += not check.ok
+        if progress is not None:
+            progress(len(checks), len(rows), bad)
+    return ValidationReport(path, tuple(checks))
+
+
+def _progress_printer(stream: TextIO) -> Callable[[int, int, int], None]:
+    last = time.monotonic()
+
+    def report(done: int, total: int, bad: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= _PROGRESS_EVERY_S and done < total:
+            last = now
+            percent = 100 * done / total
+            print(f"checked {done}/{total} rows ({percent:.0f}%), {bad} bad", file=stream, flush=True)
+
+    return report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m audiodiff.data.validate",
+        description="Check a JSONL manifest: schema; audio exists, decodes, matches declared duration/rate.",
+    )
+    parser.add_argument("manifest", type=Path, help="the JSONL manifest to check")
+    parser.add_argument("--no-decode", action="store_true", help="read headers only (fast; misses NaN/Inf)")
+    parser.add_argument("--workers", type=int, default=1, help="processes decoding in parallel (default 1)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the validator; returns the exit status (0 all rows fine, 1 some row bad, 2 unreadable manifest)."""
+    args = _parser().parse_args(argv)
+    if args.workers < 1:
+        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        progress = _progress_printer(sys.stderr)
+        decode = not args.no_decode
+        report = validate_manifest(args.manifest, decode=decode, workers=args.workers, progress=progress)
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for check in report.bad:
+        where = f"{report.manifest}:{check.line}"
+        print(f"{where}: {check.audio}: {check.problem}" if check.audio else f"{where}: {check.problem}")
+    if report.rows == 0:
+        print(f"{report.manifest}: the manifest has no rows")
+    print(f"rows: {report.rows}, ok: {report.ok}, bad: {len(report.bad)}")
+    return 0 if report.rows and not report.bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
