@@ -1,0 +1,237 @@
+"""LightningDataModule over a manifest (or a built-in corpus built on first use)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
+
+from audiodiff.data.corpora import ensure_corpus
+from audiodiff.data.dataset import AudioCaptionDataset, EmptySplitError, EpochSampler, collate, read_skips
+from audiodiff.data.manifest import read_manifest
+
+log = logging.getLogger(__name__)
+
+SKIP_LOG_NAME = "skipped_clips.tsv"
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Each worker decodes one clip at a time; intra-op threads would only fight the main process for cores.
+    torch.set_num_threads(1)
+
+
+class SkippedClipsReport(Callback):
+    """At the end of every training epoch, has the datamodule summarise the clips its workers skipped."""
+
+    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, AudioDataModule):
+            total = datamodule.report_skipped(trainer.current_epoch)
+            pl_module.log("data/skipped_clips", float(total), rank_zero_only=True)
+
+
+class AudioDataModule(lightning.LightningDataModule):
+    """Train/val/test loaders of fixed-length audio segments and their captions.
+
+    Batches are dicts from :func:`~audiodiff.data.dataset.collate`: ``wav`` ``[B, channels, segment_samples]``
+    at ``sample_rate`` Hz, ``mask`` ``[B, segment_samples]``, ``caption`` (list of str), ``attributes``,
+    ``index``, ``audio``.
+
+    Training batches are shuffled by an :class:`~audiodiff.data.dataset.EpochSampler` whose ``(index, epoch)``
+    keys carry the epoch into worker processes (Lightning calls its ``set_epoch`` each epoch), so crops and
+    captions differ between epochs yet do not depend on ``num_workers``.
+
+    Clips that fail to load are skipped by the datasets and appended by every process to
+    ``<skip_log_dir>/skipped_clips.tsv`` (``path<TAB>reason``); at the end of each training epoch a
+    :class:`SkippedClipsReport` callback, added to the trainer in :meth:`setup`, logs their count.
+
+    A manifest without rows in ``val_split`` trains without validation (with a warning); a missing train or
+    test split is an error.
+    """
+
+    def __init__(
+        self,
+        manifest: str | None = None,
+        *,
+        sample_rate: int,
+        channels: int = 1,
+        segment_seconds: float,
+        batch_size: int,
+        num_workers: int = 2,
+        seed: int = 0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        corpus: str | None = None,
+        root: str = "data",
+        val_batch_size: int | None = None,
+        persistent_workers: bool = True,
+        skip_log_dir: str | None = None,
+    ) -> None:
+        """
+        Args:
+            manifest: JSONL manifest; empty or ``None`` to use ``corpus`` instead.
+            sample_rate: Hz of the output audio.
+            channels: channels of the output audio.
+            segment_seconds: length of every segment in seconds.
+            batch_size: training batch size.
+            num_workers: DataLoader worker processes (0: load in the main process).
+            seed: seeds crops, caption choices and the shuffling order.
+            train_split, val_split, test_split: manifest ``split`` values of the three stages.
+            corpus: built-in corpus (see :mod:`audiodiff.data.corpora`), built under ``root`` on first use.
+            root: folder of the built-in corpora.
+            val_batch_size: batch size of validation and test (default ``batch_size``).
+            persistent_workers: keep workers alive between epochs (ignored when ``num_workers`` is 0).
+            skip_log_dir: folder of ``skipped_clips.tsv``; default the trainer's log dir, else a temp dir.
+        """
+        super().__init__()
+        if not manifest and not corpus:
+            raise ValueError("AudioDataModule needs a manifest path or a built-in corpus name; got neither")
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
+            raise ValueError(
+                f"batch sizes must be >= 1, got batch_size={batch_size}, val_batch_size={val_batch_size}"
+            )
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters(logger=False)
+        self.manifest = manifest or None
+        self.corpus = corpus
+        self.root = root
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.segment_seconds = segment_seconds
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.persistent_workers = persistent_workers
+        self.skip_log_dir = skip_log_dir
+        self.datasets: dict[str, AudioCaptionDataset] = {}
+        self._skip_log: Path | None = None
+        self._reported_skips = 0
+        self._empty: set[str] = set()
+
+    # -- data preparation ------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Build the built-in corpus when it is used and not there yet (runs on one process per node)."""
+        if self.manifest is None:
+            assert self.corpus is not None
+            ensure_corpus(self.corpus, self.root)
+
+    def manifest_path(self) -> Path:
+        """The manifest in use (building the built-in corpus first if it is not there)."""
+        if self.manifest is not None:
+            return Path(self.manifest)
+        assert self.corpus is not None
+        return Path(ensure_corpus(self.corpus, self.root))
+
+    @property
+    def skip_log(self) -> Path:
+        """The ``skipped_clips.tsv`` shared by every loading process."""
+        if self._skip_log is None:
+            folder = self.skip_log_dir
+            if folder is None and self.trainer is not None:
+                folder = self.trainer.log_dir or self.trainer.default_root_dir
+            if folder is None:
+                folder = tempfile.mkdtemp(prefix="audiodiff-data-")
+            self._skip_log = Path(folder) / SKIP_LOG_NAME
+        return self._skip_log
+
+    def _dataset(self, stage: str) -> AudioCaptionDataset:
+        return AudioCaptionDataset(
+            self.manifest_path(),
+            self.splits[stage],
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            segment_seconds=self.segment_seconds,
+            train=stage == "train",
+            seed=self.seed,
+            skip_log=self.skip_log,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of a stage: ``fit`` train + val, ``validate`` val, ``test``/``predict`` test."""
+        wanted = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+            None: ("train", "val", "test"),
+        }[stage]
+        for name in wanted:
+            if name in self.datasets or name in self._empty:
+                continue
+            try:
+                self.datasets[name] = self._dataset(name)
+            except EmptySplitError as error:
+                if not (name == "val" and stage == "fit"):
+                    raise
+                log.warning("%s; training without validation", error)
+                self._empty.add(name)
+        trainer = self.trainer
+        if trainer is not None and not any(isinstance(cb, SkippedClipsReport) for cb in trainer.callbacks):
+            trainer.callbacks.append(SkippedClipsReport())
+
+    # -- loaders ---------------------------------------------------------------------------------------------
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = self.num_workers
+        return {
+            "num_workers": workers,
+            "collate_fn": collate,
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "worker_init_fn": _worker_init if workers > 0 else None,
+        }
+
+    def _require(self, name: str) -> AudioCaptionDataset:
+        if name not in self.datasets:
+            raise RuntimeError(f"the {name} dataset is not built; call setup() with the matching stage first")
+        return self.datasets[name]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._require("train")
+        sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=True)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if "val" in self._empty:
+            return []  # Lightning then skips validation
+        return DataLoader(self._require("val"), batch_size=self.val_batch_size, **self._loader_kwargs())
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self._require("test"), batch_size=self.val_batch_size, **self._loader_kwargs())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    # -- reporting -------------------------------------------------------------------------------------------
+
+    def captions(self, split: str) -> list[str]:
+        """Every distinct caption of a manifest split, in order of first appearance."""
+        rows = read_manifest(self.manifest_path(), split)
+        return list(dict.fromkeys(caption for row in rows for caption in row.captions))
+
+    def skipped_clips(self) -> dict[str, str]:
+        """Clips that any loading process (main or worker) skipped so far: audio path → reason."""
+        return read_skips(self.skip_log)
+
+    def report_skipped(self, epoch: int) -> int:
+        """Log how many distinct clips were skipped so far and how many are new; returns the total."""
+        total = len(self.skipped_clips())
+        new = total - self._reported_skips
+        self._reported_skips = total
+        if new:
+            message = "epoch %d: %d unreadable clip(s) skipped (%d in total so far); see %s"
+            log.warning(message, epoch, new, total, self.skip_log)
+        elif total:
+            message = "epoch %d: no new unreadable clips (%d skipped in total); see %s"
+            log.info(message, epoch, total, self.skip_log)
+        return total
