@@ -1,1 +1,5 @@
-"""audiodiff.denoisers."""
+"""audiodiff.denoisers: networks F(x [B, D, L], noise_level [B], cond) -> [B, D, L] with no schedule math."""
+
+from audiodiff.denoisers.unet1d import UNet1d
+
+__all__ = ["UNet1d"]

@@ -1,0 +1,207 @@
+"""UNet1d denoiser and its building blocks: shapes, gradient flow, conditioning paths, invariants."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from audiodiff.conditioning.types import Conditioning
+from audiodiff.denoisers import UNet1d
+from audiodiff.nn.blocks import Downsample1d, ResBlock1d, Upsample1d
+from audiodiff.nn.embeddings import SinusoidalEmbedding, TimestepEmbedding
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and do not stall when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(channels=16, channel_mults=(1, 2), blocks_per_level=1, attn_levels=(1,), heads=2, context_dim=8)
+
+
+def tiny(**overrides: object) -> UNet1d:
+    torch.manual_seed(0)
+    return UNet1d(4, **{**TINY, **overrides})  # type: ignore[arg-type]
+
+
+def perturb(model: torch.nn.Module, seed: int = 1, scale: float = 0.05) -> torch.nn.Module:
+    """Add small noise to every parameter so zero-initialised layers pass signal and gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
+def make_cond(batch: int = 3, n: int = 5, e: int = 8, pooled: int | None = None, globals_: int | None = None,
+              seed: int = 2) -> Conditioning:
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, n, dtype=torch.bool)
+    mask[0, 3:] = False
+    return Conditioning(
+        tokens=torch.randn(batch, n, e, generator=gen),
+        mask=mask,
+        pooled=None if pooled is None else torch.randn(batch, pooled, generator=gen),
+        globals_=None if globals_ is None else torch.rand(batch, globals_, generator=gen),
+    )
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+@pytest.mark.parametrize("length", [1, 7, 64, 250])
+def test_output_shape_equals_input_for_any_length(length: int, patch: int) -> None:
+    model = perturb(tiny(patch=patch))
+    x = torch.randn(2, 4, length)
+    out = model(x, torch.rand(2), make_cond(batch=2))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_out_channels_can_differ_from_in_channels() -> None:
+    model = tiny(out_channels=8, patch=2)
+    assert model(torch.randn(2, 4, 9), torch.rand(2), make_cond(batch=2)).shape == (2, 8, 9)
+
+
+def test_fresh_model_outputs_zero() -> None:
+    model = tiny()
+    assert torch.equal(model(torch.randn(2, 4, 10), torch.rand(2), make_cond(batch=2)), torch.zeros(2, 4, 10))
+
+
+def test_gradients_reach_every_parameter() -> None:
+    model = perturb(tiny(pooled_dim=8, global_dim=2, patch=2))
+    cond = make_cond(pooled=8, globals_=2)
+    x, target = torch.randn(3, 4, 13), torch.randn(3, 4, 13)
+    loss = (model(x, torch.rand(3), cond) - target).square().mean()
+    loss.backward()
+    no_grad = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert no_grad == []
+
+
+def test_fully_masked_context_equals_no_cross_attention() -> None:
+    model = perturb(tiny())
+    plain = tiny(cross_attention=False)
+    state = model.state_dict()
+    missing = set(plain.state_dict()) - set(state)
+    assert missing == set()
+    plain.load_state_dict({k: v for k, v in state.items() if k in plain.state_dict()})
+    x, t = torch.randn(3, 4, 12), torch.rand(3)
+    cond = make_cond()
+    masked = cond.with_mask(torch.zeros_like(cond.mask))
+    empty = Conditioning(tokens=torch.zeros(3, 0, 8), mask=torch.zeros(3, 0, dtype=torch.bool))
+    reference = plain(x, t, None)
+    assert torch.equal(model(x, t, masked), reference)
+    assert torch.equal(model(x, t, empty), reference)
+    assert not torch.allclose(model(x, t, cond), reference, atol=1e-4)
+
+
+def test_dropped_rows_match_the_no_cross_attention_model_within_a_mixed_batch() -> None:
+    model = perturb(tiny())
+    plain = tiny(cross_attention=False)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
+    x, t, cond = torch.randn(3, 4, 12), torch.rand(3), make_cond()
+    cond = cond.with_mask(cond.mask.clone().index_fill_(0, torch.tensor([1]), False))
+    torch.testing.assert_close(model(x, t, cond)[1], plain(x, t)[1])
+
+
+def test_forward_is_deterministic() -> None:
+    x, t, cond = torch.randn(3, 4, 20), torch.rand(3), make_cond(pooled=8)
+    a, b = perturb(tiny(pooled_dim=8)), perturb(tiny(pooled_dim=8))
+    assert torch.equal(a(x, t, cond), a(x, t, cond))
+    assert torch.equal(a(x, t, cond), b(x, t, cond))
+
+
+def test_pooled_and_global_features_change_the_output() -> None:
+    model = perturb(tiny(pooled_dim=8, global_dim=2))
+    x, t = torch.randn(3, 4, 10), torch.rand(3)
+    cond = make_cond(pooled=8, globals_=2)
+    base = model(x, t, cond)
+    other_pooled = Conditioning(cond.tokens, cond.mask, cond.pooled + 1.0, cond.globals_)  # type: ignore[operator]
+    other_globals = Conditioning(cond.tokens, cond.mask, cond.pooled, cond.globals_ + 1.0)  # type: ignore[operator]
+    assert (model(x, t, other_pooled) - base).abs().max() > 1e-4
+    assert (model(x, t, other_globals) - base).abs().max() > 1e-4
+    assert (model(x, t + 0.5, cond) - base).abs().max() > 1e-4
+
+
+def test_gradient_checkpointing_gives_same_output_and_gradients() -> None:
+    a, b = perturb(tiny()), perturb(tiny(gradient_checkpointing=True))
+    x, t, cond = torch.randn(2, 4, 16), torch.rand(2), make_cond(batch=2)
+    out_a, out_b = a(x, t, cond), b(x, t, cond)
+    torch.testing.assert_close(out_a, out_b)
+    out_a.square().sum().backward()
+    out_b.square().sum().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+def test_a_few_steps_fit_a_fixed_batch() -> None:
+    model = tiny(pooled_dim=8)
+    x, t, cond = torch.randn(4, 4, 16), torch.rand(4), make_cond(batch=4, pooled=8)
+    target = torch.sin(torch.linspace(0, 6, 16)).expand(4, 4, 16) * torch.arange(1, 5).view(4, 1, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = (model(x, t, cond) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_sizes() -> None:
+    assert tiny(pooled_dim=8, global_dim=2).num_parameters() < 100_000
+    default = UNet1d(64)
+    assert 4e6 < default.num_parameters() < 9e6
+    assert default.num_parameters(trainable_only=True) == default.num_parameters()
+    assert default.length_multiple == 4 and UNet1d(64, patch=2).length_multiple == 8
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    model = tiny(pooled_dim=8)
+    x, t, cond = torch.randn(3, 4, 10), torch.rand(3), make_cond(pooled=8)
+    with pytest.raises(ValueError, match=r"x must be \[B, in_channels=4, L\], got \(3, 5, 10\)"):
+        model(torch.randn(3, 5, 10), t, cond)
+    with pytest.raises(ValueError, match=r"noise_level must have shape \[B\] = \(3,\), got \(\)"):
+        model(x, torch.tensor(0.5), cond)
+    with pytest.raises(ValueError, match="pooled_dim=8 needs cond.pooled"):
+        model(x, t, make_cond())
+    with pytest.raises(ValueError, match=r"cond.tokens must be \[B=3, N, E=8\], got \(3, 5, 6\)"):
+        model(x, t, make_cond(e=6, pooled=8))
+    with pytest.raises(ValueError, match="cross_attention=True needs cond"):
+        tiny()(x, t, None)
+    with pytest.raises(ValueError, match=r"attn_levels must lie in \[0, 1\]"):
+        tiny(attn_levels=(2,))
+
+
+def test_sinusoidal_embedding_matches_formula() -> None:
+    t = np.array([0.0, 0.25, 1.0, 0.731])
+    dim, scale = 10, 1000.0
+    freqs = np.exp(-math.log(10000.0) * np.arange(dim // 2) / (dim // 2))
+    args = (t * scale)[:, None] * freqs[None, :]
+    expected = np.concatenate([np.cos(args), np.sin(args)], axis=1)
+    got = SinusoidalEmbedding(dim, scale)(torch.tensor(t, dtype=torch.float32))
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
+    odd = SinusoidalEmbedding(7)(torch.tensor(t, dtype=torch.float32))
+    assert odd.shape == (4, 7) and torch.equal(odd[:, -1], torch.zeros(4))
+    assert TimestepEmbedding(16, 32)(torch.rand(5)).shape == (5, 32)
+    with pytest.raises(ValueError, match=r"expected t of shape \[B\]"):
+        SinusoidalEmbedding(8)(torch.rand(2, 1))
+
+
+def test_resblock_and_resampling_shapes() -> None:
+    block = ResBlock1d(6, 10, emb_dim=4, kernel=5)
+    x = torch.randn(2, 6, 9)
+    skip_only = block.skip(x)
+    assert torch.equal(block(x, torch.randn(2, 4)), skip_only)           # zero-init last conv
+    assert ResBlock1d(6, 6, emb_dim=4)(x, torch.randn(2, 4)).shape == (2, 6, 9)
+    assert Downsample1d(6)(x).shape == (2, 6, 5)
+    assert Upsample1d(6, 3)(x).shape == (2, 3, 18)
+    with pytest.raises(ValueError, match="kernel must be odd"):
+        ResBlock1d(6, 6, emb_dim=4, kernel=4)
