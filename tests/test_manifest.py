@@ -274,3 +274,14 @@ def test_duration_tolerance_boundary(tmp_path: Path) -> None:
     report = validate_manifest(manifest, decode=False)
     assert sorted(_bad_lines(report)) == [3, 4]
     assert math.isclose(DURATION_TOLERANCE, 0.05)
+
+
+def test_progress_lines_go_to_stderr(mixed_manifest: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from audiodiff.data import validate
+
+    monkeypatch.setattr(validate, "_PROGRESS_EVERY_S", 0.0)
+    assert main([str(mixed_manifest), "--no-decode"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "checked 1/8 rows (12%), 0 bad"
+    assert err[-1] == "checked 7/8 rows (88%), 5 bad"  # the last row goes straight to the summary
