@@ -51,6 +51,9 @@ def write_export(out: str | Path, state: dict[str, torch.Tensor], model_cfg: dic
         info = {"audiodiff_version": __version__, **(card or {})}
         (tmp / "model_card.md").write_text(_model_card(model_cfg, info))
         (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+        tmp.chmod(0o755)
+        for file in tmp.iterdir():
+            file.chmod(0o644)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> Path:
     ]
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     if trainer.is_global_zero:
         # A run stopped by max_time or a signal still ends with a checkpoint of its last step.
         trainer.save_checkpoint(last)

@@ -98,6 +98,15 @@ class DiffusionTask(L.LightningModule):
         return loss
 
     # ---- checkpoints --------------------------------------------------------------------------------------
+    # The frozen text encoder is loaded from its source, not stored in every checkpoint.
+    _FROZEN_PREFIX = "model.text_encoder."
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith(self._FROZEN_PREFIX)}
         checkpoint["audiodiff"] = {"version": __version__, "config": self.run_config,
                                    "representation": self.model.representation.signature()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        own = self.state_dict()
+        checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self._FROZEN_PREFIX)})

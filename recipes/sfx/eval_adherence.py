@@ -1,0 +1,58 @@
+"""Score trained sfx models on held-out prompts (test split, phrased with held-back caption templates).
+
+    python recipes/sfx/eval_adherence.py runs/sfx_quick/seed0 runs/sfx_quick/seed1 --n 300 --guidance 0 1 3
+
+Prints a markdown table (accuracy per attribute, chance level, mean over seeds with the min–max spread) and writes
+it with the raw numbers to --out (default: adherence.{md,json} beside the first model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from audiodiff.data.corpora import ensure_corpus
+from audiodiff.data.manifest import read_manifest
+from audiodiff.metrics.adherence import evaluate_adherence, held_out_prompts, markdown_table
+from audiodiff.pipeline import AudioDiffusionPipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help="run directories or export folders (one per training seed)")
+    parser.add_argument("--corpus", default="sfx")
+    parser.add_argument("--root", default="data", help="where the built-in corpora live")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--n", type=int, default=300, help="held-out prompts")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0])
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--sampler", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    rows = read_manifest(ensure_corpus(args.corpus, args.root), split=args.split)
+    prompts, truths = held_out_prompts(rows, args.n, args.seed)
+    results: dict[str, list] = {}
+    raw = []
+    for model in args.models:
+        pipe = AudioDiffusionPipeline.from_pretrained(model)
+        for g in args.guidance:
+            label = "unconditional" if g == 0 else f"guidance {g:g}"
+            res = evaluate_adherence(pipe, prompts, truths, args.corpus, g, args.steps, args.sampler, args.seed)
+            results.setdefault(label, []).append(res)
+            raw.append({"model": str(model), **res.as_dict()})
+            print(f"{model} {label}: mean {100 * res.mean_accuracy:.1f}% ({res.seconds:.0f} s)", flush=True)
+    table = markdown_table(results)
+    header = (f"{len(prompts)} held-out prompts ({args.corpus}/{args.split}), models: {', '.join(args.models)}; "
+              f"cells: mean over models (min–max)\n\n")
+    print(header + table)
+    out = args.out or Path(args.models[0]).parent / "adherence"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(header + table + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"n": len(prompts), "results": raw}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""A tiny configuration through every layer: train, stop, resume, export, generate (API and CLI), bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from audiodiff.config import compose_config
+from audiodiff.data.corpora import ensure_corpus
+from audiodiff.export import load_checkpoint
+from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
+from audiodiff.training import ResumeMismatchError, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    ensure_corpus("sfx", root, num_clips=48, workers=1)
+    run_dir = tmp_path_factory.mktemp("runs") / "debug"
+    cfg = compose_config("train", ["recipe=debug", f"data.root={root}", f"run_dir={run_dir}"])
+    train(cfg)
+    return run_dir
+
+
+def overrides(run_dir: Path) -> list[str]:
+    root = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["audiodiff"]["config"]["data"]["root"]
+    return ["recipe=debug", f"data.root={root}", f"run_dir={run_dir}"]
+
+
+def test_training_writes_checkpoint_with_config_and_export(run):
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4
+    assert ckpt["audiodiff"]["config"]["name"] == "debug"
+    assert ckpt["audiodiff"]["config"]["denoiser"]["channels"] == 16
+    assert ckpt["audiodiff"]["representation"]["sample_rate"] == 16000
+    assert ckpt["state_dict"]["model.representation.fitted"].item() is True
+    assert (run / "export" / "model.safetensors").is_file() and (run / "export" / "config.yaml").is_file()
+    assert list((run / "previews").glob("step_*/0.wav")) and list((run / "previews").glob("step_*/0.png"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_rerun_resumes_instead_of_restarting(run):
+    before = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    train(compose_config("train", overrides(run)))  # same command, already at max_steps: nothing to do
+    after = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert after["global_step"] == 4
+    for key, value in before.items():
+        torch.testing.assert_close(after["state_dict"][key], value, msg=key)
+    train(compose_config("train", [*overrides(run), "trainer.max_steps=6"]))  # extend the same run
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+
+def test_resume_refuses_a_changed_model(run):
+    with pytest.raises(ResumeMismatchError, match="denoiser"):
+        train(compose_config("train", [*overrides(run), "denoiser.channels=8"]))
+
+
+def test_pipeline_generates_deterministically(run):
+    pipe = AudioDiffusionPipeline.from_pretrained(run / "export")
+    out = pipe(["two beeps", "a quiet hiss"], duration=0.5, steps=2, guidance=3.0, seed=7)
+    assert out.audio.shape == (2, 1, 8000) and out.sample_rate == 16000
+    assert torch.isfinite(out.audio).all()
+    again = pipe(["two beeps"], duration=0.5, steps=2, guidance=3.0, seed=7)
+    torch.testing.assert_close(again.audio[0], out.audio[0], atol=1e-5, rtol=0)
+    other = pipe(["two beeps"], duration=0.5, steps=2, guidance=3.0, seed=8)
+    assert not torch.allclose(other.audio[0], out.audio[0])
+
+
+def test_run_directory_and_export_give_the_same_audio(run):
+    a = AudioDiffusionPipeline.from_pretrained(run / "export")(["a click"], duration=0.5, steps=2, seed=1)
+    b = AudioDiffusionPipeline.from_pretrained(run)(["a click"], duration=0.5, steps=2, seed=1)
+    torch.testing.assert_close(a.audio, b.audio)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"prompts": [""]}, "non-empty text prompt"),
+    ({"prompts": []}, "at least one prompt"),
+    ({"prompts": ["beep"], "duration": 0.0}, "positive number of seconds"),
+    ({"prompts": ["beep"], "duration": 1000.0}, "longer than this model's maximum"),
+    ({"prompts": ["beep"], "sampler": "ddim_typo"}, "unknown 'ddim_typo'"),
+    ({"prompts": ["beep"], "steps": 0}, "steps"),
+])
+def test_bad_requests_are_named(run, kwargs, message):
+    pipe = AudioDiffusionPipeline.from_pretrained(run / "export")
+    with pytest.raises(ValueError, match=message):
+        pipe(**kwargs)
+
+
+def test_missing_and_incompatible_models_are_named(run, tmp_path):
+    with pytest.raises(ModelLoadError, match="no such model folder"):
+        AudioDiffusionPipeline.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="expected an export folder"):
+        AudioDiffusionPipeline.from_pretrained(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    config = (run / "export" / "config.yaml").read_text().replace("channels: 16", "channels: 24")
+    (broken / "config.yaml").write_text(config)
+    (broken / "model.safetensors").write_bytes((run / "export" / "model.safetensors").read_bytes())
+    with pytest.raises(ModelLoadError, match="shape"):
+        AudioDiffusionPipeline.from_pretrained(broken)
+
+
+def test_generate_cli_writes_audio_and_sidecar(run, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "prompt=three short high beeps",
+           "seed=3", "steps=2", "duration=0.5", f"out={out}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+    wavs = sorted(out.glob("*.wav"))
+    assert [w.name for w in wavs] == ["three_short_high_beeps_seed3.wav"]
+    data, sr = sf.read(wavs[0])
+    assert sr == 16000 and len(data) == 8000
+    meta = json.loads(wavs[0].with_suffix(".json").read_text())
+    assert meta | {"model": None} == {"prompt": "three short high beeps", "seed": 3, "sampler": "flow_heun",
+                                      "steps": 2, "guidance": 3.0, "duration": 0.5, "sample_rate": 16000,
+                                      "model": None}
+
+
+def test_generate_cli_writes_nothing_on_bad_input(run, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "prompt=beep", "duration=-1",
+           f"out={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "duration" in proc.stderr
+    assert not out.exists()
