@@ -119,6 +119,16 @@ def test_truncation_to_max_length(checkpoints: dict[str, Path]) -> None:
     assert cond.tokens.shape[1] == 4 and cond.mask.all()
 
 
+def test_dtype_by_name(checkpoints: dict[str, Path]) -> None:
+    encoder = TextEncoder(str(checkpoints["bert"]), dtype="bfloat16")
+    cond = encoder(CAPTIONS)
+    assert cond.tokens.dtype == torch.bfloat16 and cond.pooled.dtype == torch.float32  # type: ignore[union-attr]
+    reference = TextEncoder(str(checkpoints["bert"]))(CAPTIONS)
+    torch.testing.assert_close(cond.pooled, reference.pooled, atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        TextEncoder(str(checkpoints["bert"]), dtype="float64")  # type: ignore[arg-type]
+
+
 def test_encode_unique_and_collate_match_direct_encoding(checkpoints: dict[str, Path]) -> None:
     encoder = TextEncoder(str(checkpoints["t5"]))
     captions = CAPTIONS + ["", CAPTIONS[0], CAPTIONS[2]]

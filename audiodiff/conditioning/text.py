@@ -82,6 +82,16 @@ def _model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
     return AutoModel
 
 
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    allowed = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in allowed:
+        raise ValueError(f"TextEncoder: dtype must be one of {sorted(allowed)} or a torch.dtype, "
+                         f"got {dtype!r}")
+    return allowed[dtype]
+
+
 def _load(source: str, local_only: bool,
           dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
     config = AutoConfig.from_pretrained(source, local_files_only=local_only)
@@ -111,13 +121,16 @@ class TextEncoder(nn.Module):
         folders never touch the network; a hub id is read from the local cache, and fetched only when the
         cache lacks it and offline mode (HF_HUB_OFFLINE) is off.
     max_length: captions are truncated to this many tokens (special tokens included).
-    dtype: dtype of the encoder weights and of the returned token states.
+    dtype: dtype of the encoder weights and of the returned token states (a torch.dtype or its name, as a
+        config file gives it).
     pooling: how `pooled` is formed; "mean" = mean over real tokens (sentence-transformers' pooling).
     """
 
-    def __init__(self, name_or_path: str = MINILM, max_length: int = 64, dtype: torch.dtype = torch.float32,
+    def __init__(self, name_or_path: str = MINILM, max_length: int = 64,
+                 dtype: torch.dtype | Literal["float32", "float16", "bfloat16"] = torch.float32,
                  pooling: Literal["mean"] = "mean") -> None:
         super().__init__()
+        dtype = _as_dtype(dtype)
         if pooling != "mean":
             raise ValueError(f"TextEncoder: pooling must be 'mean', got {pooling!r}")
         if max_length < 1:
