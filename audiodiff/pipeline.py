@@ -52,9 +52,9 @@ class AudioDiffusionPipeline:
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder or checkpoint")
-        if path.is_dir() and (path / CONFIG).exists():
-            if not (path / WEIGHTS).exists():
-                raise ModelLoadError(f"{path}: has {CONFIG} but no {WEIGHTS}")
+        if path.is_dir() and (path / WEIGHTS).exists():
+            if not (path / CONFIG).exists():
+                raise ModelLoadError(f"{path}: has {WEIGHTS} but no {CONFIG}")
             cfg = yaml.safe_load((path / CONFIG).read_text())
             state = load_file(str(path / WEIGHTS))
         else:

@@ -14,8 +14,8 @@ from audiodiff.representations.base import Representation
 class MelRepresentation(Representation):
     """z = (log(max(mel, floor)) − mean) / std per mel band; wav = vocoder(exp(z · std + mean)).
 
-    wav: [B, 1, T] at `sample_rate` Hz ↔ z: [B, n_mels, ceil(T / hop_length)] (center=True framing, so
-    frames = T // hop_length + 1; `num_frames` gives the count for a duration). The mel is a magnitude (power 1)
+    wav: [B, 1, T] at `sample_rate` Hz ↔ z: [B, n_mels, T // hop_length + 1] (centred framing; `num_frames`
+    gives the count for a duration). The mel is a magnitude (power 1)
     spectrogram. `mean`/`std` are buffers fitted once on training audio (`fit_statistics`) and stored with the model.
 
     vocoder: a module mapping a linear-magnitude mel [B, n_mels, F] to wav [B, T] (e.g. GriffinLimVocoder or a
@@ -62,12 +62,17 @@ class MelRepresentation(Representation):
         """wav [B, 1, T] → z [B, n_mels, F], roughly zero-mean unit-variance per band."""
         return (self.log_mel(wav) - self.mean[:, None]) / self.std[:, None]
 
+    def num_frames(self, seconds: float) -> int:
+        """Frames covering `seconds`: T // hop + 1 for centred framing, enough that decoding gives ≥ T samples."""
+        samples = int(round(seconds * self.sample_rate))
+        return -(-samples // self.hop_length) + 1
+
     def decode_mel(self, z: Tensor) -> Tensor:
         """z [B, n_mels, F] → linear-magnitude mel [B, n_mels, F]."""
         return torch.exp(z.float() * self.std[:, None] + self.mean[:, None])
 
     def decode(self, z: Tensor) -> Tensor:
-        """z [B, n_mels, F] → wav [B, 1, F · hop_length]."""
+        """z [B, n_mels, F] → wav [B, 1, (F − 1) · hop_length]."""
         if self.vocoder is None:
             raise RuntimeError("MelRepresentation.decode: no vocoder configured")
         wav = self.vocoder(self.decode_mel(z))
