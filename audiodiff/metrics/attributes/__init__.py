@@ -1,1 +1,37 @@
-"""audiodiff.metrics.attributes."""
+"""Attribute extractors for the built-in corpora: read a clip's attributes back from its audio.
+
+`corpus_metrics(name)` gives a corpus's `(extract, score)` pair:
+`extract(wav [T] or [1, T], sample_rate) -> dict` and
+`score(predicted, truth) -> {attribute: {accuracy, n, chance}}`. Each corpus module
+(`audiodiff.metrics.attributes.<name>`) defines both; the registry below names them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from audiodiff.metrics.attributes.score import markdown_table, score_predictions
+
+Extractor = Callable[..., dict]
+Scorer = Callable[[list[dict], list[dict]], dict[str, dict[str, float]]]
+
+# corpus → (module, extractor function, scoring function)
+CORPUS_METRICS: dict[str, tuple[str, str, str]] = {
+    "sfx": ("audiodiff.metrics.attributes.sfx", "extract_sfx", "score_attributes"),
+    "music": ("audiodiff.metrics.attributes.music", "extract_music", "score_music"),
+}
+
+
+def corpus_metrics(name: str) -> tuple[Extractor, Scorer]:
+    """The attribute extractor and scorer of built-in corpus `name`."""
+    if name not in CORPUS_METRICS:
+        raise ValueError(
+            f"corpus: no attribute extractors for {name!r}; expected one of {sorted(CORPUS_METRICS)}"
+        )
+    module_name, extract, score = CORPUS_METRICS[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, extract), getattr(module, score)
+
+
+__all__ = ["CORPUS_METRICS", "corpus_metrics", "markdown_table", "score_predictions"]

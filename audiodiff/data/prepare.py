@@ -1,0 +1,53 @@
+"""`python -m audiodiff.data.prepare corpus=sfx [root=data seed=0 num_clips=... workers=2 force=false]`.
+
+Builds a built-in corpus (see `audiodiff.data.corpora.CORPORA`) unless its manifest already exists, and prints
+where it is and how long the build took.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from audiodiff.config import CONF_DIR
+from audiodiff.data.corpora import CORPORA, corpus_module, ensure_corpus
+
+
+def prepare(
+    corpus: str,
+    root: str | Path = "data",
+    *,
+    seed: int = 0,
+    num_clips: int | None = None,
+    workers: int = 2,
+    force: bool = False,
+) -> Path:
+    """Manifest path of `corpus` under `root`, building it first if missing (or always, with `force`)."""
+    if corpus not in CORPORA:
+        raise ValueError(f"corpus: unknown built-in corpus {corpus!r}; expected one of {sorted(CORPORA)}")
+    if force:
+        return corpus_module(corpus).build(
+            Path(root) / corpus, seed=seed, num_clips=num_clips, workers=workers
+        )
+    return ensure_corpus(corpus, root, seed=seed, num_clips=num_clips, workers=workers)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    manifest = Path(cfg.root) / cfg.corpus / "manifest.jsonl"
+    existed = manifest.exists() and not cfg.force
+    start = time.perf_counter()
+    path = prepare(
+        cfg.corpus, cfg.root, seed=cfg.seed, num_clips=cfg.num_clips, workers=cfg.workers, force=cfg.force
+    )
+    if existed:
+        print(f"{path}: already built (force=true rebuilds it)")
+    else:
+        print(f"{path}: built in {time.perf_counter() - start:.1f} s with {cfg.workers} worker(s)")
+
+
+if __name__ == "__main__":
+    main()

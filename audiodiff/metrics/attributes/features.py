@@ -1,0 +1,117 @@
+"""Interpretable DSP measurements shared by the attribute extractors and the corpus synthesisers.
+
+Everything here works on mono float waveforms `wav: [T]` in [-1, 1] at `sample_rate` Hz and on the power
+spectrogram the extractors share (16 kHz, n_fft 1024, hop 256, i.e. 62.5 frames per second, like the log-mel
+representation the diffusion models generate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyloudnorm
+
+SAMPLE_RATE = 16000
+N_FFT = 1024
+HOP = 256
+FRAME_RATE = SAMPLE_RATE / HOP  # 62.5 frames per second
+LOUDNESS_BLOCK_S = 0.05  # gating block: 50 ms so that a single click is measured like a sustained tone
+SILENCE_LUFS = -120.0  # what `loudness_lufs` reports for silence
+
+
+def loudness_lufs(wav: np.ndarray, sample_rate: int) -> float:
+    """ITU-R BS.1770 gated loudness of `wav: [T]` in LUFS, with 50 ms gating blocks (75 % overlap).
+
+    The standard's 400 ms blocks average a 20 ms click with 380 ms of silence, so a click would need a peak
+    far above full scale to measure like a held tone; 50 ms blocks measure a sound's level while it sounds,
+    which is also what a log-mel spectrogram shows. K-weighting and both gates (−70 LUFS absolute, −10 LU
+    relative) are pyloudnorm's. Clips shorter than one block are zero-padded; silence gives `SILENCE_LUFS`.
+    """
+    x = np.asarray(wav, dtype=np.float64).reshape(-1)
+    block = int(round(LOUDNESS_BLOCK_S * sample_rate))
+    if x.size < block:
+        x = np.pad(x, (0, block - x.size))
+    if not np.any(x):
+        return SILENCE_LUFS
+    value = pyloudnorm.Meter(sample_rate, block_size=LOUDNESS_BLOCK_S).integrated_loudness(x)
+    return float(value) if np.isfinite(value) else SILENCE_LUFS
+
+
+@dataclass(frozen=True)
+class Spectrogram:
+    """Power spectrogram of one clip.
+
+    Attributes:
+        power: `[F, N]` |STFT|² (Hann window, n_fft 1024, hop 256, centred frames), F = 513 bins.
+        freqs: `[F]` bin centre frequencies in Hz.
+        frame_db: `[N]` frame energy in dB (10·log10 of the summed power, floored at −120 dB).
+    """
+
+    power: np.ndarray
+    freqs: np.ndarray
+    frame_db: np.ndarray
+
+
+_WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
+
+
+def power_spectrogram(wav: np.ndarray) -> Spectrogram:
+    """Power spectrogram of `wav: [T]` at 16 kHz (see `Spectrogram`)."""
+    x = np.asarray(wav, dtype=np.float32).reshape(-1)
+    x = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="constant")
+    if x.size < N_FFT:
+        x = np.pad(x, (0, N_FFT - x.size))
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
+    spec = np.fft.rfft(frames * _WINDOW, axis=1)
+    power = (spec.real**2 + spec.imag**2).T.astype(np.float64)
+    freqs = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
+    frame_db = 10.0 * np.log10(np.maximum(power.sum(axis=0), 1e-12))
+    return Spectrogram(power=power, freqs=freqs, frame_db=frame_db)
+
+
+def smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of `x: [N]` over `width` samples (edges use the samples that exist)."""
+    if width <= 1:
+        return x.astype(np.float64)
+    kernel = np.ones(width)
+    num = np.convolve(x, kernel, mode="same")
+    den = np.convolve(np.ones_like(x, dtype=np.float64), kernel, mode="same")
+    return num / den
+
+
+def segment_events(
+    frame_db: np.ndarray,
+    on_db: float = 22.0,
+    off_db: float = 32.0,
+    min_gap_frames: int = 4,
+    min_len_frames: int = 1,
+) -> list[tuple[int, int]]:
+    """Sound events as `(start, stop)` frame ranges (stop exclusive) by hysteresis on a frame-energy curve.
+
+    An event starts where `frame_db: [N]` rises above `max − on_db` and ends where it falls below
+    `max − off_db`. Events separated by fewer than `min_gap_frames` quiet frames are merged (a decaying tail
+    that wobbles around the threshold is one event); events shorter than `min_len_frames` are dropped.
+    """
+    if frame_db.size == 0:
+        return []
+    peak = float(frame_db.max())
+    on, off = peak - on_db, peak - off_db
+    events: list[list[int]] = []
+    active = False
+    start = 0
+    for i, level in enumerate(frame_db):
+        if not active and level >= on:
+            active, start = True, i
+        elif active and level < off:
+            active = False
+            events.append([start, i])
+    if active:
+        events.append([start, frame_db.size])
+    merged: list[list[int]] = []
+    for ev in events:
+        if merged and ev[0] - merged[-1][1] < min_gap_frames:
+            merged[-1][1] = ev[1]
+        else:
+            merged.append(ev)
+    return [(a, b) for a, b in merged if b - a >= min_len_frames]
