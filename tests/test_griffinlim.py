@@ -8,7 +8,6 @@ measured when they were written, so that a regression shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,17 +18,6 @@ from audiodiff.vocoders.griffinlim import GriffinLimVocoder, griffin_lim, mel_to
 SR = 16000
 N_FFT = 1024
 HOP = 256
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Each call runs a few hundred small kernels; when other processes share the two cores, intra-op
-    threads stall at every barrier (tens of seconds per test). One thread keeps the runtime stable;
-    no result here depends on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sine(freq: float, seconds: float = 1.0, amp: float = 0.5) -> torch.Tensor:
@@ -178,3 +166,18 @@ def test_vocoder_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="center=True"):
         GriffinLimVocoder.from_mel_spectrogram(MelSpectrogram(SR, N_FFT, HOP, center=False))
     assert vocoder.state_dict() == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_vocoder_on_cuda() -> None:
+    mel = MelSpectrogram(SR, N_FFT, HOP, n_mels=64, f_max=8000.0, power=1.0)
+    vocoder = GriffinLimVocoder.from_mel_spectrogram(mel).cuda()
+    target = mel(_sine(440.0)[None])
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    wav = vocoder(target.cuda(), generator=generator, length=SR)
+    assert wav.device.type == "cuda"
+    assert abs(_dominant_hz(wav[0].cpu()) - 440.0) <= 10.0
+    assert _convergence(mel(wav.cpu()), target) < 0.15
+    generator.manual_seed(0)
+    assert torch.equal(wav, vocoder(target.cuda(), generator=generator, length=SR))

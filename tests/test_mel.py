@@ -193,3 +193,13 @@ def test_matches_torchaudio(case: tuple) -> None:
     )(audio)
     assert ours.shape == reference.shape
     assert _relative_error(ours.numpy(), reference.numpy()) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    module = MelSpectrogram(16000, 1024, 256, n_mels=64)
+    wav = torch.randn(3, 16000, generator=torch.Generator().manual_seed(4))
+    on_gpu = module.cuda()(wav.cuda())
+    assert on_gpu.device.type == "cuda"
+    assert _relative_error(on_gpu.cpu().double().numpy(), module.cpu()(wav).double().numpy()) < 1e-5

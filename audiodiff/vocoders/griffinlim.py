@@ -91,7 +91,7 @@ def mel_to_linear(mel: Tensor, filterbank: Tensor, n_iter: int = 100, lobe: Tens
         raise ValueError("mel must be nonnegative (a linear mel, not a log-mel)")
     dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
     n_freqs = filterbank.shape[1]
-    lobes = None if lobe is None else _lobe_matrix(lobe.to(torch.float64), n_freqs)
+    lobes = None if lobe is None else _lobe_matrix(lobe.detach().cpu().to(torch.float64), n_freqs)
     basis64 = filterbank.detach().cpu().to(torch.float64)
     if lobes is not None:
         basis64 = basis64 @ lobes
