@@ -1,0 +1,45 @@
+"""EMA, learning-rate schedule and resume checks of the training task."""
+
+import math
+
+import pytest
+import torch
+
+from audiodiff.lightning.ema import EMA
+from audiodiff.lightning.module import warmup_cosine
+from audiodiff.training import ResumeMismatchError, check_resume
+
+
+def test_ema_follows_the_closed_form():
+    net = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.9)
+    expected = torch.zeros(1, 2)
+    for step in range(30):
+        net.weight.data.fill_(float(step + 1))
+        ema.update(net, step)
+        d = min(0.9, (1 + step) / (10 + step))
+        expected = d * expected + (1 - d) * net.weight.data
+    torch.testing.assert_close(ema.average.weight, expected)
+    assert not any(p.requires_grad for p in ema.average.parameters())
+
+
+def test_ema_rejects_bad_decay():
+    with pytest.raises(ValueError, match="decay"):
+        EMA(torch.nn.Linear(1, 1), decay=1.0)
+
+
+def test_warmup_then_cosine():
+    f = warmup_cosine(10, 110, min_ratio=0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    assert all(f(s) >= f(s + 1) for s in range(10, 120))
+
+
+def test_resume_check_names_changed_keys(tmp_path):
+    saved = {"denoiser": {"channels": 128}, "data": {"batch_size": 32}, "seed": 0, "trainer": {"max_steps": 10}}
+    check_resume(saved, {**saved, "trainer": {"max_steps": 20}}, tmp_path / "last.ckpt")  # longer run: fine
+    with pytest.raises(ResumeMismatchError, match=r"denoiser: was \{'channels': 128\}, now \{'channels': 64\}"):
+        check_resume(saved, {**saved, "denoiser": {"channels": 64}}, tmp_path / "last.ckpt")
