@@ -129,6 +129,8 @@ def test_griffin_lim_rejects_bad_input() -> None:
         griffin_lim(torch.ones(1, 257, 10), N_FFT, HOP)
     with pytest.raises(ValueError, match="momentum"):
         griffin_lim(torch.ones(1, 513, 10), N_FFT, HOP, momentum=1.5)
+    with pytest.raises(ValueError, match="nonnegative"):
+        griffin_lim(-torch.ones(1, 513, 10), N_FFT, HOP)
 
 
 # --- vocoder ---------------------------------------------------------------------------------------------

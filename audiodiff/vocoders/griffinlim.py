@@ -160,6 +160,8 @@ def griffin_lim(
         )
     if magnitude.shape[-1] < 2:
         raise ValueError(f"magnitude needs at least 2 frames, got {magnitude.shape[-1]}")
+    if bool((magnitude < 0).any()):
+        raise ValueError("magnitude must be nonnegative (|STFT|, not a log or signed spectrogram)")
     if n_iter < 0 or not 0.0 <= momentum < 1.0:
         raise ValueError(f"need n_iter >= 0 and 0 <= momentum < 1, got n_iter={n_iter}, momentum={momentum}")
     dtype = magnitude.dtype if magnitude.dtype == torch.float64 else torch.float32
