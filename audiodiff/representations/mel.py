@@ -11,6 +11,18 @@ from audiodiff.audio.mel import MelSpectrogram, log_compress
 from audiodiff.representations.base import Representation
 
 
+def check_vocoder(vocoder: nn.Module, mel: MelSpectrogram) -> None:
+    """Refuse a vocoder whose mel settings differ from the representation's: it would decode silently wrong audio."""
+    own = {"sample_rate": mel.sample_rate, "n_fft": mel.n_fft, "hop_length": mel.hop_length, "n_mels": mel.n_mels,
+           "power": 1.0}
+    theirs = {k: getattr(vocoder, k, None) for k in own}
+    theirs.update({k: getattr(getattr(vocoder, "mel", None), k, None) for k in own if theirs[k] is None})
+    wrong = {k: (own[k], v) for k, v in theirs.items() if v is not None and float(v) != float(own[k])}
+    if wrong:
+        detail = ", ".join(f"{k}: representation {a}, vocoder {b}" for k, (a, b) in wrong.items())
+        raise ValueError(f"vocoder {type(vocoder).__name__} does not match the mel representation ({detail})")
+
+
 class MelRepresentation(Representation):
     """z = (log(max(mel, floor)) − mean) / std per mel band; wav = vocoder(exp(z · std + mean)).
 
@@ -34,6 +46,8 @@ class MelRepresentation(Representation):
         self.log_floor = log_floor
         self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                                   f_min=f_min, f_max=f_max, power=1.0, scale=scale, norm="slaney")
+        if vocoder is not None:
+            check_vocoder(vocoder, self.mel)
         self.vocoder = vocoder
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("std", torch.ones(n_mels))
