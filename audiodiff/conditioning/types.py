@@ -38,7 +38,9 @@ class Conditioning:
 
     def select(self, index: Tensor | slice) -> Conditioning:
         """Rows `index` of every field."""
-        pick = (lambda t: None if t is None else t[index])
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index]
+
         return Conditioning(pick(self.tokens), pick(self.mask), pick(self.pooled), pick(self.globals_))
 
     def with_mask(self, mask: Tensor) -> Conditioning:

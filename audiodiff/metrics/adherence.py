@@ -7,7 +7,6 @@ clips whose attributes, recovered from audio alone, match the ones the prompt as
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,23 +15,8 @@ import torch
 from tqdm import tqdm
 
 from audiodiff.data.manifest import ManifestRow
+from audiodiff.metrics.attributes import corpus_metrics
 from audiodiff.pipeline import AudioDiffusionPipeline
-
-Extractor = Callable[[np.ndarray, int], dict]
-Scorer = Callable[[list[dict], list[dict]], dict[str, dict[str, float]]]
-
-
-def corpus_metrics(corpus: str) -> tuple[Extractor, Scorer]:
-    """The attribute extractor and scorer of a built-in corpus."""
-    if corpus == "sfx":
-        from audiodiff.metrics.attributes.sfx import extract_sfx, score_attributes
-
-        return extract_sfx, score_attributes
-    if corpus == "music":
-        from audiodiff.metrics.attributes.music import extract_music, score_music
-
-        return extract_music, score_music
-    raise ValueError(f"corpus: no attribute extractors for {corpus!r}; expected 'sfx' or 'music'")
 
 
 @dataclass(frozen=True)
