@@ -24,8 +24,9 @@ whoosh       noise band gliding over 2.5–3.3 octaves    direction
 `loudness` is "quiet" (−38 LUFS) or "loud" (−22 LUFS), ±1 dB, measured with
 `audiodiff.metrics.attributes.features.loudness_lufs` (BS.1770 with 50 ms blocks). Pitched kinds use
 fundamentals of 160–280 / 420–750 / 1100–1900 Hz for low / mid / high (hiss: band centres 450–700 /
-1300–2000 / 3800–5500 Hz). Events are separated by at least 220 ms of near-silence (−40 dB), so counting
-them on a mel spectrogram at 62.5 frames per second is unambiguous. Clips last 1–4 s.
+1300–2000 / 3800–5500 Hz). Events are separated by at least 260 ms of near-silence (−40 dB; at least 200 ms
+once smeared by the 64 ms analysis window), so counting them on a mel spectrogram at 62.5 frames per second is
+unambiguous. Clips last 1–4 s.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ HISS_HZ: dict[str, tuple[float, float]] = {
 }
 LOUDNESS_LUFS: dict[str, float] = {"quiet": -38.0, "loud": -22.0}
 LOUDNESS_JITTER_DB = 1.0
-EVENT_GAP_S = (0.22, 0.4)  # silence (below −40 dB of the event peak) between consecutive events
+EVENT_GAP_S = (0.26, 0.44)  # silence (below −40 dB of the event peak) between consecutive events
 
 
 def attributes_of(kind: str) -> tuple[str, ...]:

@@ -1,0 +1,215 @@
+"""sfx attribute extractors: accuracy on fresh and hand-made clips, scoring, classifier file, CLIs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from audiodiff.data.corpora import sfx
+from audiodiff.metrics.attributes import corpus_metrics
+from audiodiff.metrics.attributes.check import main as check_main
+from audiodiff.metrics.attributes.classifier import SoftmaxClassifier, fit_softmax
+from audiodiff.metrics.attributes.cli import parse_overrides
+from audiodiff.metrics.attributes.features import loudness_lufs, segment_events
+from audiodiff.metrics.attributes.fit_sfx import fit
+from audiodiff.metrics.attributes.roundtrip import griffinlim_roundtrip
+from audiodiff.metrics.attributes.sfx import extract_sfx, score_attributes
+
+SR = 16000
+
+
+def _at_lufs(wav: np.ndarray, lufs: float) -> np.ndarray:
+    return (wav * 10 ** ((lufs - loudness_lufs(wav, SR)) / 20)).astype(np.float32)
+
+
+def _ramp(n: int) -> np.ndarray:
+    """5 ms fade in and out."""
+    return np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.005 * SR))
+
+
+def _tone(freq: float, seconds: float) -> np.ndarray:
+    n = int(seconds * SR)
+    return np.sin(2 * np.pi * freq * np.arange(n) / SR) * _ramp(n)
+
+
+def _silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SR))
+
+
+@pytest.fixture(scope="module")
+def fresh() -> tuple[list[dict], list[np.ndarray]]:
+    """150 clips never seen by the classifier (a seed the corpus does not use), kinds cycled."""
+    truth, wavs = [], []
+    for i in range(150):
+        rng = np.random.default_rng([2024, i])
+        attrs = sfx.sample_attributes(rng, kind=sfx.KINDS[i % len(sfx.KINDS)])
+        truth.append(attrs)
+        wavs.append(sfx.synthesize(attrs, rng))
+    return truth, wavs
+
+
+def test_accuracy_on_fresh_clips_is_at_least_95_percent(fresh):
+    truth, wavs = fresh
+    start = time.perf_counter()
+    predicted = [extract_sfx(w, SR) for w in wavs]
+    per_clip = (time.perf_counter() - start) / len(wavs)
+    scores = score_attributes(predicted, truth)
+    assert set(scores) == set(sfx.ATTRIBUTE_VALUES)
+    for name, s in scores.items():
+        assert s["accuracy"] >= 0.95, (name, s)
+        assert s["chance"] == pytest.approx(1 / len(sfx.ATTRIBUTE_VALUES[name]))
+    assert scores["kind"]["n"] == scores["loudness"]["n"] == 150
+    assert per_clip < 0.1
+
+
+def test_accuracy_after_griffin_lim(fresh):
+    truth, wavs = fresh
+    picked = list(range(len(sfx.KINDS)))  # one clip of each kind
+    vocoded = griffinlim_roundtrip([wavs[i] for i in picked], batch_size=len(picked))
+    assert [len(v) for v in vocoded] == [len(wavs[i]) for i in picked]
+    scores = score_attributes([extract_sfx(v, SR) for v in vocoded], [truth[i] for i in picked])
+    for name, s in scores.items():
+        assert s["accuracy"] >= 0.9, (name, s)
+
+
+def test_three_one_kilohertz_beeps():
+    beeps = np.concatenate([_silence(0.2)] + [np.concatenate([_tone(1000.0, 0.15), _silence(0.3)])] * 3)
+    wav = _at_lufs(beeps, -20.0)
+    assert extract_sfx(wav, SR) == {"kind": "beeps", "pitch": "high", "count": 3, "loudness": "loud"}
+    # Same clip as a torch tensor [1, T], and at 44.1 kHz.
+    assert extract_sfx(torch.from_numpy(wav)[None], SR)["count"] == 3
+    resampled = np.interp(np.arange(int(len(wav) * 44100 / SR)) * SR / 44100, np.arange(len(wav)), wav)
+    assert extract_sfx(resampled.astype(np.float32), 44100) == extract_sfx(wav, SR)
+
+
+def test_hand_made_tones_sweep_and_bursts():
+    n = 2 * SR
+    steady = np.concatenate([_silence(0.1), _tone(200.0, 2.0), _silence(0.1)])
+    assert extract_sfx(_at_lufs(steady, -20.0), SR) == {
+        "kind": "sine",
+        "pitch": "low",
+        "envelope": "steady",
+        "loudness": "loud",
+    }
+    fading = steady * np.concatenate([np.ones(1600), 10 ** (-2 * np.linspace(0, 1, n)), np.ones(1600)])
+    assert extract_sfx(_at_lufs(fading, -38.0), SR) == {
+        "kind": "sine",
+        "pitch": "low",
+        "envelope": "fading",
+        "loudness": "quiet",
+    }
+    freq = 200.0 * 2 ** (3 * np.linspace(0, 1, n))
+    chirp = np.concatenate(
+        [_silence(0.1), np.sin(2 * np.pi * np.cumsum(freq) / SR) * _ramp(n), _silence(0.1)]
+    )
+    assert extract_sfx(_at_lufs(chirp, -22.0), SR) == {
+        "kind": "sweep",
+        "direction": "rising",
+        "loudness": "loud",
+    }
+    noise = np.random.default_rng(0).standard_normal(int(0.35 * SR))
+    bursts = np.concatenate([_silence(0.15), noise, _silence(0.35), noise, _silence(0.3)])
+    assert extract_sfx(_at_lufs(bursts, -38.0), SR) == {
+        "kind": "noise_burst",
+        "count": 2,
+        "loudness": "quiet",
+    }
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match=r"expected wav \[T\] or \[1, T\], got shape \(2, 100\)"):
+        extract_sfx(np.zeros((2, 100)), SR)
+    with pytest.raises(ValueError, match="NaN"):
+        extract_sfx(np.full(SR, np.nan), SR)
+    with pytest.raises(ValueError, match="empty"):
+        extract_sfx(np.zeros(0), SR)
+    with pytest.raises(ValueError, match="sample_rate must be positive"):
+        extract_sfx(np.zeros(SR), 0)
+
+
+def test_score_attributes_counts_only_attributes_of_the_true_kind():
+    truth = [
+        {"kind": "beeps", "pitch": "high", "count": 3, "loudness": "loud"},
+        {"kind": "sine", "pitch": "low", "envelope": "steady", "loudness": "quiet"},
+        {"kind": "clicks", "count": 2, "loudness": "quiet"},
+    ]
+    predicted = [
+        {"kind": "bell", "pitch": "high", "count": 3, "loudness": "loud"},  # kind wrong, rest right
+        {"kind": "hum", "envelope": "steady", "loudness": "quiet"},  # no pitch for a hum: wrong
+        {"kind": "clicks", "count": 1, "loudness": "quiet"},
+    ]
+    scores = score_attributes(predicted, truth)
+    assert list(scores) == ["kind", "pitch", "count", "envelope", "loudness"]
+    assert scores["kind"] == {
+        "accuracy": pytest.approx(1 / 3),
+        "n": 3,
+        "chance": pytest.approx(1 / len(sfx.KINDS)),
+    }
+    assert scores["pitch"] == {"accuracy": 0.5, "n": 2, "chance": pytest.approx(1 / 3)}
+    assert scores["count"] == {"accuracy": 0.5, "n": 2, "chance": pytest.approx(1 / 3)}
+    assert scores["envelope"] == {"accuracy": 1.0, "n": 1, "chance": 0.5}
+    assert scores["loudness"]["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="2 predictions for 3"):
+        score_attributes(predicted[:2], truth)
+    with pytest.raises(ValueError, match=r"\['colour'\]"):
+        score_attributes([{}], [{"kind": "sine", "colour": "red"}])
+
+
+def test_loudness_and_event_segmentation_against_references():
+    # BS.1770: a 997 Hz sine at amplitude a reads 20·log10(a) − 3.01 LUFS (pyloudnorm's K-weighting, derived
+    # for each sample rate, is within 0.1 dB of that at 16 and 48 kHz).
+    for rate in (16000, 48000):
+        sine = 0.1 * np.sin(2 * np.pi * 997 * np.arange(2 * rate) / rate)
+        assert loudness_lufs(sine, rate) == pytest.approx(-23.01, abs=0.1)
+    assert loudness_lufs(np.zeros(100), SR) == -120.0
+    level = np.full(40, -80.0)
+    level[5:9] = 0.0  # an event
+    level[9:11] = -25.0  # its tail stays above the off threshold
+    level[12:13] = 0.0  # one quiet frame later: merged into the first
+    level[25:30] = -5.0  # a second event
+    level[35] = -21.0  # below the on threshold
+    assert segment_events(level, on_db=20.0, off_db=30.0, min_gap_frames=3) == [(5, 13), (25, 30)]
+    assert segment_events(level, on_db=20.0, off_db=30.0, min_gap_frames=1) == [(5, 11), (12, 13), (25, 30)]
+
+
+def test_softmax_classifier_fits_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = {"a": (0.0, 0.0), "b": (4.0, 0.0), "c": (0.0, 4.0)}
+    labels = [k for k in centres for _ in range(30)]
+    x = np.array([centres[k] for k in labels]) + rng.normal(0, 0.5, (90, 2))
+    model = fit_softmax(x, labels, ("u", "v"), ("a", "b", "c"))
+    assert model.predict(np.array([[0.1, -0.2], [3.9, 0.3], [0.2, 4.2]])) == ["a", "b", "c"]
+    path = model.save(tmp_path / "m.json")
+    again = SoftmaxClassifier.load(path)
+    np.testing.assert_allclose(again.logits(x), model.logits(x), atol=1e-5)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**model.to_dict(), "bias": [0.0]}))
+    with pytest.raises(ValueError, match=r"bad\.json: expected weights \[3, 2\], bias \[3\]"):
+        SoftmaxClassifier.load(bad)
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="not a classifier file"):
+        SoftmaxClassifier.load(bad)
+    with pytest.raises(ValueError, match=r"labels \['z'\]"):
+        fit_softmax(x[:1], ["z"], ("u", "v"), ("a", "b", "c"))
+
+
+def test_fit_and_check_commands_on_a_small_corpus(tmp_path, capsys):
+    sfx.build(tmp_path / "sfx", seed=5, num_clips=84, workers=1)
+    out = fit(tmp_path, per_kind=4, griffinlim_per_kind=0, out=tmp_path / "kind.json")
+    model = SoftmaxClassifier.load(out)
+    assert model.classes == sfx.KINDS and len(model.features) == model.weights.shape[1]
+    check_main(["corpus=sfx", f"root={tmp_path}", "split=test", "n=4", "griffinlim=false"])
+    printed = capsys.readouterr().out
+    assert "attribute accuracy on 4 clips" in printed and "| kind | 7% | 100.0% (4) |" in printed
+    with pytest.raises(SystemExit, match="n: expected int, got 'many'"):
+        parse_overrides(["n=many"], {"n": 1})
+    with pytest.raises(SystemExit, match="key in"):
+        parse_overrides(["colour=red"], {"n": 1})
+    extract, score = corpus_metrics("sfx")
+    assert extract is extract_sfx and score is score_attributes
+    with pytest.raises(ValueError, match="no attribute extractors for 'nope'"):
+        corpus_metrics("nope")
