@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> Path:
         ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.checkpoint_every),
         LearningRateMonitor(logging_interval="step"),
+        TQDMProgressBar(refresh_rate=cfg.progress_refresh),  # plain text: readable in logs and terminals alike
         AudioPreview(str(run_dir / "previews"), **cfg.preview),
     ]
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
