@@ -66,7 +66,7 @@ def markdown_table(results: dict[str, list[AdherenceResult]]) -> str:
     """One row per attribute, one column per guidance label; cells 'mean' or 'mean (min–max)' over seeds."""
     labels = list(results)
     attributes = list(results[labels[0]][0].scores)
-    lines = ["| attribute | chance | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    lines = ["| attribute | n | chance | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
 
     def cell(values: list[float]) -> str:
         pct = [100 * v for v in values]
@@ -75,9 +75,9 @@ def markdown_table(results: dict[str, list[AdherenceResult]]) -> str:
         return f"{np.mean(pct):.0f}% ({min(pct):.0f}–{max(pct):.0f})"
 
     for attr in attributes:
-        chance = results[labels[0]][0].scores[attr]["chance"]
+        first = results[labels[0]][0].scores[attr]
         row = [cell([r.scores[attr]["accuracy"] for r in results[label]]) for label in labels]
-        lines.append(f"| {attr} | {100 * chance:.0f}% | " + " | ".join(row) + " |")
-    lines.append("| **mean** | | " + " | ".join(cell([r.mean_accuracy for r in results[label]])
+        lines.append(f"| {attr} | {first['n']:.0f} | {100 * first['chance']:.0f}% | " + " | ".join(row) + " |")
+    lines.append("| **mean** | | | " + " | ".join(cell([r.mean_accuracy for r in results[label]])
                                                 for label in labels) + " |")
     return "\n".join(lines)
