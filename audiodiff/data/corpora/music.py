@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,10 @@ CAPTIONS_PER_CLIP = 3
 TARGET_LOUDNESS = -20.0  # LUFS (ITU-R BS.1770)
 PEAK_LIMIT = 0.95
 FADE_OUT = 0.03  # seconds, so that a clip cut mid-note does not end with a click
+# FluidSynth idles ~0.1-0.2 s per render (its player polls in 100 ms sleeps), so each worker process keeps
+# this many renders in flight.
+RENDERS_PER_WORKER = 3
+CHUNK = 12  # clips per task handed to a worker process
 
 Split = Literal["train", "val", "test"]
 
@@ -344,6 +348,12 @@ def _render(job: _RenderJob) -> dict[str, Any]:
     }
 
 
+def _render_chunk(jobs: list[_RenderJob]) -> list[dict[str, Any]]:
+    """Render ``jobs`` with :data:`RENDERS_PER_WORKER` FluidSynth processes in flight; rows in job order."""
+    with ThreadPoolExecutor(max_workers=RENDERS_PER_WORKER) as threads:
+        return list(threads.map(_render, jobs))
+
+
 def corpus_summary(plans: list[ClipPlan], *, seed: int, sample_rate: int, soundfont: Path,
                    license: str) -> dict[str, Any]:
     """The content of ``corpus.json``: vocabulary, per-split counts and the caption-template split."""
@@ -386,7 +396,8 @@ def build(
         out_dir: corpus folder (created).
         seed: corpus seed; the same seed and ``num_clips`` give identical files.
         num_clips: number of clips; :data:`DEFAULT_NUM_CLIPS` when None.
-        workers: rendering processes (1 renders in this process).
+        workers: worker processes (1 renders from this process), each with :data:`RENDERS_PER_WORKER`
+            renders in flight.
         soundfont: a General MIDI ``.sf2``; TimGM6mb from its Debian location when None.
         sample_rate: Hz.
 
@@ -405,11 +416,12 @@ def build(
     jobs = [_RenderJob(plan, str(out_dir), str(font), str(fluidsynth), sample_rate, license, source)
             for plan in plans]
     log.info("rendering %d music clips into %s with %d worker(s)", num_clips, out_dir, workers)
+    chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
     if workers <= 1:
-        rows = [_render(job) for job in jobs]
+        rows = [row for chunk in chunks for row in _render_chunk(chunk)]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(_render, jobs, chunksize=8))
+            rows = [row for done in pool.map(_render_chunk, chunks) for row in done]
     summary = corpus_summary(plans, seed=seed, sample_rate=sample_rate, soundfont=font, license=license)
     (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
     manifest = out_dir / "manifest.jsonl"
