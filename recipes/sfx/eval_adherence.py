@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     rows = read_manifest(ensure_corpus(args.corpus, args.root), split=args.split)
@@ -37,7 +38,7 @@ def main() -> None:
     results: dict[str, list] = {}
     raw = []
     for model in args.models:
-        pipe = AudioDiffusionPipeline.from_pretrained(model)
+        pipe = AudioDiffusionPipeline.from_pretrained(model, device=args.device)
         for g in args.guidance:
             label = "unconditional" if g == 0 else f"guidance {g:g}"
             res = evaluate_adherence(pipe, prompts, truths, args.corpus, g, args.steps, args.sampler, args.seed)
