@@ -43,3 +43,23 @@ def test_resume_check_names_changed_keys(tmp_path):
     check_resume(saved, {**saved, "trainer": {"max_steps": 20}}, tmp_path / "last.ckpt")  # longer run: fine
     with pytest.raises(ResumeMismatchError, match=r"denoiser: was \{'channels': 128\}, now \{'channels': 64\}"):
         check_resume(saved, {**saved, "denoiser": {"channels": 64}}, tmp_path / "last.ckpt")
+
+
+def test_caption_cache_matches_the_encoder_and_encodes_each_caption_once(monkeypatch):
+    from audiodiff.build import build_model
+    from audiodiff.config import compose_config
+    from audiodiff.lightning.module import DiffusionTask
+
+    model = build_model(compose_config("train", ["recipe=debug"]))
+    task = DiffusionTask(model, optimizer=torch.optim.AdamW)
+    captions = ["three loud beeps", "", "a quiet hiss that fades", "three loud beeps"]
+    seen: list[str] = []
+    encode_unique = model.text_encoder.encode_unique
+    monkeypatch.setattr(model.text_encoder, "encode_unique", lambda c, **kw: seen.extend(c) or encode_unique(c, **kw))
+    cached = task.encode_captions(captions)
+    task.encode_captions(captions[:2])
+    assert seen == ["three loud beeps", "", "a quiet hiss that fades"]
+    direct = model.text_encoder(captions)
+    assert torch.equal(cached.mask, direct.mask)
+    torch.testing.assert_close(cached.tokens, direct.tokens, atol=5e-3, rtol=0)  # float16 storage
+    torch.testing.assert_close(cached.pooled, direct.pooled, atol=5e-3, rtol=0)

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from audiodiff import __version__
+from audiodiff.conditioning.text import collate_states
+from audiodiff.conditioning.types import Conditioning
 from audiodiff.lightning.ema import EMA
 from audiodiff.model import DiffusionModel
 
@@ -34,12 +36,15 @@ class DiffusionTask(L.LightningModule):
     warmup_steps / min_lr_ratio: the LR schedule; its length is the trainer's max_steps.
     caption_dropout: probability of replacing a caption by "" (the null condition) for classifier-free guidance.
     stats_batches: batches of training audio used once to fit the representation's normalisation statistics.
+    text_cache_size: distinct captions whose encoder states are kept (float16, on the CPU) so that a caption seen
+      again costs no text-encoder pass; 0 disables the cache.
     run_config: the resolved run configuration, embedded in every checkpoint with the package version.
     """
 
     def __init__(self, model: DiffusionModel, optimizer: Callable[..., torch.optim.Optimizer],
                  warmup_steps: int = 500, min_lr_ratio: float = 0.1, ema_decay: float = 0.999,
-                 caption_dropout: float = 0.1, stats_batches: int = 8, run_config: dict | None = None) -> None:
+                 caption_dropout: float = 0.1, stats_batches: int = 8, text_cache_size: int = 100_000,
+                 run_config: dict | None = None) -> None:
         super().__init__()
         self.model = model
         self.model.text_encoder.requires_grad_(False)
@@ -50,6 +55,8 @@ class DiffusionTask(L.LightningModule):
         self.caption_dropout = caption_dropout
         self.stats_batches = stats_batches
         self.run_config = run_config or {}
+        self.text_cache_size = text_cache_size
+        self._text_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._val_generator_seed = 1234
 
     # ---- set-up -------------------------------------------------------------------------------------------
@@ -77,10 +84,22 @@ class DiffusionTask(L.LightningModule):
         keep = torch.rand(len(captions)) >= self.caption_dropout
         return [c if k else "" for c, k in zip(captions, keep.tolist(), strict=True)]
 
+    def encode_captions(self, captions: list[str]) -> Conditioning:
+        """Text states for a batch of captions, encoding only those not met before."""
+        if self.text_cache_size <= 0:
+            return self.model.encode_text(captions)
+        new = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        if new:
+            if len(self._text_cache) + len(new) > self.text_cache_size:
+                self._text_cache.clear()
+            self._text_cache.update(self.model.text_encoder.encode_unique(new, dtype=torch.float16))
+        cond = collate_states([self._text_cache[c] for c in captions])
+        return cond.to(self.device, dtype=self.dtype if self.dtype.is_floating_point else torch.float32)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         with torch.no_grad():
             z = self.model.representation.encode(batch["wav"])
-        cond = self.model.encode_text(self._drop_captions(batch["caption"]))
+        cond = self.encode_captions(self._drop_captions(batch["caption"]))
         loss = self.model.objective.loss(self.model.net, z, cond)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
@@ -91,7 +110,7 @@ class DiffusionTask(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """EMA loss with a fixed generator, so values are comparable across evaluations."""
         z = self.model.representation.encode(batch["wav"])
-        cond = self.model.encode_text(list(batch["caption"]))
+        cond = self.encode_captions(list(batch["caption"]))
         gen = torch.Generator(device=z.device).manual_seed(self._val_generator_seed + batch_idx)
         loss = self.model.objective.loss(self.ema.average, z, cond, generator=gen)
         self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
