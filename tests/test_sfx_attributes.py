@@ -74,6 +74,10 @@ def test_accuracy_after_griffin_lim(fresh):
     scores = score_attributes([extract_sfx(v, SR) for v in vocoded], [truth[i] for i in picked])
     for name, s in scores.items():
         assert s["accuracy"] >= 0.9, (name, s)
+    # Speckle keeps the expected power: loudness moves by well under a dB on average.
+    speckled = griffinlim_roundtrip([wavs[i] for i in picked], batch_size=len(picked), mel_noise_db=8.0)
+    shift = [loudness_lufs(a, SR) - loudness_lufs(b, SR) for a, b in zip(speckled, vocoded, strict=True)]
+    assert abs(float(np.mean(shift))) < 1.5 and not np.allclose(speckled[0], vocoded[0])
 
 
 def test_three_one_kilohertz_beeps():
@@ -118,6 +122,14 @@ def test_hand_made_tones_sweep_and_bursts():
         "count": 2,
         "loudness": "quiet",
     }
+
+
+@pytest.mark.filterwarnings("error")
+def test_silence_and_tiny_clips_give_valid_attributes():
+    for wav in (np.zeros(SR, dtype=np.float32), np.zeros(100, dtype=np.float32), np.full(1, 0.1, np.float32)):
+        out = extract_sfx(wav, SR)
+        sfx.validate_attributes(out)
+        assert out["loudness"] == "quiet"
 
 
 def test_bad_input_raises_clear_errors():
@@ -205,6 +217,9 @@ def test_fit_and_check_commands_on_a_small_corpus(tmp_path, capsys):
     check_main(["corpus=sfx", f"root={tmp_path}", "split=test", "n=4", "griffinlim=false"])
     printed = capsys.readouterr().out
     assert "attribute accuracy on 4 clips" in printed and "| kind | 7% | 100.0% (4) |" in printed
+    check_main(["corpus=sfx", f"root={tmp_path}", "split=test", "n=2", "speckle_db=6"])
+    header = capsys.readouterr().out.splitlines()[2]
+    assert header == "| attribute | chance | clean (n) | griffin-lim (n) | griffin-lim + 6 dB speckle (n) |"
     with pytest.raises(SystemExit, match="n: expected int, got 'many'"):
         parse_overrides(["n=many"], {"n": 1})
     with pytest.raises(SystemExit, match="key in"):

@@ -1,11 +1,13 @@
 """Accuracy of a corpus's attribute extractors on its own clips, clean and after mel → Griffin-Lim.
 
-    python -m audiodiff.metrics.attributes.check corpus=sfx [root=data split=test n=400 griffinlim=true]
+    python -m audiodiff.metrics.attributes.check corpus=sfx [root=data split=test n=400 griffinlim=true
+                                                             speckle_db=0]
 
 Takes the first `n` rows of `split` from `<root>/<corpus>/manifest.jsonl` (building the corpus if needed),
 reads each clip's attributes back with the corpus extractor, and prints a markdown table (accuracy and n per
 attribute, chance level) for the clean audio and, with `griffinlim=true`, for the same clips decoded from
-their log-mel by the Griffin-Lim vocoder, as generated audio is. Also prints the extraction time per clip.
+their log-mel by the Griffin-Lim vocoder, as generated audio is, and with `speckle_db=8` for a mel
+speckled by 8 dB per bin before vocoding. Also prints the extraction time per clip.
 """
 
 from __future__ import annotations
@@ -21,17 +23,35 @@ from audiodiff.data.manifest import read_manifest
 from audiodiff.metrics.attributes import corpus_metrics, markdown_table
 from audiodiff.metrics.attributes.cli import parse_overrides
 
-DEFAULTS: dict[str, object] = {"corpus": "sfx", "root": "data", "split": "test", "n": 400, "griffinlim": True}
+DEFAULTS: dict[str, object] = {
+    "corpus": "sfx",
+    "root": "data",
+    "split": "test",
+    "n": 400,
+    "griffinlim": True,
+    "speckle_db": 0.0,
+}
 
 
 def check(
-    corpus: str, root: str | Path = "data", split: str = "test", n: int = 400, griffinlim: bool = True
+    corpus: str,
+    root: str | Path = "data",
+    split: str = "test",
+    n: int = 400,
+    griffinlim: bool = True,
+    speckle_db: float = 0.0,
 ) -> dict[str, dict]:
-    """Scores of the extractors on `n` clips of `split`.
+    """Scores of the extractors on the first `n` clips of `split`.
+
+    Args:
+        griffinlim: also score the clips after mel → Griffin-Lim.
+        speckle_db: if > 0, also score them after Griffin-Lim from a mel with that much log-normal speckle
+            (std in dB per bin), a stand-in for an imperfectly generated spectrogram.
 
     Returns:
-        `{"n": clips, "scores": {"clean": s, "griffin-lim": s}, "seconds per clip": {...}}` where each
-        `s` maps attribute → {accuracy, n, chance}; "griffin-lim" only with `griffinlim`.
+        `{"n": clips, "scores": {condition: s}, "seconds per clip": {...}}` where conditions are "clean",
+        "griffin-lim" and "griffin-lim + N dB speckle" as requested, and each `s` maps attribute →
+        {accuracy, n, chance}.
     """
     extract, score = corpus_metrics(corpus)
     rows = read_manifest(ensure_corpus(corpus, root), split=split)[:n]
@@ -45,26 +65,36 @@ def check(
     predicted = [extract(wav, sr) for wav, sr in clips]
     timings["clean"] = (time.perf_counter() - start) / len(rows)
     results["clean"] = score(predicted, truth)
-    if griffinlim:
+    conditions = ([("griffin-lim", 0.0)] if griffinlim else []) + (
+        [(f"griffin-lim + {speckle_db:g} dB speckle", speckle_db)] if speckle_db > 0 else []
+    )
+    if conditions:
         from audiodiff.metrics.attributes.roundtrip import griffinlim_roundtrip
 
         rates = {sr for _, sr in clips}
         if len(rates) != 1:
             raise ValueError(f"{root}/{corpus}: clips at several sample rates {sorted(rates)}")
+        rate = rates.pop()
+    for label, noise_db in conditions:
         start = time.perf_counter()
-        vocoded = griffinlim_roundtrip([wav for wav, _ in clips], sample_rate=rates.pop())
-        timings["griffin-lim synthesis"] = (time.perf_counter() - start) / len(rows)
+        vocoded = griffinlim_roundtrip([wav for wav, _ in clips], sample_rate=rate, mel_noise_db=noise_db)
+        timings[f"{label} synthesis"] = (time.perf_counter() - start) / len(rows)
         start = time.perf_counter()
-        predicted = [extract(wav, sr) for wav, (_, sr) in zip(vocoded, clips, strict=True)]
-        timings["griffin-lim"] = (time.perf_counter() - start) / len(rows)
-        results["griffin-lim"] = score(predicted, truth)
+        predicted = [extract(wav, rate) for wav in vocoded]
+        timings[label] = (time.perf_counter() - start) / len(rows)
+        results[label] = score(predicted, truth)
     return {"n": len(rows), "scores": results, "seconds per clip": timings}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_overrides(sys.argv[1:] if argv is None else argv, DEFAULTS)
     out = check(
-        str(args["corpus"]), str(args["root"]), str(args["split"]), int(args["n"]), bool(args["griffinlim"])
+        str(args["corpus"]),
+        str(args["root"]),
+        str(args["split"]),
+        int(args["n"]),
+        bool(args["griffinlim"]),
+        float(args["speckle_db"]),
     )
     print(f"{args['corpus']} / {args['split']}: attribute accuracy on {out['n']} clips\n")
     print(markdown_table(out["scores"]))

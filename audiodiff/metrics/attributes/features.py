@@ -72,6 +72,7 @@ def power_spectrogram(wav: np.ndarray) -> Spectrogram:
 
 def smooth(x: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average of `x: [N]` over `width` samples (edges use the samples that exist)."""
+    width = min(width, x.size)  # np.convolve(mode="same") returns max(len(x), width) samples
     if width <= 1:
         return x.astype(np.float64)
     kernel = np.ones(width)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,14 +18,20 @@ def griffinlim_roundtrip(
     batch_size: int = 32,
     n_iter: int = 32,
     seed: int = 0,
+    mel_noise_db: float = 0.0,
 ) -> list[np.ndarray]:
-    """wav → magnitude log-mel (the default `MelRepresentation`) → `GriffinLimVocoder` → wav.
+    """wav → magnitude mel (the default `MelRepresentation`) → `GriffinLimVocoder` → wav.
+
+    With `mel_noise_db > 0` every mel bin is first scaled by a log-normal factor (Gaussian in dB with that
+    standard deviation, mean chosen so that the expected power is unchanged), a stand-in for the speckle of a
+    generated spectrogram.
 
     Args:
         wavs: clips `[T_i]` at `sample_rate` Hz (the representation's rate, 16 kHz by default).
         batch_size: clips per batched Griffin-Lim call (grouped by length, zero-padded).
         n_iter: Griffin-Lim iterations (the project's vocoder config uses 32).
-        seed: initial-phase generator seed, so the result is reproducible.
+        seed: seeds the initial phase and the mel noise, so the result is reproducible.
+        mel_noise_db: standard deviation of the per-bin mel perturbation in dB (0 = none).
 
     Returns:
         The reconstructed clips, `[T_i]` float32 each, in input order.
@@ -41,7 +48,13 @@ def griffinlim_roundtrip(
         for row, i in enumerate(chunk):
             batch[row, : len(wavs[i])] = torch.from_numpy(np.asarray(wavs[i], dtype=np.float32))
         with torch.no_grad():
-            rebuilt = vocoder(representation.mel(batch), generator=generator, length=length)
+            mel = representation.mel(batch)
+            if mel_noise_db > 0:
+                # E[10^(n/10)] = 1 for n ~ N(-σ² ln10 / 20, σ²): loudness stays put on average.
+                mean_db = -(mel_noise_db**2) * math.log(10.0) / 20.0
+                noise_db = mean_db + mel_noise_db * torch.randn(mel.shape, generator=generator)
+                mel = mel * torch.pow(10.0, noise_db / 20.0)
+            rebuilt = vocoder(mel, generator=generator, length=length)
         for row, i in enumerate(chunk):
             out[i] = rebuilt[row, : len(wavs[i])].numpy().astype(np.float32)
     return out

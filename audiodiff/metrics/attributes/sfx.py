@@ -175,7 +175,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_max_event_s",
     "fill",
     "event_decay_db",
-    "attack_frames",
+    "attack_s",
     "peak_glide_oct",
     "peak_wobble_oct",
     "centroid_glide_oct",
@@ -193,7 +193,7 @@ def kind_features(a: Analysis) -> np.ndarray:
     eps = 1e-20
     body = power[2:500] + eps
     flatness = np.exp(np.log(body).mean(axis=0)) / body.mean(axis=0)
-    weights = power.sum(axis=0)
+    weights = power.sum(axis=0) + eps  # eps: digital silence gets uniform frame weights
     w = weights / weights.sum()
     log_centroid = np.log2(a.centroid_hz[a.active])
     mean_lc = float((w * log_centroid).sum())
@@ -209,7 +209,7 @@ def kind_features(a: Analysis) -> np.ndarray:
     for s, b in events:
         seg = db[s:b]
         decays.append(float(seg.max() - seg.mean()))
-        attacks.append(float(np.argmax(seg)))
+        attacks.append(min(float(np.argmax(seg)), 8.0) / FRAME_RATE)  # rise time, capped at 128 ms
 
     peak_track = np.log2(a.peak_hz[a.active])
     cent_track = log_centroid
@@ -222,7 +222,7 @@ def kind_features(a: Analysis) -> np.ndarray:
     mel = np.log10(_mel_basis() @ a.spec.power[:, a.active] + 1e-10) * 10.0
     flux = float(np.mean(np.abs(np.diff(mel, axis=1)))) if mel.shape[1] > 1 else 0.0
     bands = (_mel_basis() @ power).reshape(_BAND_GROUPS, -1, power.shape[1]).sum(axis=1).sum(axis=1)
-    bands_db = 10.0 * np.log10(bands / bands.sum() + 1e-8)
+    bands_db = np.maximum(10.0 * np.log10(bands / (bands.sum() + eps) + 1e-8), -40.0)  # energy share, floored
 
     return np.array(
         [
