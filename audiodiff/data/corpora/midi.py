@@ -18,6 +18,7 @@ Channels: 0 melody (lead), 1 chords, 2 bass, 9 drums (GM percussion channel 10).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mido
@@ -372,7 +373,7 @@ def arrange(
     table = MAJOR_CHORDS if mode == "major" else MINOR_CHORDS
     n_bars = math.ceil(length_beats / spec.beats_per_bar) + 1
     bar_beats = spec.beats_per_bar
-    timing = _swing if spec.swing else (lambda p: p)
+    timing: Callable[[float], float] = _swing if spec.swing else float
 
     def chord_at(beat: float) -> Chord:
         return table[chords[min(int(beat // beats_per_chord), units - 1)]]
@@ -442,7 +443,8 @@ def arrange(
 
 
 def _melody(spec: StyleSpec, beats_per_chord: int, chords: list[str], table: dict[str, Chord], tonic: int,
-            mode: str, length_beats: float, rng: np.random.Generator, timing) -> list[Note]:
+            mode: str, length_beats: float, rng: np.random.Generator,
+            timing: Callable[[float], float]) -> list[Note]:
     """A stepwise tune over the progression: chord tones on strong beats, the tonic at the end."""
     lead_tonic = register_tonic(tonic, 72)
     low, high = lead_tonic - 5, lead_tonic + 9

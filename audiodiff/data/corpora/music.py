@@ -30,7 +30,7 @@ import numpy as np
 import pyloudnorm
 import soundfile as sf
 
-from audiodiff.data.corpora.midi import GM_PROGRAM_NAMES, PITCH_CLASSES, STYLES, arrange, to_midi
+from audiodiff.data.corpora.midi import GM_PROGRAM_NAMES, PITCH_CLASSES, STYLES, Arrangement, arrange, to_midi
 from audiodiff.data.corpora.soundfont import (
     find_fluidsynth,
     find_soundfont,
@@ -280,7 +280,7 @@ def plan_clips(seed: int, num_clips: int) -> list[ClipPlan]:
     return plans
 
 
-def arrangement_for(plan: ClipPlan):
+def arrangement_for(plan: ClipPlan) -> Arrangement:
     """The clip's :class:`~audiodiff.data.corpora.midi.Arrangement` (deterministic)."""
     a = plan.attributes
     return arrange(
