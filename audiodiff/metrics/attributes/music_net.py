@@ -22,6 +22,10 @@ from torch import Tensor, nn
 
 N_MELS = 64
 WIDTHS = (16, 32, 64, 64)
+# Training crops get log-normal per-bin noise half of the time, up to 10 dB: a generated spectrogram is
+# speckled, and without it an 8 dB speckle drops lead accuracy from 99% to 73%.
+SPECKLE_PROBABILITY = 0.5
+SPECKLE_MAX_DB = 10.0
 MIN_FRAMES = 32  # shorter inputs are padded with silence so that every pooling step has a frame to pool
 SILENCE_LOG_MEL = -6.0  # log10 of the mel floor
 
@@ -102,6 +106,13 @@ class InstrumentNet(nn.Module):
         return net.eval()
 
 
+def speckle(shape: tuple[int, ...], std_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive log10-power noise: Gaussian in dB with ``std_db`` and the mean that keeps the expected power
+    (``-std_db^2 ln(10) / 20`` dB), the same perturbation as ``griffinlim_roundtrip(mel_noise_db=...)``."""
+    mean_db = -(std_db**2) * np.log(10.0) / 20.0
+    return (rng.normal(mean_db, std_db, size=shape) / 10.0).astype(np.float32)
+
+
 def train_instrument_net(
     log_mels: Sequence[np.ndarray],
     lead: Sequence[str],
@@ -121,7 +132,8 @@ def train_instrument_net(
         log_mels: ``[64, T_i]`` log10 mel power per clip; clips shorter than ``crop_frames`` are padded.
         lead, chords: instrument name per clip, each among ``classes``.
         classes: output vocabulary.
-        epochs: passes over the clips, one random crop (and a random level offset) per clip per pass.
+        epochs: passes over the clips, one random crop per clip per pass, with a random level offset and,
+            half of the time, :func:`speckle` of up to :data:`SPECKLE_MAX_DB`.
         crop_frames: crop length in frames (240 frames = 3.84 s).
         seed: seeds the initialisation, the crops and dropout.
     """
@@ -152,7 +164,10 @@ def train_instrument_net(
             batch = []
             for i in idx:
                 start = int(rng.integers(0, clips[i].shape[1] - crop_frames + 1))
-                batch.append(clips[i][:, start : start + crop_frames] + rng.normal(0.0, 0.3))
+                crop = clips[i][:, start : start + crop_frames] + rng.normal(0.0, 0.3)
+                if rng.random() < SPECKLE_PROBABILITY:
+                    crop = crop + speckle(crop.shape, float(rng.uniform(0.0, SPECKLE_MAX_DB)), rng)
+                batch.append(crop)
             lead_logits, chord_logits = net(torch.from_numpy(np.stack(batch).astype(np.float32)))
             loss = F.cross_entropy(lead_logits, lead_idx[idx]) + F.cross_entropy(chord_logits, chord_idx[idx])
             opt.zero_grad()
