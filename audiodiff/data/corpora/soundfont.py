@@ -25,7 +25,7 @@ TIMGM6MB_PATHS: tuple[str, ...] = (
     "/usr/local/share/sounds/sf2/TimGM6mb.sf2",
     "/usr/local/share/soundfonts/TimGM6mb.sf2",
 )
-SOUNDFONT_LICENSES: dict[str, str] = {"TimGM6mb.sf2": "GPL-2.0"}
+SOUNDFONT_LICENSES: dict[str, str] = {"TimGM6mb.sf2": "GPL-2.0-only"}  # Debian copyright: GPL-2
 # FluidSynth synthesises at this rate; the result is resampled (soxr, high quality) to the requested rate.
 # Rendering at 16 kHz directly would alias the upper partials of cymbals and bright samples.
 SYNTHESIS_RATE = 32000
