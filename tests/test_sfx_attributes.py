@@ -228,3 +228,16 @@ def test_fit_and_check_commands_on_a_small_corpus(tmp_path, capsys):
     assert extract is extract_sfx and score is score_attributes
     with pytest.raises(ValueError, match="no attribute extractors for 'nope'"):
         corpus_metrics("nope")
+
+
+def test_reference_picks_which_attributes_are_read_but_never_the_kind():
+    from audiodiff.data.corpora import sfx as corpus
+    from audiodiff.metrics.attributes.sfx import extract_sfx
+
+    rng = np.random.default_rng(5)
+    attrs = {"kind": "sweep", "direction": "rising", "loudness": "loud"}
+    wav = corpus.synthesize(attrs, rng)
+    plain = extract_sfx(wav, 16000)
+    as_beeps = extract_sfx(wav, 16000, reference={"kind": "beeps", "pitch": "low", "count": 1, "loudness": "loud"})
+    assert plain["kind"] == as_beeps["kind"] == "sweep" and plain["direction"] == "rising"
+    assert "count" in as_beeps and "pitch" in as_beeps and "direction" not in as_beeps

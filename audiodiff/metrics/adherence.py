@@ -48,7 +48,11 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
                        guidance: float, steps: int | None = None, sampler: str | None = None, seed: int = 0,
                        batch_size: int = 32, duration: float | None = None,
                        progress: bool = True) -> AdherenceResult:
-    """Generate one clip per prompt at `guidance` (0 = unconditional) and score its attributes against `truths`."""
+    """Generate one clip per prompt at `guidance` (0 = unconditional) and score its attributes against `truths`.
+
+    Each attribute is scored on its own: the extractor reads the attributes of the kind the prompt asked for
+    (a sweep's direction, a beep train's count) from the audio, while `kind` is scored by the classifier alone.
+    """
     extract, score = corpus_metrics(corpus)
     start = time.perf_counter()
     predicted: list[dict] = []
@@ -57,8 +61,8 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
         chunk = prompts[lo: lo + batch_size]
         with torch.inference_mode():
             out = pipe(chunk, duration=duration, steps=steps, guidance=guidance, seed=seed + lo, sampler=sampler)
-        for clip in out.audio:
-            predicted.append(extract(clip[0].numpy(), out.sample_rate))
+        for clip, asked in zip(out.audio, truths[lo: lo + batch_size], strict=True):
+            predicted.append(extract(clip[0].numpy(), out.sample_rate, reference=asked))
     return AdherenceResult(guidance, score(predicted, truths), time.perf_counter() - start)
 
 

@@ -320,8 +320,9 @@ def load_instrument_model(path: Path = INSTRUMENT_MODEL_PATH) -> InstrumentNet:
 
 
 # --------------------------------------------------------------------------------------------- public API
-def extract_music(wav: object, sample_rate: int) -> dict[str, Any]:
-    """Every attribute of a music clip, read from its audio alone.
+def extract_music(wav: object, sample_rate: int, reference: dict | None = None) -> dict[str, Any]:
+    """Every attribute of a music clip, read from its audio alone (`reference`, the prompt's attributes, is
+    accepted for symmetry with `extract_sfx` and not used: no music attribute depends on another).
 
     Args:
         wav: ``[T]`` or ``[1, T]`` numpy array or torch tensor, float samples in [-1, 1].

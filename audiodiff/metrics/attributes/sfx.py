@@ -276,12 +276,15 @@ def _envelope(a: Analysis) -> str:
     return "fading" if drop > FADING_DB else "steady"
 
 
-def extract_sfx(wav: object, sample_rate: int) -> dict[str, str | int]:
+def extract_sfx(wav: object, sample_rate: int, reference: dict | None = None) -> dict[str, str | int]:
     """Every attribute of an sfx clip, read from its audio alone.
 
     Args:
         wav: `[T]` or `[1, T]` numpy array or torch tensor, float samples in [-1, 1].
         sample_rate: Hz (resampled to 16 kHz when different).
+        reference: the attributes a prompt asked for, or None. When given, the attributes of the *asked* kind are
+            read (a sweep's direction from its pitch track, a hiss's pitch from its centroid, ...), so each attribute
+            is scored on its own; `kind` is always the classifier's prediction, never taken from the reference.
 
     Returns:
         `{"kind": ..., "loudness": ...}` plus whichever of pitch / count / direction / envelope the predicted
@@ -289,8 +292,9 @@ def extract_sfx(wav: object, sample_rate: int) -> dict[str, str | int]:
     """
     x = _as_mono_16k(wav, sample_rate)
     a = analyse(x)
-    kind = load_kind_model().predict(kind_features(a)[None])[0]
-    out: dict[str, str | int] = {"kind": kind}
+    predicted = load_kind_model().predict(kind_features(a)[None])[0]
+    out: dict[str, str | int] = {"kind": predicted}
+    kind = reference["kind"] if reference and reference.get("kind") in KIND_ATTRIBUTES else predicted
     names = KIND_ATTRIBUTES[kind]
     if "pitch" in names:
         out["pitch"] = _pitch(kind, a)
