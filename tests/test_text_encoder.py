@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import huggingface_hub
@@ -19,15 +18,6 @@ from audiodiff.conditioning import Conditioning, TextEncoder, collate_states
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "barks", "cat", "meows", "loud", "soft",
          "rain", "on", "the", "roof", "bird", "sings", "far", "away"]
 CAPTIONS = ["a dog barks", "rain on the roof", "a soft bird sings far away", "a cat meows"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small models run fastest on one thread, and do not stall when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _save_tokenizer(folder: Path) -> None:

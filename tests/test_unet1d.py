@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,16 +12,6 @@ from audiodiff.conditioning.types import Conditioning
 from audiodiff.denoisers import UNet1d
 from audiodiff.nn.blocks import Downsample1d, ResBlock1d, Upsample1d
 from audiodiff.nn.embeddings import SinusoidalEmbedding, TimestepEmbedding
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and do not stall when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = dict(channels=16, channel_mults=(1, 2), blocks_per_level=1, attn_levels=(1,), heads=2, context_dim=8)
 

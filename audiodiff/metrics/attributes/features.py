@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyloudnorm
+import soxr
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
@@ -116,3 +117,26 @@ def segment_events(
         else:
             merged.append(ev)
     return [(a, b) for a, b in merged if b - a >= min_len_frames]
+
+
+def mono_16k(wav: object, sample_rate: int, caller: str) -> np.ndarray:
+    """`wav: [T]` or `[1, T]` numpy array or torch tensor -> `[T]` float32 at SAMPLE_RATE Hz.
+
+    Errors name `caller` (e.g. "extract_sfx") and the problem: wrong shape, empty, NaN/Inf, bad sample rate.
+    """
+    if hasattr(wav, "detach"):
+        wav = wav.detach().cpu().float().numpy()
+    x = np.asarray(wav, dtype=np.float32)
+    if x.ndim == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 1:
+        raise ValueError(f"{caller}: expected wav [T] or [1, T], got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"{caller}: got an empty waveform")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{caller}: waveform holds NaN/Inf samples")
+    if sample_rate <= 0:
+        raise ValueError(f"{caller}: sample_rate must be positive, got {sample_rate}")
+    if sample_rate != SAMPLE_RATE:
+        x = soxr.resample(x, sample_rate, SAMPLE_RATE).astype(np.float32)
+    return x

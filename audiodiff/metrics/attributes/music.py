@@ -32,12 +32,18 @@ from typing import Any
 
 import librosa
 import numpy as np
-import soxr
 
 from audiodiff.data.corpora.midi import GM_PROGRAM_NAMES, PITCH_CLASSES, STYLES
 from audiodiff.data.corpora.music import ATTRIBUTE_VALUES, INSTRUMENTS, TEMPO_RANGES
 from audiodiff.metrics.attributes.classifier import SoftmaxClassifier
-from audiodiff.metrics.attributes.features import FRAME_RATE, HOP, N_FFT, SAMPLE_RATE, power_spectrogram
+from audiodiff.metrics.attributes.features import (
+    FRAME_RATE,
+    HOP,
+    N_FFT,
+    SAMPLE_RATE,
+    mono_16k,
+    power_spectrogram,
+)
 from audiodiff.metrics.attributes.music_net import InstrumentNet
 
 STYLE_MODEL_PATH = Path(__file__).with_name("music_style.json")
@@ -65,26 +71,6 @@ KEY_LABELS: tuple[str, ...] = tuple(f"{pc} {mode}" for mode in ("major", "minor"
 
 class ModelMissingError(FileNotFoundError):
     """A fitted model file of the music extractors is missing."""
-
-
-def _prepare(wav: object, sample_rate: int) -> np.ndarray:
-    """``wav: [T]`` or ``[1, T]`` numpy array or torch tensor -> ``[T]`` float32 at 16 kHz."""
-    if hasattr(wav, "detach"):
-        wav = wav.detach().cpu().float().numpy()
-    x = np.asarray(wav, dtype=np.float32)
-    if x.ndim == 2 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 1:
-        raise ValueError(f"extract_music: expected wav [T] or [1, T], got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("extract_music: got an empty waveform")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("extract_music: waveform holds NaN/Inf samples")
-    if sample_rate <= 0:
-        raise ValueError(f"extract_music: sample_rate must be positive, got {sample_rate}")
-    if sample_rate != SAMPLE_RATE:
-        x = soxr.resample(x, sample_rate, SAMPLE_RATE).astype(np.float32)
-    return x
 
 
 @functools.cache
@@ -332,7 +318,7 @@ def extract_music(wav: object, sample_rate: int, reference: dict | None = None) 
         ``{"style": str, "tempo": float BPM, "key": tonic name, "mode": "major"|"minor", "lead": str,
         "chords": str, "instruments": [lead, chords, bass GM program names]}``.
     """
-    x = _prepare(wav, sample_rate)
+    x = mono_16k(wav, sample_rate, "extract_music")
     a = analyse_music(x)
     style = load_style_model().predict(style_features(a)[None])[0]
     tempo = estimate_tempo(a.onset_envelope, TEMPO_RANGES[style])

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-import soxr
 
 from audiodiff.data.corpora.sfx import (
     ATTRIBUTE_VALUES,
@@ -37,6 +36,7 @@ from audiodiff.metrics.attributes.features import (
     SAMPLE_RATE,
     Spectrogram,
     loudness_lufs,
+    mono_16k,
     power_spectrogram,
     segment_events,
     smooth,
@@ -104,25 +104,6 @@ class Analysis:
     peak_hz: np.ndarray
     centroid_hz: np.ndarray
     loudness: float
-
-
-def _as_mono_16k(wav: object, sample_rate: int) -> np.ndarray:
-    if hasattr(wav, "detach"):
-        wav = wav.detach().cpu().float().numpy()
-    x = np.asarray(wav, dtype=np.float32)
-    if x.ndim == 2 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 1:
-        raise ValueError(f"extract_sfx: expected wav [T] or [1, T], got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("extract_sfx: got an empty waveform")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("extract_sfx: waveform holds NaN/Inf samples")
-    if sample_rate <= 0:
-        raise ValueError(f"extract_sfx: sample_rate must be positive, got {sample_rate}")
-    if sample_rate != SAMPLE_RATE:
-        x = soxr.resample(x, sample_rate, SAMPLE_RATE).astype(np.float32)
-    return x
 
 
 def analyse(wav: np.ndarray) -> Analysis:
@@ -290,7 +271,7 @@ def extract_sfx(wav: object, sample_rate: int, reference: dict | None = None) ->
         `{"kind": ..., "loudness": ...}` plus whichever of pitch / count / direction / envelope the predicted
         kind carries (values as in `audiodiff.data.corpora.sfx.ATTRIBUTE_VALUES`).
     """
-    x = _as_mono_16k(wav, sample_rate)
+    x = mono_16k(wav, sample_rate, "extract_sfx")
     a = analyse(x)
     predicted = load_kind_model().predict(kind_features(a)[None])[0]
     out: dict[str, str | int] = {"kind": predicted}
