@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from audiodiff.build import MODEL_KEYS, build_model, model_config
+from audiodiff.build import MODEL_KEYS, build_model
 from audiodiff.export import export_run, load_checkpoint
 from audiodiff.lightning.callbacks import AudioPreview
 from audiodiff.lightning.module import DiffusionTask
@@ -67,6 +67,3 @@ def train(cfg: DictConfig) -> Path:
         export_run(last, run_dir / "export")
         log.info("exported %s", run_dir / "export")
     return run_dir
-
-
-__all__ = ["train", "check_resume", "ResumeMismatchError", "model_config"]
