@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from audiodiff.model import DiffusionModel, SamplerSettings
 
 MODEL_KEYS = ("representation", "vocoder", "denoiser", "diffusion", "text_encoder", "sampler", "duration")
+OPTIONAL_MODEL_KEYS = ("timing",)
 
 
 def model_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +23,8 @@ def model_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in MODEL_KEYS if k not in container]
     if missing:
         raise KeyError(f"model configuration lacks {missing}; expected keys {list(MODEL_KEYS)}")
-    return {k: container[k] for k in MODEL_KEYS}
+    optional = {k: container[k] for k in OPTIONAL_MODEL_KEYS if container.get(k) is not None}
+    return {**{k: container[k] for k in MODEL_KEYS}, **optional}
 
 
 def build_model(cfg: DictConfig | dict[str, Any]) -> DiffusionModel:
@@ -30,11 +32,14 @@ def build_model(cfg: DictConfig | dict[str, Any]) -> DiffusionModel:
     mcfg = OmegaConf.create(model_config(cfg))
     representation = instantiate(mcfg.representation, vocoder=instantiate(mcfg.vocoder))
     text_encoder = instantiate(mcfg.text_encoder)
+    timing = instantiate(mcfg.timing) if "timing" in mcfg else None
     denoiser = OmegaConf.to_container(mcfg.denoiser, resolve=True)
     # `pooled_text`: also add the pooled caption embedding to the timestep embedding (beside cross-attention).
     pooled = denoiser.pop("pooled_text", True)
     net = instantiate(denoiser, in_channels=representation.latent_channels, context_dim=text_encoder.dim,
-                      pooled_dim=text_encoder.dim if pooled else None)
+                      pooled_dim=text_encoder.dim if pooled else None,
+                      global_dim=timing.dim if timing is not None else None)
     objective = instantiate(mcfg.diffusion)
     sampler = SamplerSettings(**OmegaConf.to_container(mcfg.sampler, resolve=True))
-    return DiffusionModel(representation, net, text_encoder, objective, sampler, duration=float(mcfg.duration))
+    return DiffusionModel(representation, net, text_encoder, objective, sampler, duration=float(mcfg.duration),
+                          timing=timing)

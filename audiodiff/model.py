@@ -7,22 +7,65 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from audiodiff.conditioning.timing import TimingConditioning
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.diffusion.guidance import classifier_free_guidance
-from audiodiff.diffusion.objectives import FlowMatching
-from audiodiff.diffusion.samplers import flow_times, get_sampler
+from audiodiff.diffusion.objectives import Objective
+from audiodiff.diffusion.samplers import SAMPLERS, get_sampler, initial_latents
 from audiodiff.representations.base import Representation
+
+# Options each sampler accepts beyond the grid and the generator.
+SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {"ddim": ("eta",), "dpmpp_2m_sde": ("eta",), "euler": ("s_churn",),
+                                               "heun": ("s_churn",)}
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """How to sample. name: a key of audiodiff.diffusion.samplers.SAMPLERS; guidance: classifier-free scale
-    (1 = conditional model only, 0 = unconditional); shift: flow time shift (> 1 spends more steps at high noise)."""
+    """How to sample.
+
+    name: a key of audiodiff.diffusion.samplers.SAMPLERS; steps: grid steps (network calls for first-order
+    samplers); guidance: classifier-free scale (1 = conditional model only, 0 = unconditional);
+    shift: time shift (> 1 spends more steps at high noise); spacing: the objective's grid ("default",
+    "uniform", "karras", "exponential", or "leading" / "trailing" / "linspace" for discrete VP models);
+    eta: noise of ddim (0 = deterministic) and dpmpp_2m_sde (None = the sampler's default);
+    s_churn: Karras' churn for euler / heun; guidance_rescale: φ of Lin et al. (2024), 0 = off;
+    guidance_interval: flow times [lo, hi] where guidance applies (Kynkäänniemi et al. 2024), elsewhere the
+    conditional model alone.
+    """
 
     name: str = "flow_heun"
     steps: int = 25
     guidance: float = 3.0
     shift: float = 1.0
+    spacing: str = "default"
+    eta: float | None = None
+    s_churn: float = 0.0
+    guidance_rescale: float = 0.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise ValueError(f"sampler: unknown {self.name!r}; expected one of {sorted(SAMPLERS)}")
+        if not 1 <= self.steps <= 1000:
+            raise ValueError(f"steps: expected 1..1000, got {self.steps}")
+        if not 0.0 <= self.guidance <= 30.0:
+            raise ValueError(f"guidance: expected 0..30, got {self.guidance}")
+        if not 0.0 <= self.guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale: expected 0..1, got {self.guidance_rescale}")
+        lo, hi = self.guidance_interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"guidance_interval: expected 0 <= lo <= hi <= 1, got {list(self.guidance_interval)}")
+        allowed = SAMPLER_OPTIONS.get(self.name, ())
+        for option, unset in (("eta", self.eta is None), ("s_churn", self.s_churn == 0.0)):
+            if not unset and option not in allowed:
+                raise ValueError(f"{option}: sampler {self.name!r} takes no {option} "
+                                 f"(samplers that do: {[n for n, o in SAMPLER_OPTIONS.items() if option in o]})")
+        object.__setattr__(self, "guidance_interval", (float(lo), float(hi)))
+
+    def sampler_options(self) -> dict[str, float]:
+        """Keyword options for the sampler function."""
+        options = {"eta": self.eta, "s_churn": self.s_churn}
+        return {k: v for k, v in options.items() if k in SAMPLER_OPTIONS.get(self.name, ()) and v is not None}
 
 
 class DiffusionModel(nn.Module):
@@ -31,11 +74,13 @@ class DiffusionModel(nn.Module):
     representation: waveform ↔ latent z [B, D, L]; net: denoiser F(x, t, cond); text_encoder: captions →
     Conditioning; objective: the training objective, which also defines `denoise` for sampling.
     duration: default clip length in seconds (the training segment); max_duration: longest allowed request.
+    timing: timing conditioning; with it the model always samples its `duration`-second window, told the length
+    wanted, and crops (so max_duration is the window).
     """
 
     def __init__(self, representation: Representation, net: nn.Module, text_encoder: nn.Module,
-                 objective: FlowMatching, sampler: SamplerSettings | None = None, duration: float = 4.0,
-                 max_duration: float = 30.0) -> None:
+                 objective: Objective, sampler: SamplerSettings | None = None, duration: float = 4.0,
+                 max_duration: float = 30.0, timing: TimingConditioning | None = None) -> None:
         super().__init__()
         self.representation = representation
         self.net = net
@@ -43,7 +88,8 @@ class DiffusionModel(nn.Module):
         self.objective = objective
         self.sampler = sampler or SamplerSettings()
         self.duration = duration
-        self.max_duration = max_duration
+        self.timing = timing
+        self.max_duration = duration if timing is not None else max_duration
 
     @property
     def sample_rate(self) -> int:
@@ -54,24 +100,44 @@ class DiffusionModel(nn.Module):
         device = next(self.net.parameters()).device
         return self.text_encoder(captions).to(device)
 
+    def condition(self, captions: list[str], seconds_start: Tensor | None = None,
+                  seconds_total: Tensor | None = None) -> Conditioning:
+        """Text conditioning plus, for a timing-conditioned model, the timing features of each item ([B] seconds)."""
+        cond = self.encode_text(captions)
+        if self.timing is None:
+            return cond
+        if seconds_start is None or seconds_total is None:
+            raise ValueError("this model is timing-conditioned: seconds_start and seconds_total are needed")
+        feats = self.timing.features(seconds_start, seconds_total).to(cond.tokens.device)
+        return Conditioning(cond.tokens, cond.mask, cond.pooled, feats)
+
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], frames: int, seeds: list[int], settings: SamplerSettings,
-                       negative_prompts: list[str] | None = None, net: nn.Module | None = None) -> Tensor:
-        """Latents z [B, D, frames] for B prompts; prompt i starts from noise of a CPU generator seeded seeds[i],
-        so its result does not depend on the rest of the batch."""
+                       negative_prompts: list[str] | None = None, net: nn.Module | None = None,
+                       seconds_total: float | None = None) -> Tensor:
+        """Latents z [B, D, frames] for B prompts. Prompt i draws its starting noise, then any sampler noise, from
+        a CPU generator seeded seeds[i], so its result does not depend on the rest of the batch.
+        seconds_total: the length asked of a timing-conditioned model (default: the whole window)."""
         net = self.net if net is None else net
         device = next(net.parameters()).device
-        cond = self.encode_text(prompts)
-        uncond = self.encode_text(negative_prompts or [""] * len(prompts)) if settings.guidance != 1.0 else None
+        start = torch.zeros(len(prompts))
+        total = torch.full((len(prompts),), self.duration if seconds_total is None else seconds_total)
+        cond = self.condition(prompts, start, total)
+        uncond = None
+        if settings.guidance != 1.0:
+            uncond = self.condition(negative_prompts or [""] * len(prompts), start, total)
         shape = (self.representation.latent_channels, frames)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
 
         def denoise(x: Tensor, t: Tensor, c: Conditioning) -> Tensor:
             return self.objective.denoise(net, x, t, c)
 
-        guided = classifier_free_guidance(denoise, cond, uncond, settings.guidance)
-        times = flow_times(settings.steps, settings.shift, device=device)
-        return get_sampler(settings.name)(guided, noise, times)
+        guided = classifier_free_guidance(denoise, cond, uncond, settings.guidance, settings.guidance_rescale,
+                                          settings.guidance_interval)
+        times = self.objective.time_grid(settings.steps, settings.spacing, settings.shift)
+        return get_sampler(settings.name)(guided, initial_latents(noise, times), times, generator=generators,
+                                          **settings.sampler_options())
 
     @torch.no_grad()
     def generate(self, prompts: list[str], duration: float | None = None, settings: SamplerSettings | None = None,
@@ -79,8 +145,9 @@ class DiffusionModel(nn.Module):
         """Waveforms [B, C, T] at `sample_rate` Hz, T = duration · sample_rate; prompt i uses seed `seed + i`."""
         settings = settings or self.sampler
         duration = self.duration if duration is None else duration
-        frames = self.representation.num_frames(duration)
+        window = self.duration if self.timing is not None else duration
+        frames = self.representation.num_frames(window)
         seeds = [seed + i for i in range(len(prompts))]
-        latents = self.sample_latents(prompts, frames, seeds, settings, negative_prompts, net)
+        latents = self.sample_latents(prompts, frames, seeds, settings, negative_prompts, net, seconds_total=duration)
         wav = self.representation.decode(latents)
         return wav[..., : int(round(duration * self.sample_rate))]

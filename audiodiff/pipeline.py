@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from audiodiff.build import build_model
-from audiodiff.diffusion.samplers import SAMPLERS
 from audiodiff.export import CONFIG, WEIGHTS, find_checkpoint, inference_state, load_checkpoint
 from audiodiff.model import DiffusionModel, SamplerSettings
 
@@ -74,26 +73,41 @@ class AudioDiffusionPipeline:
 
     def __call__(self, prompts: str | list[str], duration: float | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0, sampler: str | None = None,
-                 negative_prompts: list[str] | None = None) -> GenerationOutput:
-        """Generate one clip per prompt. Unset settings fall back to the model's defaults."""
+                 negative_prompts: str | list[str] | None = None, **options: Any) -> GenerationOutput:
+        """Generate one clip per prompt (prompt i with seed `seed + i`). Unset settings fall back to the model's
+        defaults; `options` are further SamplerSettings fields (spacing, eta, s_churn, guidance_rescale,
+        guidance_interval, shift). A single negative prompt applies to every prompt."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        settings = self.settings(steps, guidance, sampler)
+        if isinstance(negative_prompts, str):
+            negative_prompts = [negative_prompts] * len(prompts)
+        settings = self.settings(steps, guidance, sampler, **options)
         duration = self.check_request(prompts, duration, negative_prompts)
         wav = self.model.generate(prompts, duration, settings, seed=seed, negative_prompts=negative_prompts)
         return GenerationOutput(wav.float().cpu(), self.sample_rate, settings,
                                 [seed + i for i in range(len(prompts))], duration)
 
-    def settings(self, steps: int | None, guidance: float | None, sampler: str | None) -> SamplerSettings:
-        base = self.model.sampler
-        settings = SamplerSettings(name=sampler or base.name, steps=base.steps if steps is None else int(steps),
-                                   guidance=base.guidance if guidance is None else float(guidance), shift=base.shift)
-        if settings.name not in SAMPLERS:
-            raise ValueError(f"sampler: unknown {settings.name!r}; expected one of {sorted(SAMPLERS)}")
-        if settings.steps < 1 or settings.steps > 1000:
-            raise ValueError(f"steps: expected 1..1000, got {settings.steps}")
-        if not 0.0 <= settings.guidance <= 30.0:
-            raise ValueError(f"guidance: expected 0..30, got {settings.guidance}")
-        return settings
+    def settings(self, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                 **options: Any) -> SamplerSettings:
+        """The model's default SamplerSettings with the given changes (None = keep); raises ValueError naming a bad
+        value or an unknown option."""
+        known = set(asdict(self.model.sampler)) - {"name", "steps", "guidance"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown sampler option(s) {unknown}; expected some of {sorted(known)}")
+        changes: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+        if sampler is not None:
+            changes["name"] = sampler
+            if sampler != self.model.sampler.name and "eta" not in changes:
+                changes["eta"] = None  # the default sampler's eta does not carry over to another sampler
+            if sampler != self.model.sampler.name and "s_churn" not in changes:
+                changes["s_churn"] = 0.0
+        if steps is not None:
+            changes["steps"] = int(steps)
+        if guidance is not None:
+            changes["guidance"] = float(guidance)
+        if "guidance_interval" in changes:
+            changes["guidance_interval"] = tuple(changes["guidance_interval"])
+        return replace(self.model.sampler, **changes)
 
     def check_request(self, prompts: list[str], duration: float | None,
                       negative_prompts: list[str] | None) -> float:
@@ -135,4 +149,4 @@ def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -
     s = output.settings
     return {"prompt": prompt, "seed": output.seeds[index], "sampler": s.name, "steps": s.steps,
             "guidance": s.guidance, "duration": output.duration, "sample_rate": output.sample_rate,
-            "model": model_id}
+            "model": model_id, "sampler_settings": {**asdict(s), "guidance_interval": list(s.guidance_interval)}}

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from audiodiff.build import MODEL_KEYS, build_model
+from audiodiff.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, build_model
 from audiodiff.export import export_run, load_checkpoint
 from audiodiff.lightning.callbacks import AudioPreview
 from audiodiff.lightning.module import DiffusionTask
@@ -26,7 +26,7 @@ class ResumeMismatchError(ValueError):
 
 def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
     """Refuse to resume a run whose model or data configuration changed (a silent change is worse than a stop)."""
-    keys = [*MODEL_KEYS, "data", "optim", "task", "seed"]
+    keys = [*MODEL_KEYS, *OPTIONAL_MODEL_KEYS, "data", "optim", "task", "seed"]
     changed = [k for k in keys if saved.get(k) != current.get(k)]
     if changed:
         detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in changed)

@@ -120,6 +120,8 @@ def test_generate_cli_writes_audio_and_sidecar(run, tmp_path):
     data, sr = sf.read(wavs[0])
     assert sr == 16000 and len(data) == 8000
     meta = json.loads(wavs[0].with_suffix(".json").read_text())
+    full = meta.pop("sampler_settings")
+    assert full["name"] == "flow_heun" and full["steps"] == 2 and full["spacing"] == "default"
     assert meta | {"model": None} == {"prompt": "three short high beeps", "seed": 3, "sampler": "flow_heun",
                                       "steps": 2, "guidance": 3.0, "duration": 0.5, "sample_rate": 16000,
                                       "model": None}

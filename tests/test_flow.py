@@ -6,7 +6,7 @@ import torch
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.diffusion.guidance import classifier_free_guidance
 from audiodiff.diffusion.objectives import FlowMatching
-from audiodiff.diffusion.samplers import flow_times, get_sampler, sample_flow_euler, sample_flow_heun
+from audiodiff.diffusion.samplers import get_sampler, sample_flow_euler, sample_flow_heun
 
 MU, STD = 1.5, 0.5  # the toy data distribution N(MU, STD²), independent per dimension
 
@@ -23,26 +23,17 @@ def exact_x0(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def test_samplers_recover_gaussian_data(sampler, steps, tol):
     gen = torch.Generator().manual_seed(0)
     noise = torch.randn(4000, 2, 8, generator=gen, dtype=torch.float64)
-    out = sampler(exact_x0, noise, flow_times(steps).double())
+    out = sampler(exact_x0, noise, FlowMatching().time_grid(steps))
     assert abs(out.mean().item() - MU) < tol
     assert abs(out.std().item() - STD) < tol
 
 
 def test_heun_is_more_accurate_than_euler_at_equal_steps():
     noise = torch.randn(2000, 1, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    times = flow_times(8).double()
+    times = FlowMatching().time_grid(8)
     err_euler = abs(sample_flow_euler(exact_x0, noise, times).std().item() - STD)
     err_heun = abs(sample_flow_heun(exact_x0, noise, times).std().item() - STD)
     assert err_heun < err_euler
-
-
-def test_flow_times_endpoints_and_shift():
-    t = flow_times(10)
-    assert t[0] == 1.0 and t[-1] == 0.0 and torch.all(t[1:] < t[:-1])
-    shifted = flow_times(10, shift=3.0)
-    assert torch.all(shifted[1:-1] > t[1:-1])  # more of the grid at high noise
-    with pytest.raises(ValueError, match="steps"):
-        flow_times(0)
 
 
 def test_unknown_sampler_is_named():

@@ -56,6 +56,8 @@ class AudioCaptionDataset(Dataset[Item]):
 
     - ``wav``: float32 ``[channels, segment_samples]`` at ``sample_rate`` Hz, zero-padded past the clip's end;
     - ``mask``: bool ``[segment_samples]``, ``True`` on real audio;
+    - ``seconds_start``, ``seconds_total``: float, where the segment starts in its clip and the clip's length
+      (seconds), for timing conditioning;
     - ``caption``: str, uniformly drawn from the row's captions when ``train``, the first otherwise;
     - ``attributes``: the row's ``attributes`` dict;
     - ``index``: int, the manifest row (within the split) that was loaded;
@@ -162,7 +164,8 @@ class AudioCaptionDataset(Dataset[Item]):
         row = self.rows[index]
         generator = item_generator(self.seed, epoch, index)
         wav, _ = load_audio(row.audio, sample_rate=self.sample_rate, channels=self.channels)
-        offset = random_offset(wav.shape[-1], self.segment_samples, generator) if self.train else 0
+        total = wav.shape[-1]
+        offset = random_offset(total, self.segment_samples, generator) if self.train else 0
         wav, mask = crop_or_pad(wav, self.segment_samples, offset)
         if self.train and len(row.captions) > 1:
             caption = row.captions[int(torch.randint(len(row.captions), (1,), generator=generator))]
@@ -171,6 +174,8 @@ class AudioCaptionDataset(Dataset[Item]):
         return {
             "wav": wav.to(torch.float32).contiguous(),
             "mask": mask,
+            "seconds_start": offset / self.sample_rate,
+            "seconds_total": total / self.sample_rate,
             "caption": caption,
             "attributes": dict(row.attributes),
             "index": index,
@@ -249,8 +254,9 @@ def collate(items: Sequence[Item]) -> dict[str, Any]:
     """Batch items from :class:`AudioCaptionDataset`.
 
     Returns:
-        ``wav`` float32 ``[B, C, T]``, ``mask`` bool ``[B, T]``, ``caption`` list of B str, ``attributes``
-        list of B dicts, ``index`` int64 ``[B]``, ``audio`` list of B str.
+        ``wav`` float32 ``[B, C, T]``, ``mask`` bool ``[B, T]``, ``seconds_start`` and ``seconds_total``
+        float32 ``[B]``, ``caption`` list of B str, ``attributes`` list of B dicts, ``index`` int64 ``[B]``,
+        ``audio`` list of B str.
     """
     if not items:
         raise ValueError("collate needs at least one item")
@@ -259,6 +265,8 @@ def collate(items: Sequence[Item]) -> dict[str, Any]:
     return {
         "wav": wav,
         "mask": mask,
+        "seconds_start": torch.tensor([item["seconds_start"] for item in items], dtype=torch.float32),
+        "seconds_total": torch.tensor([item["seconds_total"] for item in items], dtype=torch.float32),
         "caption": [item["caption"] for item in items],
         "attributes": [item["attributes"] for item in items],
         "index": torch.tensor([item["index"] for item in items], dtype=torch.long),

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from audiodiff.conditioning.types import Conditioning
+from audiodiff.denoisers.checks import check_latents, check_noise_level, global_inputs, text_context
 from audiodiff.nn.attention import CrossAttention1d, SelfAttention1d
 from audiodiff.nn.blocks import Downsample1d, ResBlock1d, Upsample1d, group_norm, zero_module
 from audiodiff.nn.embeddings import TimestepEmbedding
@@ -169,42 +170,19 @@ class UNet1d(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def _embed(self, noise_level: Tensor, cond: Conditioning | None, batch: int) -> Tensor:
-        if noise_level.shape != (batch,):
-            raise ValueError(f"UNet1d: noise_level must have shape [B] = ({batch},), "
-                             f"got {tuple(noise_level.shape)}")
+        check_noise_level("UNet1d", noise_level, batch)
         emb = self.time_embed(noise_level)
+        pooled, globals_ = global_inputs("UNet1d", cond, batch, self.pooled_dim, self.global_dim)
         if self.pooled_proj is not None:
-            if cond is None or cond.pooled is None:
-                raise ValueError(f"UNet1d: pooled_dim={self.pooled_dim} needs cond.pooled "
-                                 f"[B, {self.pooled_dim}], got None")
-            if cond.pooled.shape != (batch, self.pooled_dim):
-                raise ValueError(f"UNet1d: cond.pooled must be [B, pooled_dim] = "
-                                 f"({batch}, {self.pooled_dim}), got {tuple(cond.pooled.shape)}")
-            emb = emb + self.pooled_proj(cond.pooled.to(emb.dtype))
+            emb = emb + self.pooled_proj(pooled.to(emb.dtype))
         if self.global_proj is not None:
-            if cond is None or cond.globals_ is None:
-                raise ValueError(f"UNet1d: global_dim={self.global_dim} needs cond.globals_ "
-                                 f"[B, {self.global_dim}], got None")
-            if cond.globals_.shape != (batch, self.global_dim):
-                raise ValueError(f"UNet1d: cond.globals_ must be [B, global_dim] = "
-                                 f"({batch}, {self.global_dim}), got {tuple(cond.globals_.shape)}")
-            emb = emb + self.global_proj(cond.globals_.to(emb.dtype))
+            emb = emb + self.global_proj(globals_.to(emb.dtype))
         return emb
 
     def _context(self, cond: Conditioning | None, batch: int) -> tuple[Tensor | None, Tensor | None]:
         if not self.cross_attention:
             return None, None
-        if cond is None:
-            raise ValueError("UNet1d: cross_attention=True needs cond with tokens [B, N, E] and mask [B, N], "
-                             "got None")
-        tokens, mask = cond.tokens, cond.mask
-        if tokens.ndim != 3 or tokens.shape[0] != batch or tokens.shape[2] != self.context_dim:
-            raise ValueError(f"UNet1d: cond.tokens must be [B={batch}, N, E={self.context_dim}], "
-                             f"got {tuple(tokens.shape)}")
-        if mask.shape != tokens.shape[:2]:
-            raise ValueError(f"UNet1d: cond.mask must be [B, N] = {tuple(tokens.shape[:2])}, "
-                             f"got {tuple(mask.shape)}")
-        return tokens, mask
+        return text_context("UNet1d", cond, batch, self.context_dim)
 
     def _run(self, module: nn.Module, *args: Tensor | None) -> Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -218,9 +196,7 @@ class UNet1d(nn.Module):
         (when cross_attention), pooled [B, pooled_dim] and globals_ [B, global_dim] (when configured).
         Returns [B, out_channels, L].
         """
-        if x.ndim != 3 or x.shape[1] != self.in_channels:
-            raise ValueError(f"UNet1d: x must be [B, in_channels={self.in_channels}, L], "
-                             f"got {tuple(x.shape)}")
+        check_latents("UNet1d", x, self.in_channels)
         batch, _, length = x.shape
         emb = self._embed(noise_level, cond, batch)
         context, mask = self._context(cond, batch)

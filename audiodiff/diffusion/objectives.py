@@ -1,21 +1,39 @@
-"""Training objectives: how clean data is noised, what the network predicts, and the loss.
+"""Training objectives: how clean data is noised, what the network predicts, its loss, and how to denoise.
 
-An objective holds no weights. It is handed the network on each call:
-`loss(net, x0, cond, generator)` for training and `denoise(net, x_t, t, cond) -> x̂0` for sampling, so the same
-objective serves the trained weights and their EMA copy alike.
+An objective holds no weights. It is handed the network on each call, `loss(net, x0, cond, generator)` for
+training and `denoise(net, x, t, cond) -> x̂0` for sampling, so one objective serves trained and EMA weights alike.
 
-Flow matching (Lipman et al. 2023; Liu et al. 2023, rectified flow) interpolates
-`x_t = (1 - t) x0 + t ε` with `t ∈ [0, 1]` (t = 1 is pure noise); the velocity is `v = ε - x0`.
+Sampling contract: `denoise` takes x and t in the canonical flow coordinates of `audiodiff.diffusion.schedules`
+(`x = (1 - t) x0 + t ε`, t ∈ [0, 1]) whatever the objective trains on, so every sampler works with every
+objective. Each objective converts to its own coordinates, feeds the network its own noise input and converts
+the network's output (ε, v, x0, velocity or a preconditioned F) back to x̂0.
+
+- FlowMatching: rectified flow (Lipman et al. 2023; Liu et al. 2023), x0 or velocity target.
+- VPDiffusion: discrete variance-preserving diffusion (Ho et al. 2020) with ε, v (Salimans & Ho 2022) or x0
+  targets, linear / scaled-linear / cosine β schedules and Min-SNR-γ loss weighting (Hang et al. 2023).
+- EDM: Karras et al. (2022) preconditioning and log-normal noise levels.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
 from audiodiff.conditioning.types import Conditioning
+from audiodiff.diffusion.schedules import (
+    BetaSchedule,
+    append_zero,
+    discrete_timesteps,
+    exponential_sigmas,
+    karras_sigmas,
+    shift_times,
+    sigma_from_t,
+    t_from_sigma,
+    vp_alphas_cumprod,
+)
 
 
 class Denoiser(Protocol):
@@ -24,11 +42,73 @@ class Denoiser(Protocol):
     def __call__(self, x: Tensor, noise_level: Tensor, cond: Conditioning) -> Tensor: ...
 
 
+def _view(v: Tensor, like: Tensor) -> Tensor:
+    """A per-sample [B] tensor shaped to broadcast over `like` [B, ...]."""
+    return v.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+def _masked_mean(err: Tensor, weight: Tensor | None) -> Tensor:
+    if weight is None:
+        return err.mean()
+    weight = weight.to(err.dtype).expand_as(err)
+    return (err * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+class Objective(ABC):
+    """Shared sampling-side behaviour: noise range and time grids in canonical flow time.
+
+    grid_sigma_min / grid_sigma_max: the VE noise range (s = σ/α) that Karras and exponential grids span.
+    default_spacing: the grid `time_grid(steps)` gives when no spacing is named.
+    """
+
+    grid_sigma_min: float = 0.002
+    grid_sigma_max: float = 80.0
+    default_spacing: str = "karras"
+
+    @abstractmethod
+    def loss(self, net: Denoiser, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
+             weight: Tensor | None = None) -> Tensor:
+        """Training loss for clean latents x0 [B, D, L]; weight: optional [B, 1 or D, L] mask (0 = padding)."""
+
+    @abstractmethod
+    def denoise(self, net: Denoiser, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """x̂0 [B, D, L] from canonical x [B, D, L] at flow times t [B]."""
+
+    @property
+    def t_max(self) -> float:
+        """The noisiest canonical time the model was trained at (1 = pure noise)."""
+        return float(t_from_sigma(self.grid_sigma_max))
+
+    def time_grid(self, steps: int, spacing: str = "default", shift: float = 1.0) -> Tensor:
+        """Decreasing canonical times [steps + 1] (float64) from the noisiest level down to exactly 0.
+
+        spacing: "uniform" (even in flow time from t_max), "karras" (rho = 7) or "exponential" (even in log s)
+        over [grid_sigma_min, grid_sigma_max]; discrete objectives add diffusers' "leading", "trailing" and
+        "linspace". shift > 1 then moves the grid towards noise (SD3's time shift).
+        """
+        if steps < 1:
+            raise ValueError(f"steps: expected a positive integer, got {steps}")
+        spacing = self.default_spacing if spacing == "default" else spacing
+        if spacing == "uniform":
+            t = torch.linspace(self.t_max, 0.0, steps + 1, dtype=torch.float64)[:-1]
+        elif spacing == "karras":
+            t = t_from_sigma(karras_sigmas(steps, self.grid_sigma_min, self.grid_sigma_max))
+        elif spacing == "exponential":
+            t = t_from_sigma(exponential_sigmas(steps, self.grid_sigma_min, self.grid_sigma_max))
+        else:
+            t = self._special_grid(steps, spacing)
+        return append_zero(shift_times(t, shift) if shift != 1.0 else t)
+
+    def _special_grid(self, steps: int, spacing: str) -> Tensor:
+        raise ValueError(f"{type(self).__name__}: unknown spacing {spacing!r}; expected 'default', 'uniform', "
+                         f"'karras' or 'exponential'")
+
+
 Prediction = Literal["x0", "velocity"]
 TimeSampling = Literal["uniform", "logit_normal"]
 
 
-class FlowMatching:
+class FlowMatching(Objective):
     """Rectified-flow objective with a choice of network target.
 
     prediction:
@@ -36,32 +116,45 @@ class FlowMatching:
                  learns conditioning far faster than velocity targets, whose early outputs stay buried in noise.
       "velocity" the network predicts v = ε - x0 (the usual rectified-flow target); loss MSE on v.
     time_sampling: "uniform" t ~ U(0, 1), or "logit_normal" t = sigmoid(N(mean, std)) (Esser et al. 2024, SD3).
+    shift: training times pass through SD3's shift t' = shift·t / (1 + (shift - 1) t) (> 1: more noise).
     t_min: the smallest t used in x0 ↔ velocity conversions, avoiding division by zero near clean data.
+    The network's noise input is t itself. Sampling grids default to even flow times from t = 1.
     """
 
+    default_spacing = "uniform"  # Karras and exponential grids span EDM's default range [0.002, 80]
+
     def __init__(self, prediction: Prediction = "x0", time_sampling: TimeSampling = "uniform",
-                 logit_mean: float = 0.0, logit_std: float = 1.0, t_min: float = 1e-4) -> None:
+                 logit_mean: float = 0.0, logit_std: float = 1.0, shift: float = 1.0, t_min: float = 1e-4) -> None:
         if prediction not in ("x0", "velocity"):
             raise ValueError(f"FlowMatching.prediction: expected 'x0' or 'velocity', got {prediction!r}")
         if time_sampling not in ("uniform", "logit_normal"):
             raise ValueError(f"FlowMatching.time_sampling: expected 'uniform' or 'logit_normal', got {time_sampling!r}")
+        if shift <= 0:
+            raise ValueError(f"FlowMatching.shift: expected > 0, got {shift}")
         self.prediction = prediction
         self.time_sampling = time_sampling
         self.logit_mean = logit_mean
         self.logit_std = logit_std
+        self.shift = shift
         self.t_min = t_min
+
+    @property
+    def t_max(self) -> float:
+        return 1.0  # trained up to pure noise
 
     def sample_time(self, batch: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
         """Training times t: [batch] in (0, 1)."""
         if self.time_sampling == "uniform":
-            return torch.rand(batch, device=device, generator=generator)
-        z = torch.randn(batch, device=device, generator=generator)
-        return torch.sigmoid(self.logit_mean + self.logit_std * z)
+            t = torch.rand(batch, device=device, generator=generator)
+        else:
+            z = torch.randn(batch, device=device, generator=generator)
+            t = torch.sigmoid(self.logit_mean + self.logit_std * z)
+        return shift_times(t, self.shift) if self.shift != 1.0 else t
 
     @staticmethod
     def noise(x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """x_t = (1 - t) x0 + t ε, with t: [B] broadcast over x0: [B, D, L]."""
-        t = t.view(-1, *([1] * (x0.dim() - 1)))
+        t = _view(t, x0)
         return (1 - t) * x0 + t * eps
 
     def loss(self, net: Denoiser, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
@@ -69,24 +162,151 @@ class FlowMatching:
         """Mean squared error of the network's target; x0: [B, D, L]; weight: optional [B, 1 or D, L] mask."""
         t = self.sample_time(x0.shape[0], x0.device, generator)
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        x_t = self.noise(x0, eps, t)
-        out = net(x_t, t, cond)
+        out = net(self.noise(x0, eps, t), t, cond)
         target = x0 if self.prediction == "x0" else eps - x0
-        err = (out.float() - target.float()) ** 2
-        if weight is None:
-            return err.mean()
-        weight = weight.to(err.dtype).expand_as(err)
-        return (err * weight).sum() / weight.sum().clamp_min(1.0)
+        return _masked_mean((out.float() - target.float()) ** 2, weight)
 
-    def denoise(self, net: Denoiser, x_t: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
-        """The network's estimate of clean data x̂0: [B, D, L] from x_t at times t: [B]."""
-        out = net(x_t, t, cond)
+    def denoise(self, net: Denoiser, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """The network's estimate of clean data x̂0: [B, D, L] from x at flow times t: [B]."""
+        out = net(x, t, cond)
         if self.prediction == "x0":
             return out
-        tb = t.view(-1, *([1] * (x_t.dim() - 1)))
-        return x_t - tb * out
+        return x - _view(t, x) * out
 
     def velocity(self, x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
         """dx/dt implied by x̂0 at (x_t, t): v = (x_t - x̂0) / t."""
-        tb = t.view(-1, *([1] * (x_t.dim() - 1))).clamp_min(self.t_min)
-        return (x_t - x0_hat) / tb
+        return (x_t - x0_hat) / _view(t, x_t).clamp_min(self.t_min)
+
+
+VPPrediction = Literal["epsilon", "v", "x0"]
+
+
+class VPDiffusion(Objective):
+    """Discrete variance-preserving diffusion: x_k = √ᾱ_k x0 + √(1 - ᾱ_k) ε for training steps k < train_steps.
+
+    prediction: "epsilon" (Ho et al. 2020), "v" = √ᾱ ε - √(1-ᾱ) x0 (Salimans & Ho 2022) or "x0".
+    schedule, beta_start, beta_end: the β schedule (see `vp_alphas_cumprod`).
+    loss_weighting: "none" (plain MSE of the target) or "min_snr": each step weighted so that its loss in x0
+      terms is min(SNR, γ) (Hang et al. 2023; SNR = ᾱ / (1 - ᾱ), γ = min_snr_gamma).
+    The network's noise input is k / train_steps ∈ [0, 1) (fractional k between training steps at sampling time,
+    interpolated linearly in log s, as k-diffusion's DiscreteSchedule does). Sampling grids default to diffusers'
+    "trailing" spacing, which starts at the noisiest training step.
+    """
+
+    default_spacing = "trailing"
+
+    def __init__(self, prediction: VPPrediction = "epsilon", schedule: BetaSchedule = "linear",
+                 train_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 loss_weighting: Literal["none", "min_snr"] = "none", min_snr_gamma: float = 5.0) -> None:
+        if prediction not in ("epsilon", "v", "x0"):
+            raise ValueError(f"VPDiffusion.prediction: expected 'epsilon', 'v' or 'x0', got {prediction!r}")
+        if loss_weighting not in ("none", "min_snr"):
+            raise ValueError(f"VPDiffusion.loss_weighting: expected 'none' or 'min_snr', got {loss_weighting!r}")
+        self.prediction = prediction
+        self.train_steps = train_steps
+        self.loss_weighting = loss_weighting
+        self.min_snr_gamma = min_snr_gamma
+        self.alphas_cumprod = vp_alphas_cumprod(schedule, train_steps, beta_start, beta_end)
+        self.log_sigmas = 0.5 * torch.log((1 - self.alphas_cumprod) / self.alphas_cumprod)  # VE s per step, rising
+        self.grid_sigma_min = float(self.log_sigmas[0].exp())
+        self.grid_sigma_max = float(self.log_sigmas[-1].exp())
+
+    # ---- noise levels ----------------------------------------------------------------------------------------
+    def sigma_to_step(self, sigma: Tensor) -> Tensor:
+        """Fractional training step k for VE sigmas s (clamped to the trained range), linear in log s."""
+        log_s = sigma.to(torch.float64).clamp(self.grid_sigma_min, self.grid_sigma_max).log()
+        table = self.log_sigmas.to(log_s.device)
+        hi = torch.searchsorted(table, log_s).clamp(1, self.train_steps - 1)
+        lo = hi - 1
+        w = ((log_s - table[lo]) / (table[hi] - table[lo])).clamp(0, 1)
+        return lo.to(torch.float64) + w
+
+    def step_to_sigma(self, step: Tensor) -> Tensor:
+        """VE sigma s of a (fractional) training step k, the inverse of `sigma_to_step`."""
+        step = step.to(torch.float64).clamp(0, self.train_steps - 1)
+        table = self.log_sigmas.to(step.device)
+        lo = step.floor().long().clamp(max=self.train_steps - 2)
+        w = step - lo
+        return ((1 - w) * table[lo] + w * table[lo + 1]).exp()
+
+    def _special_grid(self, steps: int, spacing: str) -> Tensor:
+        if spacing not in ("leading", "trailing", "linspace"):
+            return super()._special_grid(steps, spacing)
+        ks = discrete_timesteps(steps, self.train_steps, spacing).long()
+        return t_from_sigma(self.log_sigmas[ks].exp())
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def loss(self, net: Denoiser, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
+             weight: Tensor | None = None) -> Tensor:
+        batch = x0.shape[0]
+        k = torch.randint(0, self.train_steps, (batch,), device=x0.device, generator=generator)
+        ac = self.alphas_cumprod.to(x0.device)[k]
+        a, s = ac.sqrt(), (1 - ac).sqrt()
+        eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        x = _view(a, x0) * x0 + _view(s, x0) * eps
+        out = net(x, k.to(x0.dtype) / self.train_steps, cond).float()
+        target = {"epsilon": eps, "v": _view(a, x0) * eps - _view(s, x0) * x0, "x0": x0}[self.prediction]
+        err = (out - target.float()) ** 2
+        if self.loss_weighting == "min_snr":
+            snr = ac / (1 - ac)
+            clipped = snr.clamp(max=self.min_snr_gamma)
+            w = {"epsilon": clipped / snr, "v": clipped / (snr + 1), "x0": clipped}[self.prediction]
+            err = err * _view(w.float(), err)
+        return _masked_mean(err, weight)
+
+    # ---- sampling ----------------------------------------------------------------------------------------------
+    def denoise(self, net: Denoiser, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        t = t.to(torch.float64).clamp(max=self.t_max)
+        norm = ((1 - t) ** 2 + t**2).sqrt()
+        a, s = (1 - t) / norm, t / norm  # VP coefficients: x_vp = a x0 + s ε, a² + s² = 1
+        x_vp = x / _view(norm, x)
+        k = self.sigma_to_step(sigma_from_t(t))
+        out = net(x_vp, (k / self.train_steps).to(x.dtype), cond)
+        a, s = _view(a, x), _view(s, x)
+        if self.prediction == "epsilon":
+            return (x_vp - s * out) / a
+        if self.prediction == "v":
+            return a * x_vp - s * out
+        return out
+
+
+class EDM(Objective):
+    """Karras et al. (2022) preconditioned denoiser D(y; s) = c_skip y + c_out F(c_in y, ln(s) / 4), y = x0 + s ε.
+
+    Training draws ln s ~ N(p_mean, p_std²) and weights the loss by (s² + σ_d²) / (s σ_d)², which makes the
+    loss on F plain MSE. sigma_data: the data's standard deviation (normalised latents: about 1).
+    Sampling grids default to Karras' rho = 7 spacing over [sigma_min, sigma_max].
+    """
+
+    def __init__(self, sigma_data: float = 1.0, p_mean: float = -1.2, p_std: float = 1.2,
+                 sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
+        self.sigma_data = sigma_data
+        self.p_mean = p_mean
+        self.p_std = p_std
+        self.grid_sigma_min = sigma_min
+        self.grid_sigma_max = sigma_max
+
+    def precondition(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise) for VE sigmas [B] (Karras et al. 2022, Table 1)."""
+        sd2 = self.sigma_data**2
+        total = sigma**2 + sd2
+        return sd2 / total, sigma * self.sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
+
+    def loss(self, net: Denoiser, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
+             weight: Tensor | None = None) -> Tensor:
+        n = torch.randn(x0.shape[0], device=x0.device, generator=generator)
+        sigma = (self.p_mean + self.p_std * n).exp()
+        eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        y = x0 + _view(sigma, x0) * eps
+        c_skip, c_out, c_in, c_noise = self.precondition(sigma)
+        out = net(_view(c_in, y) * y, c_noise.to(x0.dtype), cond).float()
+        target = (x0 - _view(c_skip, x0) * y) / _view(c_out, x0)
+        return _masked_mean((out - target.float()) ** 2, weight)
+
+    def denoise(self, net: Denoiser, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        t = t.to(torch.float64).clamp(max=self.t_max)
+        sigma = sigma_from_t(t)
+        y = x / _view(1 - t, x)
+        c_skip, c_out, c_in, c_noise = (c.to(x.dtype) for c in self.precondition(sigma))
+        out = net(_view(c_in, y) * y, c_noise, cond)
+        return _view(c_skip, y) * y + _view(c_out, y) * out

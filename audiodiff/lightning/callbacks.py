@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -11,23 +12,23 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from audiodiff.audio.image import save_spectrogram, spectrogram_image
 from audiodiff.audio.io import save_audio
-from audiodiff.model import SamplerSettings
 
 
 class AudioPreview(L.Callback):
     """Every `every_n_steps` optimizer steps (and at the end of training), sample `prompts` with the EMA weights and
     write `previews/step_NNNNNN/<i>.wav` and `.png` (log-mel) under `out_dir`, and log both to TensorBoard.
 
+    Sampling uses the model's own sampler settings (the `sampler` config group) with `steps` and `guidance`.
     The same seed is used each time, so previews of successive steps are directly comparable.
     """
 
     def __init__(self, out_dir: str, prompts: list[str], every_n_steps: int = 1000, steps: int = 25,
-                 guidance: float = 3.0, sampler: str = "flow_heun", duration: float | None = None,
-                 seed: int = 0) -> None:
+                 guidance: float = 3.0, duration: float | None = None, seed: int = 0) -> None:
         self.out_dir = Path(out_dir)
         self.prompts = list(prompts)
         self.every_n_steps = every_n_steps
-        self.settings = SamplerSettings(name=sampler, steps=steps, guidance=guidance)
+        self.steps = steps
+        self.guidance = guidance
         self.duration = duration
         self.seed = seed
         self._last_step = -1
@@ -50,7 +51,8 @@ class AudioPreview(L.Callback):
         model = pl_module.model
         was_training = pl_module.training
         pl_module.eval()
-        wav = model.generate(self.prompts, self.duration, self.settings, seed=self.seed, net=pl_module.ema.average)
+        settings = replace(model.sampler, steps=self.steps, guidance=self.guidance)
+        wav = model.generate(self.prompts, self.duration, settings, seed=self.seed, net=pl_module.ema.average)
         if was_training:
             pl_module.train()
         folder = self.out_dir / f"step_{step:06d}"

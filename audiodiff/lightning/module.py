@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from audiodiff import __version__
 from audiodiff.conditioning.text import collate_states
+from audiodiff.conditioning.timing import frame_mask
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.lightning.ema import EMA
 from audiodiff.model import DiffusionModel
@@ -96,11 +98,21 @@ class DiffusionTask(L.LightningModule):
         cond = collate_states([self._text_cache[c] for c in captions])
         return cond.to(self.device, dtype=self.dtype if self.dtype.is_floating_point else torch.float32)
 
+    def batch_conditioning(self, batch: dict[str, Any], captions: list[str],
+                           frames: int) -> tuple[Conditioning, Tensor | None]:
+        """Conditioning for a batch and, for a timing-conditioned model, the loss weights [B, 1, frames] that
+        leave the padding past each clip's end out (masked training)."""
+        cond = self.encode_captions(captions)
+        if self.model.timing is None:
+            return cond, None
+        feats = self.model.timing.features(batch["seconds_start"], batch["seconds_total"]).to(cond.tokens)
+        return replace(cond, globals_=feats), frame_mask(batch["mask"], frames).to(cond.tokens)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         with torch.no_grad():
             z = self.model.representation.encode(batch["wav"])
-        cond = self.encode_captions(self._drop_captions(batch["caption"]))
-        loss = self.model.objective.loss(self.model.net, z, cond)
+        cond, weight = self.batch_conditioning(batch, self._drop_captions(batch["caption"]), z.shape[-1])
+        loss = self.model.objective.loss(self.model.net, z, cond, weight=weight)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
 
@@ -110,9 +122,9 @@ class DiffusionTask(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """EMA loss with a fixed generator, so values are comparable across evaluations."""
         z = self.model.representation.encode(batch["wav"])
-        cond = self.encode_captions(list(batch["caption"]))
+        cond, weight = self.batch_conditioning(batch, list(batch["caption"]), z.shape[-1])
         gen = torch.Generator(device=z.device).manual_seed(self._val_generator_seed + batch_idx)
-        loss = self.model.objective.loss(self.ema.average, z, cond, generator=gen)
+        loss = self.model.objective.loss(self.ema.average, z, cond, generator=gen, weight=weight)
         self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
         return loss
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -44,6 +45,7 @@ class MelRepresentation(Representation):
         self.hop_length = hop_length
         self.frame_rate = sample_rate / hop_length
         self.log_floor = log_floor
+        self.n_fft = n_fft
         self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                                   f_min=f_min, f_max=f_max, power=1.0, scale=scale, norm="slaney")
         if vocoder is not None:
@@ -82,8 +84,14 @@ class MelRepresentation(Representation):
         return -(-samples // self.hop_length) + 1
 
     def decode_mel(self, z: Tensor) -> Tensor:
-        """z [B, n_mels, F] → linear-magnitude mel [B, n_mels, F]."""
-        return torch.exp(z.float() * self.std[:, None] + self.mean[:, None])
+        """z [B, n_mels, F] → linear-magnitude mel [B, n_mels, F].
+
+        Log-magnitudes are clamped to [log(log_floor), log(n_fft)]: below the floor encoding never goes, and no
+        full-scale signal's STFT magnitude exceeds n_fft, so the clamp only catches latents no audio produces
+        (an untrained or diverged model) before exp() overflows.
+        """
+        log_mel = z.float() * self.std[:, None] + self.mean[:, None]
+        return torch.exp(log_mel.clamp(math.log(self.log_floor), math.log(self.n_fft)))
 
     def decode(self, z: Tensor) -> Tensor:
         """z [B, n_mels, F] → wav [B, 1, (F − 1) · hop_length]."""

@@ -1,4 +1,5 @@
-"""UNet1d denoiser and its building blocks: shapes, gradient flow, conditioning paths, invariants."""
+"""Both denoiser families (UNet1d, DiT1d) and their building blocks: shapes, gradient flow, conditioning paths,
+invariants."""
 
 from __future__ import annotations
 
@@ -9,16 +10,25 @@ import pytest
 import torch
 
 from audiodiff.conditioning.types import Conditioning
-from audiodiff.denoisers import UNet1d
+from audiodiff.denoisers import DiT1d, UNet1d
+from audiodiff.denoisers.dit import apply_rotary, rotary_tables
 from audiodiff.nn.blocks import Downsample1d, ResBlock1d, Upsample1d
 from audiodiff.nn.embeddings import SinusoidalEmbedding, TimestepEmbedding
 
 TINY = dict(channels=16, channel_mults=(1, 2), blocks_per_level=1, attn_levels=(1,), heads=2, context_dim=8)
+TINY_DIT = dict(width=16, depth=2, heads=2, context_dim=8, time_features=16)
 
 
-def tiny(**overrides: object) -> UNet1d:
+def tiny(family: str = "unet", **overrides: object) -> UNet1d | DiT1d:
     torch.manual_seed(0)
+    if family == "dit":
+        return DiT1d(4, **{**TINY_DIT, **overrides})  # type: ignore[arg-type]
     return UNet1d(4, **{**TINY, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["unet", "dit"])
+def family(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 def perturb(model: torch.nn.Module, seed: int = 1, scale: float = 0.05) -> torch.nn.Module:
@@ -45,26 +55,26 @@ def make_cond(batch: int = 3, n: int = 5, e: int = 8, pooled: int | None = None,
 
 @pytest.mark.parametrize("patch", [1, 2])
 @pytest.mark.parametrize("length", [1, 7, 64, 250])
-def test_output_shape_equals_input_for_any_length(length: int, patch: int) -> None:
-    model = perturb(tiny(patch=patch))
+def test_output_shape_equals_input_for_any_length(family: str, length: int, patch: int) -> None:
+    model = perturb(tiny(family, patch=patch))
     x = torch.randn(2, 4, length)
     out = model(x, torch.rand(2), make_cond(batch=2))
     assert out.shape == x.shape
     assert torch.isfinite(out).all()
 
 
-def test_out_channels_can_differ_from_in_channels() -> None:
-    model = tiny(out_channels=8, patch=2)
+def test_out_channels_can_differ_from_in_channels(family: str) -> None:
+    model = tiny(family, out_channels=8, patch=2)
     assert model(torch.randn(2, 4, 9), torch.rand(2), make_cond(batch=2)).shape == (2, 8, 9)
 
 
-def test_fresh_model_outputs_zero() -> None:
-    model = tiny()
+def test_fresh_model_outputs_zero(family: str) -> None:
+    model = tiny(family)
     assert torch.equal(model(torch.randn(2, 4, 10), torch.rand(2), make_cond(batch=2)), torch.zeros(2, 4, 10))
 
 
-def test_gradients_reach_every_parameter() -> None:
-    model = perturb(tiny(pooled_dim=8, global_dim=2, patch=2))
+def test_gradients_reach_every_parameter(family: str) -> None:
+    model = perturb(tiny(family, pooled_dim=8, global_dim=2, patch=2))
     cond = make_cond(pooled=8, globals_=2)
     x, target = torch.randn(3, 4, 13), torch.randn(3, 4, 13)
     loss = (model(x, torch.rand(3), cond) - target).square().mean()
@@ -73,9 +83,9 @@ def test_gradients_reach_every_parameter() -> None:
     assert no_grad == []
 
 
-def test_fully_masked_context_equals_no_cross_attention() -> None:
-    model = perturb(tiny())
-    plain = tiny(cross_attention=False)
+def test_fully_masked_context_equals_no_cross_attention(family: str) -> None:
+    model = perturb(tiny(family))
+    plain = tiny(family, cross_attention=False)
     state = model.state_dict()
     missing = set(plain.state_dict()) - set(state)
     assert missing == set()
@@ -90,24 +100,24 @@ def test_fully_masked_context_equals_no_cross_attention() -> None:
     assert not torch.allclose(model(x, t, cond), reference, atol=1e-4)
 
 
-def test_dropped_rows_match_the_no_cross_attention_model_within_a_mixed_batch() -> None:
-    model = perturb(tiny())
-    plain = tiny(cross_attention=False)
+def test_dropped_rows_match_the_no_cross_attention_model_within_a_mixed_batch(family: str) -> None:
+    model = perturb(tiny(family))
+    plain = tiny(family, cross_attention=False)
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
     x, t, cond = torch.randn(3, 4, 12), torch.rand(3), make_cond()
     cond = cond.with_mask(cond.mask.clone().index_fill_(0, torch.tensor([1]), False))
     torch.testing.assert_close(model(x, t, cond)[1], plain(x, t)[1])
 
 
-def test_forward_is_deterministic() -> None:
+def test_forward_is_deterministic(family: str) -> None:
     x, t, cond = torch.randn(3, 4, 20), torch.rand(3), make_cond(pooled=8)
-    a, b = perturb(tiny(pooled_dim=8)), perturb(tiny(pooled_dim=8))
+    a, b = perturb(tiny(family, pooled_dim=8)), perturb(tiny(family, pooled_dim=8))
     assert torch.equal(a(x, t, cond), a(x, t, cond))
     assert torch.equal(a(x, t, cond), b(x, t, cond))
 
 
-def test_pooled_and_global_features_change_the_output() -> None:
-    model = perturb(tiny(pooled_dim=8, global_dim=2))
+def test_pooled_and_global_features_change_the_output(family: str) -> None:
+    model = perturb(tiny(family, pooled_dim=8, global_dim=2))
     x, t = torch.randn(3, 4, 10), torch.rand(3)
     cond = make_cond(pooled=8, globals_=2)
     base = model(x, t, cond)
@@ -118,8 +128,8 @@ def test_pooled_and_global_features_change_the_output() -> None:
     assert (model(x, t + 0.5, cond) - base).abs().max() > 1e-4
 
 
-def test_gradient_checkpointing_gives_same_output_and_gradients() -> None:
-    a, b = perturb(tiny()), perturb(tiny(gradient_checkpointing=True))
+def test_gradient_checkpointing_gives_same_output_and_gradients(family: str) -> None:
+    a, b = perturb(tiny(family)), perturb(tiny(family, gradient_checkpointing=True))
     x, t, cond = torch.randn(2, 4, 16), torch.rand(2), make_cond(batch=2)
     out_a, out_b = a(x, t, cond), b(x, t, cond)
     torch.testing.assert_close(out_a, out_b)
@@ -129,8 +139,8 @@ def test_gradient_checkpointing_gives_same_output_and_gradients() -> None:
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
 
 
-def test_a_few_steps_fit_a_fixed_batch() -> None:
-    model = tiny(pooled_dim=8)
+def test_a_few_steps_fit_a_fixed_batch(family: str) -> None:
+    model = tiny(family, pooled_dim=8)
     x, t, cond = torch.randn(4, 4, 16), torch.rand(4), make_cond(batch=4, pooled=8)
     target = torch.sin(torch.linspace(0, 6, 16)).expand(4, 4, 16) * torch.arange(1, 5).view(4, 1, 1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -152,8 +162,9 @@ def test_sizes() -> None:
     assert default.length_multiple == 4 and UNet1d(64, patch=2).length_multiple == 8
 
 
-def test_bad_inputs_raise_clear_errors() -> None:
-    model = tiny(pooled_dim=8)
+@pytest.mark.parametrize("family", ["unet", "dit"])
+def test_bad_inputs_raise_clear_errors(family: str) -> None:
+    model = tiny(family, pooled_dim=8)
     x, t, cond = torch.randn(3, 4, 10), torch.rand(3), make_cond(pooled=8)
     with pytest.raises(ValueError, match=r"x must be \[B, in_channels=4, L\], got \(3, 5, 10\)"):
         model(torch.randn(3, 5, 10), t, cond)
@@ -164,9 +175,49 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"cond.tokens must be \[B=3, N, E=8\], got \(3, 5, 6\)"):
         model(x, t, make_cond(e=6, pooled=8))
     with pytest.raises(ValueError, match="cross_attention=True needs cond"):
-        tiny()(x, t, None)
-    with pytest.raises(ValueError, match=r"attn_levels must lie in \[0, 1\]"):
-        tiny(attn_levels=(2,))
+        tiny(family)(x, t, None)
+    if family == "unet":
+        with pytest.raises(ValueError, match=r"attn_levels must lie in \[0, 1\]"):
+            tiny(attn_levels=(2,))
+    else:
+        with pytest.raises(ValueError, match="heads must divide width into even head sizes"):
+            tiny("dit", width=18, heads=4)
+
+
+def test_dit_sizes() -> None:
+    assert tiny("dit", pooled_dim=8, global_dim=2).num_parameters() < 50_000
+    assert 10e6 < DiT1d(64).num_parameters() < 14e6
+    with torch.device("meta"):  # Stable Audio Open's shape, without allocating it
+        large = DiT1d(64, width=1536, depth=24, heads=24, context_dim=768, pooled_dim=768, global_dim=2)
+    assert 1.0e9 < large.num_parameters() < 1.3e9
+
+
+def test_rotary_positions_make_attention_depend_on_offsets_only() -> None:
+    """q·k after rotation depends on the distance between positions, not on where they sit."""
+    cos, sin = rotary_tables(12, 8, 10000.0, torch.device("cpu"))
+    q, k = torch.randn(1, 1, 1, 8).expand(1, 1, 12, 8), torch.randn(1, 1, 1, 8).expand(1, 1, 12, 8)
+    scores = apply_rotary(q, cos, sin)[0, 0] @ apply_rotary(k, cos, sin)[0, 0].T  # [12, 12]
+    torch.testing.assert_close(torch.diagonal(scores, 3), torch.full((9,), float(scores[0, 3])), atol=1e-5,
+                               rtol=1e-5)
+    torch.testing.assert_close(torch.diagonal(scores), torch.full((12,), float(scores[0, 0])), atol=1e-5,
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="even head dimension"):
+        rotary_tables(4, 7, 10000.0, torch.device("cpu"))
+
+
+def test_dit_patching_is_local_in_time() -> None:
+    """With its only block at identity (gates 0), the DiT maps each patch of `patch` frames on its own:
+    changing one frame changes the outputs of its own patch and of no other."""
+    model = perturb(tiny("dit", patch=4, cross_attention=False, depth=1))
+    with torch.no_grad():
+        model.blocks[0].ada[1].weight.zero_()
+        model.blocks[0].ada[1].bias.zero_()  # gates = 0: the block is the identity; only the patch maps remain
+    x = torch.randn(1, 4, 16)
+    y = x.clone()
+    y[..., 5] += 1.0  # frame 5 lies in patch 1 (frames 4-7)
+    base = model(x, torch.tensor([0.3]), None)
+    changed = (model(y, torch.tensor([0.3]), None) - base).abs().amax(dim=1)[0]
+    assert changed[4:8].max() > 0 and changed[:4].max() == 0 and changed[8:].max() == 0
 
 
 def test_sinusoidal_embedding_matches_formula() -> None:
