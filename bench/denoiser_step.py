@@ -3,7 +3,8 @@
     python bench/denoiser_step.py                      # CPU: U-Net and DiT at small sizes
     python bench/denoiser_step.py --sizes large --compare-diffusers   # GPU: Stable Audio Open's DiT shape
 
-Prints a markdown table: model, parameters, latent frames, mode, ms per step. On a GPU each model runs eagerly in
+Prints a markdown table: model, parameters, latent frames, mode, ms per step, model FLOPs per step (counted once,
+eagerly, with torch.utils.flop_counter) and the FLOP rate achieved. On a GPU each model runs eagerly in
 bf16, under `torch.compile`, and compiled with the whole step captured in a CUDA graph and replayed ("graphs").
 With --compare-diffusers, diffusers' StableAudioDiTModel at the same shape runs eagerly in bf16 in the same
 process, so the ratio is measured side by side.
@@ -65,6 +66,17 @@ def inputs(channels: int, frames: int, device: torch.device, dtype: torch.dtype)
     return x, t, cond
 
 
+def count_flops(net: torch.nn.Module, channels: int, frames: int, device: torch.device) -> int:
+    """FLOPs of one forward pass (matrix products and attention; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t, cond = inputs(channels, frames, device, next(net.parameters()).dtype)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        net(x, t, cond)
+    return counter.get_total_flops()
+
+
 def graphed(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
     """Capture fn (static inputs) in a CUDA graph and return its replay."""
     stream = torch.cuda.Stream()
@@ -98,13 +110,14 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; batch 2 (guided step), "
           f"{TEXT_TOKENS} text tokens of width {TEXT_DIM}, {args.channels} latent channels")
-    print("| model | params | frames | mode | ms/step |\n|---|---|---|---|---|")
+    print("| model | params | frames | mode | ms/step | GFLOP/step | achieved TFLOP/s |\n|---|---|---|---|---|---|---|")
     torch.manual_seed(0)
     sizes = SIZES["small"] if args.sizes == "small" else large_sizes(args.layers, args.frames)
     for label, make, lengths in sizes:
         net = make(args.channels).to(device).eval()
         params = sum(p.numel() for p in net.parameters())
         for frames in lengths:
+            flops = count_flops(net, args.channels, frames, device)
             modes: list[tuple[str, torch.dtype, Callable]] = [("eager fp32", torch.float32, lambda m: m)]
             if device.type == "cuda":
                 modes = [("eager bf16", torch.bfloat16, lambda m: m),
@@ -118,7 +131,8 @@ def main() -> None:
                     if "graphs" in mode:
                         fn = graphed(fn)
                     seconds = timed(fn, device, args.repeats)
-                print(f"| {label} | {params / 1e6:.1f} M | {frames} | {mode} | {1e3 * seconds:.2f} |", flush=True)
+                print(f"| {label} | {params / 1e6:.1f} M | {frames} | {mode} | {1e3 * seconds:.2f} | "
+                      f"{flops / 1e9:.1f} | {flops / seconds / 1e12:.3f} |", flush=True)
         del net
     if args.compare_diffusers:
         compare_diffusers(args.channels, device, args.repeats, args.layers, args.frames)

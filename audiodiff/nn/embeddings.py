@@ -52,4 +52,4 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         """t: [B] noise level -> [B, hidden]."""
-        return self.mlp(self.sinusoid(t))
+        return self.mlp(self.sinusoid(t).to(self.mlp[0].weight.dtype))
