@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.config import CONF_DIR
 
@@ -33,15 +33,23 @@ def run(cfg: DictConfig) -> list[Path]:
         raise ValueError("model: expected an export folder, run directory or .ckpt (model=...), got nothing")
     prompts = [cfg.prompt] if isinstance(cfg.prompt, str) else list(cfg.prompt or [])
     pipe = AudioDiffusionPipeline.from_pretrained(cfg.model, device=cfg.device)
+    # sampler=<preset> selects a conf/sampler/ group: its settings apply unless steps=/guidance= say otherwise.
+    preset = OmegaConf.to_container(cfg.sampler, resolve=True) if cfg.get("sampler") else {}
+    name = preset.pop("name", None)
+    steps = cfg.steps if cfg.steps is not None else preset.get("steps")
+    guidance = cfg.guidance if cfg.guidance is not None else preset.get("guidance")
+    preset.pop("steps", None), preset.pop("guidance", None)
+    options = {**preset, **dict(cfg.get("sampler_options") or {})}
+    negative = None if cfg.get("negative_prompt") is None else [str(cfg.negative_prompt)] * len(prompts)
     # Every check happens before anything is written.
-    settings = pipe.settings(cfg.steps, cfg.guidance, cfg.sampler)
-    pipe.check_request(prompts, cfg.duration, None)
+    settings = pipe.settings(steps, guidance, name, **options)
+    pipe.check_request(prompts, cfg.duration, negative)
     out_dir = Path(cfg.out)
     written = []
     for variation in range(int(cfg.n)):
         seed = int(cfg.seed) + variation * len(prompts)
         result = pipe(prompts, duration=cfg.duration, steps=settings.steps, guidance=settings.guidance,
-                      seed=seed, sampler=settings.name)
+                      seed=seed, sampler=settings.name, negative_prompts=negative, **options)
         for i, prompt in enumerate(prompts):
             stem = f"{slug(prompt)}_seed{result.seeds[i]}"
             path = save_audio(out_dir / f"{stem}.wav", result.audio[i], result.sample_rate)

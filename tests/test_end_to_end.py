@@ -127,6 +127,22 @@ def test_generate_cli_writes_audio_and_sidecar(run, tmp_path):
                                       "model": None}
 
 
+def test_generate_cli_takes_negative_prompt_and_sampler_options(run, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "prompt=a click", "seed=1",
+           "steps=2", "duration=0.25", "sampler=ddim", "negative_prompt=loud noise",
+           "sampler_options={eta: 0.5, spacing: karras, guidance_rescale: 0.7}", f"out={out}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+    meta = json.loads((out / "a_click_seed1.json").read_text())
+    assert meta["sampler"] == "ddim"
+    assert {k: meta["sampler_settings"][k] for k in ("eta", "spacing", "guidance_rescale")} == {
+        "eta": 0.5, "spacing": "karras", "guidance_rescale": 0.7}
+    bad = subprocess.run([*cmd[:-2], "sampler_options={churn: 1.0}", f"out={tmp_path / 'bad'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "unknown sampler option(s) ['churn']" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_generate_cli_writes_nothing_on_bad_input(run, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "prompt=beep", "duration=-1",

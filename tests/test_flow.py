@@ -122,6 +122,31 @@ def test_guidance_scale_one_is_the_conditional_model_and_mixes_linearly():
     torch.testing.assert_close(three, torch.full_like(x, 6.0))  # 0 + 3 · (2 − 0)
 
 
+def test_guidance_interval_and_rescale():
+    calls = []
+
+    def denoise(x, t, cond):
+        calls.append(x.shape[0])
+        ramp = torch.linspace(-1, 1, x.shape[-1])
+        return x * 0 + cond.pooled[:, :, None] * ramp  # conditional: 2·ramp, unconditional: 0.5·ramp
+
+    cond = Conditioning(torch.zeros(1, 1, 4), torch.ones(1, 1, dtype=torch.bool), pooled=torch.full((1, 1), 2.0))
+    uncond = Conditioning(torch.zeros(1, 1, 4), torch.ones(1, 1, dtype=torch.bool), pooled=torch.full((1, 1), 0.5))
+    x = torch.zeros(1, 1, 8)
+    guided = classifier_free_guidance(denoise, cond, uncond, 3.0, interval=(0.2, 0.6))
+    calls.clear()
+    outside = guided(x, torch.full((1,), 0.9))
+    assert calls == [1]  # only the conditional branch runs outside the interval
+    torch.testing.assert_close(outside, denoise(x, None, cond))
+    inside = guided(x, torch.full((1,), 0.5))
+    torch.testing.assert_close(inside, (0.5 + 3.0 * 1.5) * torch.linspace(-1, 1, 8).view(1, 1, 8))
+    # Rescale φ = 1 matches the conditional estimate's standard deviation exactly; φ = 0.5 goes halfway.
+    full = classifier_free_guidance(denoise, cond, uncond, 3.0, rescale=1.0)(x, torch.full((1,), 0.5))
+    torch.testing.assert_close(full.std(), denoise(x, None, cond).std())
+    half = classifier_free_guidance(denoise, cond, uncond, 3.0, rescale=0.5)(x, torch.full((1,), 0.5))
+    torch.testing.assert_close(half, 0.5 * (full + inside))
+
+
 def test_conditioning_cat_pads_tokens():
     a = Conditioning(torch.ones(1, 3, 2), torch.ones(1, 3, dtype=torch.bool))
     b = Conditioning(torch.ones(2, 1, 2), torch.ones(2, 1, dtype=torch.bool))

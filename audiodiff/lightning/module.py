@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from audiodiff import __version__
+from audiodiff.conditioning.cache import cached_states
 from audiodiff.conditioning.text import collate_states
 from audiodiff.conditioning.timing import frame_mask
 from audiodiff.conditioning.types import Conditioning
@@ -40,13 +41,15 @@ class DiffusionTask(L.LightningModule):
     stats_batches: batches of training audio used once to fit the representation's normalisation statistics.
     text_cache_size: distinct captions whose encoder states are kept (float16, on the CPU) so that a caption seen
       again costs no text-encoder pass; 0 disables the cache.
+    text_cache_file: a dataset-wide text cache (`audiodiff.conditioning.cache`), loaded at the start of training
+      and built there on first use; None encodes captions as they come.
     run_config: the resolved run configuration, embedded in every checkpoint with the package version.
     """
 
     def __init__(self, model: DiffusionModel, optimizer: Callable[..., torch.optim.Optimizer],
                  warmup_steps: int = 500, min_lr_ratio: float = 0.1, ema_decay: float = 0.999,
                  caption_dropout: float = 0.1, stats_batches: int = 8, text_cache_size: int = 100_000,
-                 run_config: dict | None = None) -> None:
+                 text_cache_file: str | None = None, run_config: dict | None = None) -> None:
         super().__init__()
         self.model = model
         self.model.text_encoder.requires_grad_(False)
@@ -58,11 +61,14 @@ class DiffusionTask(L.LightningModule):
         self.stats_batches = stats_batches
         self.run_config = run_config or {}
         self.text_cache_size = text_cache_size
+        self.text_cache_file = text_cache_file
         self._text_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._val_generator_seed = 1234
 
     # ---- set-up -------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        if self.text_cache_file:
+            self.load_text_cache(self.text_cache_file)
         rep = self.model.representation
         if not rep.is_fitted:
             loader = self.trainer.datamodule.train_dataloader()
@@ -72,6 +78,15 @@ class DiffusionTask(L.LightningModule):
                     break
                 wavs.append(batch["wav"].to(self.device))
             rep.fit_statistics(wavs)
+
+    def load_text_cache(self, path: str) -> None:
+        """Fill the in-memory text cache from the dataset-wide file at `path` (every train and val caption and the
+        empty caption), encoding into the file whatever it lacks."""
+        dm = self.trainer.datamodule
+        captions = ["", *dm.captions("train"), *dm.captions("val")]
+        states = cached_states(path, self.model.text_encoder, captions)
+        self.text_cache_size = max(self.text_cache_size, len(states) + 1)
+        self._text_cache.update(states)
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.net.parameters() if p.requires_grad]
