@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +19,8 @@ from audiodiff.conditioning.timing import frame_mask
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.lightning.ema import EMA
 from audiodiff.model import DiffusionModel
+
+log = logging.getLogger(__name__)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> Callable[[int], float]:
@@ -43,13 +46,16 @@ class DiffusionTask(L.LightningModule):
       again costs no text-encoder pass; 0 disables the cache.
     text_cache_file: a dataset-wide text cache (`audiodiff.conditioning.cache`), loaded at the start of training
       and built there on first use; None encodes captions as they come.
+    max_nonfinite: a step whose loss or gradient is NaN/Inf is skipped on every rank and counted; this many in a
+      row stop the run with FloatingPointError.
     run_config: the resolved run configuration, embedded in every checkpoint with the package version.
     """
 
     def __init__(self, model: DiffusionModel, optimizer: Callable[..., torch.optim.Optimizer],
                  warmup_steps: int = 500, min_lr_ratio: float = 0.1, ema_decay: float = 0.999,
                  caption_dropout: float = 0.1, stats_batches: int = 8, text_cache_size: int = 100_000,
-                 text_cache_file: str | None = None, run_config: dict | None = None) -> None:
+                 text_cache_file: str | None = None, max_nonfinite: int = 10,
+                 run_config: dict | None = None) -> None:
         super().__init__()
         self.model = model
         self.model.text_encoder.requires_grad_(False)
@@ -62,6 +68,9 @@ class DiffusionTask(L.LightningModule):
         self.run_config = run_config or {}
         self.text_cache_size = text_cache_size
         self.text_cache_file = text_cache_file
+        self.max_nonfinite = max_nonfinite
+        self.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
         self._text_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._val_generator_seed = 1234
 
@@ -123,13 +132,44 @@ class DiffusionTask(L.LightningModule):
         feats = self.model.timing.features(batch["seconds_start"], batch["seconds_total"]).to(cond.tokens)
         return replace(cond, globals_=feats), frame_mask(batch["mask"], frames).to(cond.tokens)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         with torch.no_grad():
             z = self.model.representation.encode(batch["wav"])
         cond, weight = self.batch_conditioning(batch, self._drop_captions(batch["caption"]), z.shape[-1])
         loss = self.model.objective.loss(self.model.net, z, cond, weight=weight)
+        if self._skip_nonfinite(loss.detach(), "loss"):
+            return None  # Lightning then skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.model.net.parameters() if p.grad is not None]
+        bad = torch.stack([~torch.isfinite(g).all() for g in grads]).any() if grads else torch.tensor(False)
+        if self._skip_nonfinite(bad.to(self.device), "gradient", is_flag=True):
+            for p in self.model.net.parameters():
+                p.grad = None  # the optimizer leaves parameters without gradients untouched
+        elif grads:
+            self._consecutive_nonfinite = 0
+
+    def _skip_nonfinite(self, value: Tensor, what: str, is_flag: bool = False) -> bool:
+        """Whether this step must be skipped because `value` is (or flags) a NaN/Inf on any rank. Every rank gets
+        the same answer (a max-reduction), so all skip together. Counts skips and stops the run after
+        `max_nonfinite` consecutive ones."""
+        flag = value.float() if is_flag else (~torch.isfinite(value)).float()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            flag = self.trainer.strategy.reduce(flag, reduce_op="max")
+        if not bool(flag > 0):
+            return False
+        self.nonfinite_steps += 1
+        self._consecutive_nonfinite += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps), batch_size=1)
+        log.warning("step %d: non-finite %s, step skipped (%d so far)", self.global_step, what, self.nonfinite_steps)
+        if self._consecutive_nonfinite >= self.max_nonfinite:
+            raise FloatingPointError(
+                f"{self._consecutive_nonfinite} consecutive steps had a non-finite {what} (limit "
+                f"task.max_nonfinite={self.max_nonfinite}); the last checkpoint holds the last good weights. Lower "
+                f"optim.lr, check the data, or resume from the checkpoint.")
+        return True
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update(self.model.net, self.global_step)
