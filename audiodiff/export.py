@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -92,8 +93,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "audiodiff" not in ckpt or "state_dict" not in ckpt:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain data, which "
+                         f"could run code when unpickled ({str(err).splitlines()[0]})") from err
+    if not isinstance(ckpt, dict) or "audiodiff" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not an audiodiff training checkpoint (no 'audiodiff' / 'state_dict' entries)")
     return ckpt
 

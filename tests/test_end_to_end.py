@@ -150,3 +150,26 @@ def test_generate_cli_writes_nothing_on_bad_input(run, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "duration" in proc.stderr
     assert not out.exists()
+
+
+class _RunsCode:
+    """Unpickling this calls `Path.touch` on a marker: stands in for arbitrary code in a crafted checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(run, tmp_path):
+    marker = tmp_path / "code_ran"
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    ckpt["audiodiff"]["payload"] = _RunsCode(marker)
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(ckpt, crafted)
+    with pytest.raises(ValueError, match="refused to load"):
+        load_checkpoint(crafted)
+    with pytest.raises(ModelLoadError, match="refused to load"):
+        AudioDiffusionPipeline.from_pretrained(crafted)
+    assert not marker.exists()
