@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.denoisers.checks import check_latents, check_noise_level, global_inputs, text_context
+from audiodiff.nn.attention import merge_heads, split_heads
 from audiodiff.nn.embeddings import TimestepEmbedding
 
 
@@ -35,16 +36,6 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
-
-
-def _heads(t: Tensor, heads: int) -> Tensor:
-    b, n, c = t.shape
-    return t.view(b, n, heads, c // heads).transpose(1, 2)
-
-
-def _merge(t: Tensor) -> Tensor:
-    b, h, n, d = t.shape
-    return t.transpose(1, 2).reshape(b, n, h * d)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -85,21 +76,21 @@ class DiTBlock(nn.Module):
         mask: [B, T] bool (True = real token) or None. Returns [B, N, W]."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None, :].chunk(6, dim=-1)
         x = _modulate(self.norm1(h), shift1, scale1)
-        q, k, v = (_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
         q, k = apply_rotary(self.q_norm(q), *rope), apply_rotary(self.k_norm(k), *rope)
-        h = h + gate1 * self.attn_out(_merge(F.scaled_dot_product_attention(q, k, v)))
+        h = h + gate1 * self.attn_out(merge_heads(F.scaled_dot_product_attention(q, k, v)))
         if self.cross_attention and context is not None and context.shape[1] > 0:
             h = h + self._cross(self.norm2(h), context, mask)
         return h + gate2 * self.mlp(_modulate(self.norm3(h), shift2, scale2))
 
     def _cross(self, x: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
-        q = _heads(self.cross_q(x), self.heads)
-        k, v = (_heads(t, self.heads) for t in self.cross_kv(context).chunk(2, dim=-1))
+        q = split_heads(self.cross_q(x), self.heads)
+        k, v = (split_heads(t, self.heads) for t in self.cross_kv(context).chunk(2, dim=-1))
         attn_mask = has_token = None
         if mask is not None:
             has_token = mask.any(dim=1)  # a row with no real token (dropped caption) must contribute nothing
             attn_mask = (mask | ~has_token[:, None])[:, None, None, :]
-        out = self.cross_out(_merge(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)))
+        out = self.cross_out(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)))
         return out if has_token is None else out.masked_fill(~has_token[:, None, None], 0.0)
 
 

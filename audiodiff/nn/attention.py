@@ -17,13 +17,13 @@ def _check_heads(channels: int, heads: int, owner: str) -> None:
         raise ValueError(f"{owner}: heads must divide channels, got channels={channels}, heads={heads}")
 
 
-def _split_heads(t: Tensor, heads: int) -> Tensor:
+def split_heads(t: Tensor, heads: int) -> Tensor:
     """[B, L, C] -> [B, heads, L, C / heads]."""
     b, n, c = t.shape
     return t.view(b, n, heads, c // heads).transpose(1, 2)
 
 
-def _merge_heads(t: Tensor) -> Tensor:
+def merge_heads(t: Tensor) -> Tensor:
     """[B, heads, L, D] -> [B, L, heads * D]."""
     b, h, n, d = t.shape
     return t.transpose(1, 2).reshape(b, n, h * d)
@@ -46,7 +46,7 @@ class SelfAttention1d(nn.Module):
         Returns [B, C, L]. Every query needs at least one True key (the U-Net masks only its padding frames).
         """
         h = self.norm(x).transpose(1, 2)                                   # [B, L, C]
-        q, k, v = (_split_heads(t, self.heads) for t in self.qkv(h).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.heads) for t in self.qkv(h).chunk(3, dim=-1))
         attn_mask = None
         if key_mask is not None:
             if key_mask.shape[-1] != x.shape[-1]:
@@ -54,7 +54,7 @@ class SelfAttention1d(nn.Module):
                                  f"x has {x.shape[-1]}")
             attn_mask = key_mask.to(device=x.device, dtype=bool)
             attn_mask = attn_mask[:, None, None, :] if attn_mask.ndim == 2 else attn_mask[None, None, None, :]
-        out = _merge_heads(scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
+        out = merge_heads(scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
         return x + self.proj(out).transpose(1, 2)
 
 
@@ -96,9 +96,9 @@ class CrossAttention1d(nn.Module):
             # Rows without a real token would softmax over nothing (NaN): let them see every token here,
             # then drop their output below.
             q_mask = (mask | ~has_token[:, None])[:, None, None, :]         # [B, 1, 1, N]
-        q = _split_heads(self.q(self.norm(x).transpose(1, 2)), self.heads)
-        k, v = (_split_heads(t, self.heads) for t in self.kv(context.to(x.dtype)).chunk(2, dim=-1))
-        out = self.proj(_merge_heads(scaled_dot_product_attention(q, k, v, attn_mask=q_mask)))  # [B, L, C]
+        q = split_heads(self.q(self.norm(x).transpose(1, 2)), self.heads)
+        k, v = (split_heads(t, self.heads) for t in self.kv(context.to(x.dtype)).chunk(2, dim=-1))
+        out = self.proj(merge_heads(scaled_dot_product_attention(q, k, v, attn_mask=q_mask)))  # [B, L, C]
         if has_token is not None:
             out = out.masked_fill(~has_token[:, None, None], 0.0)
         return x + out.transpose(1, 2)
