@@ -70,3 +70,34 @@ def test_every_objective_trains_and_samples_with_every_sampler(diffusion, denois
         settings = SamplerSettings(**{**OmegaConf.to_container(sampler_cfg, resolve=True), "steps": 2})
         wav = model.generate(["two beeps"], duration=0.25, settings=settings, seed=0)
         assert wav.shape == (1, 1, 4000) and torch.isfinite(wav).all(), (diffusion, denoiser, sampler)
+
+
+@pytest.mark.parametrize("preset,nodes", [("ddp", 1), ("multinode", 2)])
+def test_ddp_presets_build_a_ddp_trainer(preset, nodes):
+    """A dry run on CPU with two devices: the Trainer gets DDP and the node count (nothing is launched)."""
+    cfg = compose_config("train", ["recipe=debug", f"trainer={preset}", "trainer.accelerator=cpu",
+                                   "trainer.devices=2", "trainer.precision=32-true"])
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert type(trainer.strategy).__name__ == "DDPStrategy"
+    assert trainer.num_devices == 2 and trainer.num_nodes == nodes
+
+
+def test_fsdp_preset_shards_per_transformer_block():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from audiodiff.denoisers.dit import DiTBlock
+
+    cfg = compose_config("train", ["recipe=debug", "trainer=fsdp"])
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    strategy = instantiate(cfg.trainer.strategy)  # FSDP needs CUDA to run, not to be configured
+    assert isinstance(strategy, FSDPStrategy)
+    assert DiTBlock in strategy.kwargs["auto_wrap_policy"]._module_classes
+
+
+def test_slurm_preset_requeues_on_sigusr1():
+    import signal
+
+    cfg = compose_config("train", ["recipe=debug", "trainer=slurm"])
+    (env,) = instantiate(cfg.trainer.plugins)
+    assert type(env).__name__ == "SLURMEnvironment" and env.auto_requeue
+    assert env.requeue_signal == signal.SIGUSR1 and cfg.trainer.strategy == "ddp"
