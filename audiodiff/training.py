@@ -10,6 +10,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, build_model
@@ -45,7 +46,8 @@ def train(cfg: DictConfig) -> Path:
     if last.exists():
         check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
         log.info("resuming from %s", last)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:  # launchers (torchrun, srun) start this function once per process
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, skip_log_dir=str(run_dir))
