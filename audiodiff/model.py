@@ -11,12 +11,11 @@ from audiodiff.conditioning.timing import TimingConditioning
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.diffusion.guidance import classifier_free_guidance
 from audiodiff.diffusion.objectives import Objective
-from audiodiff.diffusion.samplers import SAMPLERS, get_sampler, initial_latents
+from audiodiff.diffusion.samplers import SAMPLERS, get_sampler, initial_latents, sampler_options
 from audiodiff.representations.base import Representation
 
-# Options each sampler accepts beyond the grid and the generator.
-SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {"ddim": ("eta",), "dpmpp_2m_sde": ("eta",), "euler": ("s_churn",),
-                                               "heun": ("s_churn",)}
+# SamplerSettings fields passed to the sampler function when it takes them.
+SETTINGS_OPTIONS = ("eta", "s_churn")
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,17 @@ class SamplerSettings:
         lo, hi = self.guidance_interval
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"guidance_interval: expected 0 <= lo <= hi <= 1, got {list(self.guidance_interval)}")
-        allowed = SAMPLER_OPTIONS.get(self.name, ())
+        allowed = sampler_options(self.name)
         for option, unset in (("eta", self.eta is None), ("s_churn", self.s_churn == 0.0)):
             if not unset and option not in allowed:
-                raise ValueError(f"{option}: sampler {self.name!r} takes no {option} "
-                                 f"(samplers that do: {[n for n, o in SAMPLER_OPTIONS.items() if option in o]})")
+                takers = [n for n in SAMPLERS if option in sampler_options(n)]
+                raise ValueError(f"{option}: sampler {self.name!r} takes no {option} (samplers that do: {takers})")
         object.__setattr__(self, "guidance_interval", (float(lo), float(hi)))
 
     def sampler_options(self) -> dict[str, float]:
         """Keyword options for the sampler function."""
-        options = {"eta": self.eta, "s_churn": self.s_churn}
-        return {k: v for k, v in options.items() if k in SAMPLER_OPTIONS.get(self.name, ()) and v is not None}
+        allowed = sampler_options(self.name)
+        return {k: getattr(self, k) for k in SETTINGS_OPTIONS if k in allowed and getattr(self, k) is not None}
 
 
 class DiffusionModel(nn.Module):

@@ -117,14 +117,13 @@ class FlowMatching(Objective):
       "velocity" the network predicts v = ε - x0 (the usual rectified-flow target); loss MSE on v.
     time_sampling: "uniform" t ~ U(0, 1), or "logit_normal" t = sigmoid(N(mean, std)) (Esser et al. 2024, SD3).
     shift: training times pass through SD3's shift t' = shift·t / (1 + (shift - 1) t) (> 1: more noise).
-    t_min: the smallest t used in x0 ↔ velocity conversions, avoiding division by zero near clean data.
     The network's noise input is t itself. Sampling grids default to even flow times from t = 1.
     """
 
     default_spacing = "uniform"  # Karras and exponential grids span EDM's default range [0.002, 80]
 
     def __init__(self, prediction: Prediction = "x0", time_sampling: TimeSampling = "uniform",
-                 logit_mean: float = 0.0, logit_std: float = 1.0, shift: float = 1.0, t_min: float = 1e-4) -> None:
+                 logit_mean: float = 0.0, logit_std: float = 1.0, shift: float = 1.0) -> None:
         if prediction not in ("x0", "velocity"):
             raise ValueError(f"FlowMatching.prediction: expected 'x0' or 'velocity', got {prediction!r}")
         if time_sampling not in ("uniform", "logit_normal"):
@@ -136,7 +135,6 @@ class FlowMatching(Objective):
         self.logit_mean = logit_mean
         self.logit_std = logit_std
         self.shift = shift
-        self.t_min = t_min
 
     @property
     def t_max(self) -> float:
@@ -172,10 +170,6 @@ class FlowMatching(Objective):
         if self.prediction == "x0":
             return out
         return x - _view(t, x) * out
-
-    def velocity(self, x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
-        """dx/dt implied by x̂0 at (x_t, t): v = (x_t - x̂0) / t."""
-        return (x_t - x0_hat) / _view(t, x_t).clamp_min(self.t_min)
 
 
 VPPrediction = Literal["epsilon", "v", "x0"]

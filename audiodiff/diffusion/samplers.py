@@ -11,9 +11,9 @@ written with ε̂ = (x - (1 - t) x̂0) / t and step ratios s_next / s, which sta
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -23,7 +23,6 @@ Callback = Callable[[int, Tensor, Tensor], None]  # (step index, x_t, x̂0)
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
-SamplerName = Literal["flow_euler", "flow_heun", "euler", "heun", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde"]
 
 
 def initial_latents(noise: Tensor, times: Tensor) -> Tensor:
@@ -205,34 +204,13 @@ def _lambda_step(t: float, t_next: float) -> float:
     return math.log((1 - t_next) / t_next) - math.log((1 - t) / t)
 
 
-@torch.no_grad()
 def sample_dpmpp_2m(denoise: DenoiseFn, noise: Tensor, times: Tensor, callback: Callback | None = None,
                     generator: Generators = None) -> Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022), data prediction, multistep, midpoint form as in k-diffusion.
-
-    First order on the first step and into t = 0, second order in between:
-    x_next = (s_next/s)(1-t_next)/(1-t) x - (1 - t_next) expm1(-h) D, D = (1 + 1/2r) x̂0 - (1/2r) x̂0_prev.
+    """DPM-Solver++(2M) (Lu et al. 2022), data prediction, multistep, midpoint form as in k-diffusion: the SDE
+    variant below without noise (η = 0). First order on the first step and into t = 0, second order in between:
+    x_next = (t_next / t) x + (1 - t_next)(1 - e^{-h}) D, D = (1 + 1/2r) x̂0 - (1/2r) x̂0_prev, r = h_prev / h.
     """
-    x = noise
-    old: Tensor | None = None
-    h_last = math.inf
-    for i in range(len(times) - 1):
-        t, t_next = float(times[i]), float(times[i + 1])
-        x0_hat = _call(denoise, x, t)
-        if callback is not None:
-            callback(i, x, x0_hat)
-        if t_next == 0.0:
-            x = x0_hat
-            break
-        h = _lambda_step(t, t_next)
-        d = x0_hat
-        if old is not None and math.isfinite(h_last):
-            r = h_last / h
-            d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * old
-        # (σ_next/σ) x in VP-like coordinates: σ = t here, so the factor is t_next / t.
-        x = (t_next / t) * x - (1 - t_next) * math.expm1(-h) * d
-        old, h_last = x0_hat, h
-    return x
+    return sample_dpmpp_2m_sde(denoise, noise, times, callback, generator, eta=0.0)
 
 
 @torch.no_grad()
@@ -252,10 +230,10 @@ def sample_dpmpp_2m_sde(denoise: DenoiseFn, noise: Tensor, times: Tensor, callba
             break
         h = _lambda_step(t, t_next)
         eta_h = eta * h if eta > 0 else 0.0  # (0·∞ would be nan)
-        decay = math.exp(-h - eta_h)  # e^{-(1+η)h}; 0 from t = 1
-        x = (t_next / t) * math.exp(-eta_h) * x + (1 - t_next) * (1 - decay) * x0_hat
+        gain = -math.expm1(-h - eta_h)  # 1 - e^{-(1+η)h}; 1 from t = 1
+        x = (t_next / t) * math.exp(-eta_h) * x + (1 - t_next) * gain * x0_hat
         if old is not None and math.isfinite(h_last):
-            x = x + (1 - t_next) * 0.5 * (1 - decay) * (h / h_last) * (x0_hat - old)
+            x = x + (1 - t_next) * 0.5 * gain * (h / h_last) * (x0_hat - old)
         if eta > 0:
             x = x + t_next * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise * randn_like(x, generator)
         old, h_last = x0_hat, h
@@ -272,6 +250,12 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_2m": sample_dpmpp_2m,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
 }
+
+
+def sampler_options(name: str) -> tuple[str, ...]:
+    """Keyword options the sampler `name` takes beyond denoise, noise, times, callback and generator."""
+    fixed = {"denoise", "noise", "times", "callback", "generator"}
+    return tuple(p for p in inspect.signature(get_sampler(name)).parameters if p not in fixed)
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:
