@@ -1,15 +1,23 @@
 """`python -m audiodiff.generate model=<export folder or run> prompt="..." seed=0 out=outputs/`.
 
-Writes one wav per prompt (and per variation) with a JSON sidecar holding the prompt, seed, sampler, steps,
-guidance, duration and model id.
+Prompts come from `prompt=` or a file (`prompts=prompts.txt`: one per line; `prompts=prompts.jsonl`: one object per
+line with "prompt" and optionally "negative_prompt", "duration", "seed", "n"). Each clip is written as wav or flac
+with a JSON sidecar (prompt, seed, sampler settings, duration, model, mode). With `audio=<file>` the clip is edited
+instead: `strength=` makes a variation, `inpaint=[start,end]` regenerates that range, `extend=<seconds>` continues
+it; `long_form=true` builds durations beyond the model's window from overlapping windows. Every request is checked
+before anything is generated or written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -18,20 +26,129 @@ from audiodiff.config import CONF_DIR
 
 log = logging.getLogger(__name__)
 
+ROW_FIELDS = {"prompt": str, "negative_prompt": str, "duration": (int, float), "seed": int, "n": int}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One clip to generate."""
+
+    prompt: str
+    seed: int
+    negative_prompt: str | None = None
+    duration: float | None = None  # seconds; None = the model's (or the command's) default
+
 
 def slug(text: str, limit: int = 48) -> str:
     """A file-name-safe short form of a prompt."""
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "clip"
 
 
+def read_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """Rows {"prompt": ..., optional "negative_prompt", "duration", "seed", "n"} from a .txt file (one prompt per
+    line; blank lines and lines starting with # are skipped) or a .jsonl file (one JSON object per line).
+    Raises ValueError naming the file, line and field of the first bad row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts: {path} does not exist")
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or (path.suffix != ".jsonl" and line.lstrip().startswith("#")):
+            continue
+        if path.suffix != ".jsonl":
+            rows.append({"prompt": line.strip()})
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        unknown = sorted(set(row) - set(ROW_FIELDS))
+        if unknown:
+            raise ValueError(f"{path}:{number}: unknown field(s) {unknown}; expected some of {sorted(ROW_FIELDS)}")
+        for field, kind in ROW_FIELDS.items():
+            value = row.get(field)
+            if (field == "prompt" and value is None) or (value is not None and (
+                    not isinstance(value, kind) or isinstance(value, bool))):
+                raise ValueError(f"{path}:{number}: field {field!r}: expected {getattr(kind, '__name__', 'number')}, "
+                                 f"got {value!r}")
+        if row.get("n", 1) < 1:
+            raise ValueError(f"{path}:{number}: field 'n': expected at least 1, got {row['n']}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"prompts: {path} holds no prompts")
+    return rows
+
+
+def plan(rows: list[dict[str, Any]], seed: int, n: int, negative_prompt: str | None,
+         duration: float | None) -> list[Request]:
+    """Expand rows into requests: row i's variation v uses seed (row seed, else `seed + i`) + v · len(rows);
+    row fields override the command's negative prompt and duration; a row's "n" overrides `n`."""
+    requests = []
+    for i, row in enumerate(rows):
+        base = row.get("seed", seed + i)
+        for v in range(int(row.get("n", n))):
+            requests.append(Request(row["prompt"], base + v * len(rows), row.get("negative_prompt", negative_prompt),
+                                    row.get("duration", duration)))
+    return requests
+
+
+def batches(requests: list[Request], size: int) -> list[list[Request]]:
+    """Consecutive requests of the same duration, at most `size` per batch, in order."""
+    out: list[list[Request]] = []
+    for request in requests:
+        if out and len(out[-1]) < size and out[-1][0].duration == request.duration:
+            out[-1].append(request)
+        else:
+            out.append([request])
+    return out
+
+
+def _rows(cfg: DictConfig) -> list[dict[str, Any]]:
+    if cfg.get("prompts") is not None and cfg.prompt is not None:
+        raise ValueError("give either prompt= or prompts=<file>, not both")
+    if cfg.get("prompts") is not None:
+        return read_prompts(cfg.prompts)
+    if cfg.prompt is None:
+        raise ValueError("prompt: expected prompt=\"...\" or prompts=<file.txt|file.jsonl>, got neither")
+    prompts = [cfg.prompt] if isinstance(cfg.prompt, str) else list(cfg.prompt)
+    return [{"prompt": str(p)} for p in prompts]
+
+
+def _mode(cfg: DictConfig) -> str:
+    """generate | variation | inpaint | continuation | long_form, from which options are set."""
+    edits = [k for k in ("strength", "inpaint", "extend") if cfg.get(k) is not None]
+    if len(edits) > 1:
+        raise ValueError(f"choose one edit of the input audio, got {edits}")
+    if edits and cfg.get("audio") is None:
+        raise ValueError(f"{edits[0]}= edits an input clip: give audio=<file>")
+    if cfg.get("audio") is not None and not edits:
+        raise ValueError("audio=<file> needs strength= (variation), inpaint=[start,end] or extend=<seconds>")
+    if cfg.get("long_form") and edits:
+        raise ValueError("long_form=true generates from a prompt; to lengthen a clip use audio=… extend=…")
+    if cfg.get("long_form"):
+        if cfg.duration is None:
+            raise ValueError("long_form=true needs duration=<seconds>")
+        return "long_form"
+    return {"strength": "variation", "inpaint": "inpaint", "extend": "continuation"}.get(edits[0] if edits else "",
+                                                                                          "generate")
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """Generate as `cfg` says; returns the written audio files."""
-    from audiodiff.audio.io import save_audio
-    from audiodiff.pipeline import AudioDiffusionPipeline, describe
+    from tqdm.auto import tqdm
+
+    from audiodiff.pipeline import AudioDiffusionPipeline
 
     if cfg.model is None:
         raise ValueError("model: expected an export folder, run directory or .ckpt (model=...), got nothing")
-    prompts = [cfg.prompt] if isinstance(cfg.prompt, str) else list(cfg.prompt or [])
+    if cfg.format not in ("wav", "flac"):
+        raise ValueError(f"format: expected wav or flac, got {cfg.format!r}")
+    if int(cfg.batch_size) < 1 or int(cfg.n) < 1:
+        raise ValueError(f"batch_size and n: expected at least 1, got {cfg.batch_size} and {cfg.n}")
+    mode = _mode(cfg)
+    requests = plan(_rows(cfg), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
     pipe = AudioDiffusionPipeline.from_pretrained(cfg.model, device=cfg.device)
     # sampler=<preset> selects a conf/sampler/ group: its settings apply unless steps=/guidance= say otherwise.
     preset = OmegaConf.to_container(cfg.sampler, resolve=True) if cfg.get("sampler") else {}
@@ -40,23 +157,91 @@ def run(cfg: DictConfig) -> list[Path]:
     guidance = cfg.guidance if cfg.guidance is not None else preset.get("guidance")
     preset.pop("steps", None), preset.pop("guidance", None)
     options = {**preset, **dict(cfg.get("sampler_options") or {})}
-    negative = None if cfg.get("negative_prompt") is None else [str(cfg.negative_prompt)] * len(prompts)
-    # Every check happens before anything is written.
+    # Every check happens before anything is generated or written.
     settings = pipe.settings(steps, guidance, name, **options)
-    pipe.check_request(prompts, cfg.duration, negative)
+    for request in requests:
+        pipe.check_request([request.prompt], None if mode == "long_form" else request.duration, None)
+    audio = pipe.load_input(cfg.audio, 1) if cfg.get("audio") is not None else None
+    target = cfg.get("loudness")
+    if target is not None and not -70.0 <= float(target) <= 0.0:
+        raise ValueError(f"loudness: expected a target between -70 and 0 LUFS, got {target}")
+
     out_dir = Path(cfg.out)
-    written = []
-    for variation in range(int(cfg.n)):
-        seed = int(cfg.seed) + variation * len(prompts)
-        result = pipe(prompts, duration=cfg.duration, steps=settings.steps, guidance=settings.guidance,
-                      seed=seed, sampler=settings.name, negative_prompts=negative, **options)
-        for i, prompt in enumerate(prompts):
-            stem = f"{slug(prompt)}_seed{result.seeds[i]}"
-            path = save_audio(out_dir / f"{stem}.wav", result.audio[i], result.sample_rate)
-            (out_dir / f"{stem}.json").write_text(json.dumps(describe(result, prompt, i, pipe.model_id), indent=2))
-            written.append(path)
-            log.info("wrote %s", path)
+    written: list[Path] = []
+    used: set[str] = set()
+    with tqdm(total=len(requests), desc="generating", unit="clip") as bar:
+        for batch in batches(requests, int(cfg.batch_size)):
+            prompts = [r.prompt for r in batch]
+            negative = None if all(r.negative_prompt is None for r in batch) else [r.negative_prompt or ""
+                                                                                   for r in batch]
+            common = dict(steps=settings.steps, guidance=settings.guidance, seed=[r.seed for r in batch],
+                          sampler=settings.name, negative_prompts=negative, **options)
+            result = _generate(pipe, mode, cfg, audio, prompts, batch[0].duration, common)
+            for i, request in enumerate(batch):
+                stem = base = f"{slug(request.prompt)}_seed{request.seed}"
+                while stem in used:  # the same prompt and seed twice (e.g. another duration): number the copies
+                    stem = f"{base}_{len([u for u in used if u.startswith(base)])}"
+                used.add(stem)
+                wav, sidecar = result.audio[i], _sidecar(result, request, i, pipe.model_id, mode, cfg)
+                if target is not None:
+                    wav, sidecar["loudness"] = _normalise(wav, result.sample_rate, float(target))
+                path = _write(out_dir / f"{stem}.{cfg.format}", wav, result.sample_rate, sidecar)
+                written.append(path)
+                log.info("wrote %s", path)
+            bar.update(len(batch))
     return written
+
+
+def _generate(pipe: Any, mode: str, cfg: DictConfig, audio: Any, prompts: list[str], duration: float | None,
+              common: dict[str, Any]) -> Any:
+    if mode == "variation":
+        return pipe.variation(audio, prompts, strength=float(cfg.strength), **common)
+    if mode == "inpaint":
+        start, end = (float(v) for v in cfg.inpaint)
+        return pipe.inpaint(audio, prompts, start, end, **common)
+    if mode == "continuation":
+        return pipe.continuation(audio, prompts, float(cfg.extend), context=cfg.get("context"), **common)
+    if mode == "long_form":
+        return pipe.long_form(prompts, float(duration), context=cfg.get("context"), **common)
+    return pipe(prompts, duration=duration, **common)
+
+
+def _sidecar(result: Any, request: Request, index: int, model_id: str, mode: str,
+             cfg: DictConfig) -> dict[str, Any]:
+    from audiodiff.pipeline import describe
+
+    meta = describe(result, request.prompt, index, model_id)
+    if request.negative_prompt is not None:
+        meta["negative_prompt"] = request.negative_prompt
+    if mode != "generate":
+        meta["mode"] = mode
+        edit = {"variation": "strength", "inpaint": "inpaint", "continuation": "extend"}.get(mode)
+        if edit:
+            value = cfg.get(edit)
+            meta[edit] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            meta["audio"] = str(cfg.audio)
+    return meta
+
+
+def _normalise(wav: Any, sample_rate: int, target: float) -> tuple[Any, dict[str, float | None]]:
+    """wav scaled to `target` LUFS (peak at most 0.99, which wins); returns it and the loudness record."""
+    from audiodiff.audio.loudness import integrated_loudness, normalize_loudness
+
+    wav = normalize_loudness(wav, sample_rate, target_lufs=target)
+    reached = integrated_loudness(wav, sample_rate)
+    return wav, {"target_lufs": target, "lufs": reached if math.isfinite(reached) else None}
+
+
+def _write(path: Path, wav: Any, sample_rate: int, sidecar: dict[str, Any]) -> Path:
+    """Audio, then its sidecar, each written to a temporary name and renamed (never half-written)."""
+    from audiodiff.audio.io import save_audio
+
+    save_audio(path, wav, sample_rate)
+    meta = path.with_suffix(".json")
+    temp = meta.with_name(f".{meta.name}.tmp")
+    temp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    os.replace(temp, meta)
+    return path
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="generate", version_base="1.3")

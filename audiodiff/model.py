@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -9,9 +10,10 @@ from torch import Tensor, nn
 
 from audiodiff.conditioning.timing import TimingConditioning
 from audiodiff.conditioning.types import Conditioning
+from audiodiff.diffusion.editing import keep_known, start_latents, strength_times
 from audiodiff.diffusion.guidance import classifier_free_guidance
 from audiodiff.diffusion.objectives import Objective
-from audiodiff.diffusion.samplers import SAMPLERS, get_sampler, initial_latents, sampler_options
+from audiodiff.diffusion.samplers import SAMPLERS, Callback, get_sampler, initial_latents, sampler_options
 from audiodiff.representations.base import Representation
 
 # SamplerSettings fields passed to the sampler function when it takes them.
@@ -113,10 +115,16 @@ class DiffusionModel(nn.Module):
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], frames: int, seeds: list[int], settings: SamplerSettings,
                        negative_prompts: list[str] | None = None, net: nn.Module | None = None,
-                       seconds_total: float | None = None) -> Tensor:
+                       seconds_total: float | None = None, init: Tensor | None = None, strength: float = 1.0,
+                       keep: Tensor | None = None, callback: Callback | None = None) -> Tensor:
         """Latents z [B, D, frames] for B prompts. Prompt i draws its starting noise, then any sampler noise, from
         a CPU generator seeded seeds[i], so its result does not depend on the rest of the batch.
-        seconds_total: the length asked of a timing-conditioned model (default: the whole window)."""
+
+        seconds_total: the length asked of a timing-conditioned model (default: the whole window).
+        init: latents [B, D, frames] to start from (`audiodiff.diffusion.editing`): with strength < 1 the sampler
+        starts from them noised to t = strength (a variation); with keep ([frames] or [B, 1, frames] in [0, 1])
+        the result equals them where keep is 1 (inpainting, continuation). callback(step, x_t, x̂0) sees every step.
+        """
         net = self.net if net is None else net
         device = next(net.parameters()).device
         start = torch.zeros(len(prompts))
@@ -135,18 +143,42 @@ class DiffusionModel(nn.Module):
         guided = classifier_free_guidance(denoise, cond, uncond, settings.guidance, settings.guidance_rescale,
                                           settings.guidance_interval)
         times = self.objective.time_grid(settings.steps, settings.spacing, settings.shift)
-        return get_sampler(settings.name)(guided, initial_latents(noise, times), times, generator=generators,
+        if init is None:
+            if strength != 1.0 or keep is not None:
+                raise ValueError("strength < 1 and keep need the latents to start from (init)")
+            x = initial_latents(noise, times)
+        else:
+            if tuple(init.shape) != (len(prompts), *shape):
+                raise ValueError(f"init latents: expected shape {(len(prompts), *shape)}, got {tuple(init.shape)}")
+            init = init.to(noise)
+            times = strength_times(times, strength)
+            x = start_latents(init, noise, float(times[0]))
+            if keep is not None:
+                guided = keep_known(guided, init, keep)
+        return get_sampler(settings.name)(guided, x, times, callback=callback, generator=generators,
                                           **settings.sampler_options())
 
     @torch.no_grad()
     def generate(self, prompts: list[str], duration: float | None = None, settings: SamplerSettings | None = None,
-                 seed: int = 0, negative_prompts: list[str] | None = None, net: nn.Module | None = None) -> Tensor:
-        """Waveforms [B, C, T] at `sample_rate` Hz, T = duration · sample_rate; prompt i uses seed `seed + i`."""
+                 seed: int | Sequence[int] = 0, negative_prompts: list[str] | None = None,
+                 net: nn.Module | None = None, callback: Callback | None = None) -> Tensor:
+        """Waveforms [B, C, T] at `sample_rate` Hz, T = duration · sample_rate; prompt i uses seed `seed + i`
+        (or seed[i] when a sequence is given)."""
         settings = settings or self.sampler
         duration = self.duration if duration is None else duration
         window = self.duration if self.timing is not None else duration
         frames = self.representation.num_frames(window)
-        seeds = [seed + i for i in range(len(prompts))]
-        latents = self.sample_latents(prompts, frames, seeds, settings, negative_prompts, net, seconds_total=duration)
+        latents = self.sample_latents(prompts, frames, seed_list(seed, len(prompts)), settings, negative_prompts,
+                                      net, seconds_total=duration, callback=callback)
         wav = self.representation.decode(latents)
         return wav[..., : int(round(duration * self.sample_rate))]
+
+
+def seed_list(seed: int | Sequence[int], count: int) -> list[int]:
+    """One seed per item: `seed + i` for an int, else the given sequence (which must hold `count` seeds)."""
+    if isinstance(seed, int):
+        return [seed + i for i in range(count)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != count:
+        raise ValueError(f"seed: expected {count} seeds (one per prompt), got {len(seeds)}")
+    return seeds
