@@ -12,10 +12,13 @@ from audiodiff.audio.mel import MelSpectrogram, log_compress
 from audiodiff.representations.base import Representation
 
 
-def check_vocoder(vocoder: nn.Module, mel: MelSpectrogram) -> None:
-    """Refuse a vocoder whose mel settings differ from the representation's: it would decode silently wrong audio."""
+def check_vocoder(vocoder: nn.Module, mel: MelSpectrogram, log_floor: float | None = None) -> None:
+    """Refuse a vocoder whose mel settings differ from the representation's: it would decode silently wrong audio.
+    Compared where the vocoder (or its `mel`) states them: rate, FFT, hop, bands, band edges, power, log floor."""
+    f_max = mel.f_max if mel.f_max is not None else mel.sample_rate / 2
     own = {"sample_rate": mel.sample_rate, "n_fft": mel.n_fft, "hop_length": mel.hop_length, "n_mels": mel.n_mels,
-           "power": 1.0}
+           "power": 1.0, "f_min": mel.f_min, "f_max": f_max, "log_floor": log_floor}
+    own = {k: v for k, v in own.items() if v is not None}
     theirs = {k: getattr(vocoder, k, None) for k in own}
     theirs.update({k: getattr(getattr(vocoder, "mel", None), k, None) for k in own if theirs[k] is None})
     wrong = {k: (own[k], v) for k, v in theirs.items() if v is not None and float(v) != float(own[k])}
@@ -49,7 +52,7 @@ class MelRepresentation(Representation):
         self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                                   f_min=f_min, f_max=f_max, power=1.0, scale=scale, norm="slaney")
         if vocoder is not None:
-            check_vocoder(vocoder, self.mel)
+            check_vocoder(vocoder, self.mel, log_floor)
         self.vocoder = vocoder
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("std", torch.ones(n_mels))
@@ -94,7 +97,8 @@ class MelRepresentation(Representation):
         return torch.exp(log_mel.clamp(math.log(self.log_floor), math.log(self.n_fft)))
 
     def decode(self, z: Tensor) -> Tensor:
-        """z [B, n_mels, F] → wav [B, 1, (F − 1) · hop_length]."""
+        """z [B, n_mels, F] → wav [B, 1, T]: (F − 1) · hop_length samples from Griffin-Lim, F · hop_length from
+        HiFi-GAN; callers crop to the length they asked for."""
         if self.vocoder is None:
             raise RuntimeError("MelRepresentation.decode: no vocoder configured")
         wav = self.vocoder(self.decode_mel(z))

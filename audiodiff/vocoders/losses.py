@@ -1,0 +1,182 @@
+"""Losses for GAN vocoders.
+
+HiFi-GAN (Kong, Kim & Bae 2020, Eq. 1-6) trains the generator ``G`` against discriminators ``D_k`` with
+
+    L_G = sum_k L_adv(G; D_k) + lambda_fm * L_fm + lambda_mel * L_mel,    lambda_fm = 2, lambda_mel = 45
+    L_D = sum_k L_adv(D_k; G)
+
+using :func:`generator_adversarial_loss`, :func:`feature_matching_loss` and :class:`MelL1Loss`, and
+:func:`discriminator_loss` for ``L_D``. :class:`MultiResolutionSTFTLoss` (Yamamoto, Song & Kim 2020, "Parallel
+WaveGAN", Eq. 1-5) is the auxiliary spectral loss of Parallel WaveGAN-style recipes.
+
+One training step, with ``G`` a :class:`audiodiff.vocoders.hifigan.HiFiGAN`, ``D`` a
+:class:`audiodiff.vocoders.discriminators.CombinedDiscriminator` and ``wav: [B, T]``::
+
+    wav_hat = G(G.mel(wav))[..., : wav.shape[-1]]
+    real, _ = D(wav); fake, _ = D(wav_hat.detach())
+    loss_d = discriminator_loss(real, fake)                                  # step D
+    real, real_fmaps = D(wav); fake, fake_fmaps = D(wav_hat)
+    loss_g = (generator_adversarial_loss(fake) + 2 * feature_matching_loss(real_fmaps, fake_fmaps)
+              + 45 * mel_loss(wav_hat, wav))                                 # step G
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from audiodiff.audio.mel import MelScale, MelSpectrogram, log_compress
+
+
+def discriminator_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:
+    """Least-squares GAN discriminator loss (Mao et al. 2017; HiFi-GAN Eq. 1), summed over sub-discriminators:
+    ``sum_k mean((1 - D_k(x))^2) + mean(D_k(G(s))^2)``. Pass ``fake_logits`` computed on a detached ``G(s)``."""
+    if len(real_logits) != len(fake_logits) or not real_logits:
+        raise ValueError(
+            f"discriminator_loss: need as many real as fake logits (>= 1), got {len(real_logits)} and "
+            f"{len(fake_logits)}"
+        )
+    loss = real_logits[0].new_zeros(())
+    for real, fake in zip(real_logits, fake_logits, strict=True):
+        loss = loss + (1.0 - real).square().mean() + fake.square().mean()
+    return loss
+
+
+def generator_adversarial_loss(fake_logits: Sequence[Tensor]) -> Tensor:
+    """Least-squares GAN generator loss (HiFi-GAN Eq. 2), summed over sub-discriminators:
+    ``sum_k mean((1 - D_k(G(s)))^2)``."""
+    if not fake_logits:
+        raise ValueError("generator_adversarial_loss: need at least one logits tensor")
+    loss = fake_logits[0].new_zeros(())
+    for fake in fake_logits:
+        loss = loss + (1.0 - fake).square().mean()
+    return loss
+
+
+def feature_matching_loss(
+    real_features: Sequence[Sequence[Tensor]], fake_features: Sequence[Sequence[Tensor]]
+) -> Tensor:
+    """Feature matching (Larsen et al. 2016; HiFi-GAN Eq. 4): ``sum_k sum_i mean|D_k^i(x) - D_k^i(G(s))|`` over
+    every sub-discriminator ``k`` and layer ``i``. The real features are detached: only ``G`` learns from it.
+    HiFi-GAN weighs it by ``lambda_fm = 2``."""
+    if len(real_features) != len(fake_features) or not real_features:
+        raise ValueError(
+            f"feature_matching_loss: need as many real as fake feature lists (>= 1), got {len(real_features)} and "
+            f"{len(fake_features)}"
+        )
+    loss = fake_features[0][0].new_zeros(())
+    for k, (reals, fakes) in enumerate(zip(real_features, fake_features, strict=True)):
+        if len(reals) != len(fakes):
+            raise ValueError(f"feature_matching_loss: discriminator {k} has {len(reals)} real, {len(fakes)} fake maps")
+        for real, fake in zip(reals, fakes, strict=True):
+            loss = loss + (real.detach() - fake).abs().mean()
+    return loss
+
+
+class MelL1Loss(nn.Module):
+    """Mean absolute difference of natural-log mel spectrograms (HiFi-GAN Eq. 3, ``lambda_mel = 45``):
+    ``mean |log(max(M(y), floor)) - log(max(M(y_hat), floor))|`` with ``M`` a magnitude mel
+    (:class:`audiodiff.audio.mel.MelSpectrogram`, ``power=1``, centred frames).
+
+    HiFi-GAN computes it over the full band (``f_max = None``) even when the generator's input mel stops lower.
+
+    Args:
+        sample_rate, n_fft, hop_length, win_length, n_mels, f_min, f_max, scale: the loss's mel.
+        log_floor: clamp before the log.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        win_length: int | None = None,
+        n_mels: int = 64,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        scale: MelScale = "slaney",
+        log_floor: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.mel = MelSpectrogram(sample_rate, n_fft, hop_length, win_length, n_mels, f_min, f_max, power=1.0,
+                                  scale=scale, norm="slaney")  # fmt: skip
+        self.log_floor = log_floor
+
+    def forward(self, wav_hat: Tensor, wav: Tensor) -> Tensor:
+        """``wav_hat``, ``wav``: ``[B, T]`` or ``[B, 1, T]``, same shape -> scalar."""
+        if wav_hat.shape != wav.shape:
+            raise ValueError(f"MelL1Loss: wav_hat {tuple(wav_hat.shape)} and wav {tuple(wav.shape)} differ in shape")
+        log_hat = log_compress(self.mel(wav_hat), self.log_floor)
+        log_ref = log_compress(self.mel(wav), self.log_floor)
+        return (log_hat - log_ref).abs().mean()
+
+
+class STFTLossTerms(NamedTuple):
+    """The two terms of :class:`MultiResolutionSTFTLoss`, each averaged over resolutions; add them for the loss."""
+
+    spectral_convergence: Tensor
+    log_magnitude: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        """``spectral_convergence + log_magnitude`` (Yamamoto et al. 2020, Eq. 5 with one resolution set)."""
+        return self.spectral_convergence + self.log_magnitude
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Multi-resolution STFT loss (Yamamoto, Song & Kim 2020, "Parallel WaveGAN", Eq. 1-5).
+
+    Per resolution, with ``S = |STFT(y)|`` and ``S_hat = |STFT(y_hat)|`` (centred, reflect-padded, periodic Hann
+    window of ``win_length`` zero-padded to ``n_fft``; magnitudes ``sqrt(max(re^2 + im^2, eps))``):
+
+    - spectral convergence ``||S - S_hat||_F / ||S||_F`` (Frobenius norms over the whole batch, as Parallel WaveGAN);
+    - log magnitude ``mean |log S - log S_hat|``.
+
+    Both are averaged over the resolutions. Defaults are the paper's ``(n_fft, hop_length, win_length)`` sets.
+    """
+
+    def __init__(
+        self,
+        resolutions: Sequence[Sequence[int]] = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240)),
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        if not resolutions:
+            raise ValueError("MultiResolutionSTFTLoss: needs at least one (n_fft, hop_length, win_length)")
+        for n_fft, hop, win in resolutions:
+            if not 0 < win <= n_fft or hop < 1:
+                raise ValueError(
+                    f"MultiResolutionSTFTLoss: need 0 < win_length <= n_fft, hop_length >= 1; got ({n_fft}, {hop}, "
+                    f"{win})"
+                )
+        self.resolutions = [(int(n), int(h), int(w)) for n, h, w in resolutions]
+        self.eps = eps
+        for i, (_, _, win) in enumerate(self.resolutions):
+            self.register_buffer(f"window{i}", torch.hann_window(win), persistent=False)
+
+    def magnitude(self, wav: Tensor, resolution: int) -> Tensor:
+        """``wav: [..., T]`` -> ``|STFT| [..., n_fft // 2 + 1, frames]`` at resolution index ``resolution``."""
+        n_fft, hop, win = self.resolutions[resolution]
+        window = getattr(self, f"window{resolution}").to(wav.dtype)
+        flat = wav.reshape(-1, wav.shape[-1])
+        spec = torch.stft(flat, n_fft, hop, win, window, center=True, pad_mode="reflect", return_complex=True)
+        magnitude = (spec.real.square() + spec.imag.square()).clamp_min(self.eps).sqrt()
+        return magnitude.reshape(*wav.shape[:-1], *magnitude.shape[-2:])
+
+    def forward(self, wav_hat: Tensor, wav: Tensor) -> STFTLossTerms:
+        """``wav_hat``, ``wav``: ``[B, T]`` or ``[B, 1, T]``, same shape -> :class:`STFTLossTerms` of scalars."""
+        if wav_hat.shape != wav.shape:
+            raise ValueError(
+                f"MultiResolutionSTFTLoss: wav_hat {tuple(wav_hat.shape)} and wav {tuple(wav.shape)} differ in shape"
+            )
+        convergence = wav.new_zeros(())
+        log_magnitude = wav.new_zeros(())
+        for i in range(len(self.resolutions)):
+            mag_hat, mag = self.magnitude(wav_hat, i), self.magnitude(wav, i)
+            convergence = convergence + torch.linalg.vector_norm(mag - mag_hat) / torch.linalg.vector_norm(mag)
+            log_magnitude = log_magnitude + (mag.log() - mag_hat.log()).abs().mean()
+        count = len(self.resolutions)
+        return STFTLossTerms(convergence / count, log_magnitude / count)
