@@ -173,3 +173,65 @@ def test_a_checkpoint_that_would_run_code_is_refused(run, tmp_path):
     with pytest.raises(ModelLoadError, match="refused to load"):
         AudioDiffusionPipeline.from_pretrained(crafted)
     assert not marker.exists()
+
+
+def test_generate_cli_reads_a_prompt_file_and_writes_flac_at_a_loudness(run, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "two beeps", "n": 2}\n'
+                       '{"prompt": "a click", "negative_prompt": "hiss", "duration": 0.5, "seed": 40}\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", f"prompts={prompts}", "steps=2",
+           "duration=0.25", "format=flac", "loudness=-20", "batch_size=2", f"out={out}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+    assert sorted(p.name for p in out.glob("*.flac")) == ["a_click_seed40.flac", "two_beeps_seed0.flac",
+                                                         "two_beeps_seed2.flac"]
+    click = json.loads((out / "a_click_seed40.json").read_text())
+    assert click["negative_prompt"] == "hiss" and click["duration"] == 0.5
+    assert click["loudness"]["target_lufs"] == -20.0
+    data, sr = sf.read(out / "a_click_seed40.flac")
+    assert len(data) == 8000 and sr == 16000
+    for name in ("two_beeps_seed0", "two_beeps_seed2"):
+        meta = json.loads((out / f"{name}.json").read_text())
+        peak = float(abs(sf.read(out / f"{name}.flac")[0]).max())
+        # Loudness reached, unless the 0.99 peak limit had to win, or the (barely trained) model gave near-silence
+        # below BS.1770's -70 LUFS gate, which no gain can measure up to a target.
+        lufs = meta["loudness"]["lufs"]
+        assert lufs is None or lufs == pytest.approx(-20.0, abs=0.5) or peak == pytest.approx(0.99, abs=0.01)
+
+
+def test_generate_cli_edits_an_input_clip(run, tmp_path):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, 0.3 * torch.sin(torch.arange(12000) / 16000 * 2 * torch.pi * 440).numpy(), 16000)
+    base = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "prompt=two beeps", "steps=2",
+            f"audio={clip}"]
+    for edit, seconds in (("strength=0.5", 0.75), ("inpaint=[0.25,0.5]", 0.75), ("extend=0.5", 1.25)):
+        out = tmp_path / edit.split("=")[0]
+        subprocess.run([*base, edit, f"out={out}"], check=True, capture_output=True, text=True, timeout=120)
+        data, _ = sf.read(out / "two_beeps_seed0.wav")
+        meta = json.loads((out / "two_beeps_seed0.json").read_text())
+        assert len(data) == int(seconds * 16000) and meta["audio"] == str(clip)
+        assert meta["mode"] == {"strength": "variation", "inpaint": "inpaint", "extend": "continuation"}[
+            edit.split("=")[0]]
+    out = tmp_path / "long"
+    subprocess.run([*base[:-1], "long_form=true", "duration=2.5", f"out={out}"], check=True, capture_output=True,
+                   text=True, timeout=120)
+    meta = json.loads((out / "two_beeps_seed0.json").read_text())
+    assert meta["mode"] == "long_form" and meta["joins"] and len(sf.read(out / "two_beeps_seed0.wav")[0]) == 40000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prompts={bad}"], "bad.jsonl:2: field 'duration': expected number, got 'long'"),
+    (["prompt=x", "strength=0.5"], "strength= edits an input clip: give audio=<file>"),
+    (["prompt=x", "long_form=true"], "long_form=true needs duration=<seconds>"),
+    (["prompt=x", "format=mp3"], "format: expected wav or flac, got 'mp3'"),
+    (["prompt=x", "loudness=5"], "loudness: expected a target between -70 and 0 LUFS, got 5"),
+])
+def test_generate_cli_names_bad_requests_and_writes_nothing(run, tmp_path, args, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a click"}\n{"prompt": "two beeps", "duration": "long"}\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "steps=2",
+           *[a.format(bad=bad) for a in args], f"out={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert not out.exists()
