@@ -320,6 +320,13 @@ def load_inference_state(model: DiffusionModel, state: dict[str, Tensor], source
         raise ModelLoadError(f"{source}: weights do not match the model built from its config: "
                              f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
                              f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+    # The representation loads first: its own checks (e.g. statistics fitted on another codec's latents) name the
+    # cause better than the denoiser shape differences that follow from it.
+    rep_state = {k[len("representation."):]: v for k, v in state.items() if k.startswith("representation.")}
+    try:
+        model.representation.load_state_dict(rep_state)
+    except RuntimeError as err:
+        raise ModelLoadError(f"{source}: {err}") from err
     for key, value in state.items():
         if own[key].shape != value.shape:
             raise ModelLoadError(f"{source}: {key} has shape {tuple(value.shape)} in the weights but "
