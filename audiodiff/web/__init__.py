@@ -1,0 +1,1 @@
+"""A local web page for text-to-audio generation (standard library HTTP server; see `audiodiff.web.server`)."""
