@@ -81,6 +81,20 @@ def test_run_directory_and_export_give_the_same_audio(run):
     torch.testing.assert_close(a.audio, b.audio)
 
 
+def test_an_export_loads_without_training_code_or_state(run, tmp_path):
+    export = tmp_path / "copy"
+    export.mkdir()
+    for name in ("config.yaml", "model.safetensors"):  # nothing but the two files, far from the run
+        (export / name).write_bytes((run / "export" / name).read_bytes())
+    code = ("import sys; from audiodiff.pipeline import AudioDiffusionPipeline as P; "
+            f"out = P.from_pretrained({str(export)!r})(['a click'], duration=0.25, steps=2); "
+            "assert out.audio.shape == (1, 1, 4000), out.audio.shape; "
+            "loaded = [m for m in sys.modules if m.split('.')[0] == 'lightning' or "
+            "m.startswith('audiodiff.lightning')]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"prompts": [""]}, "non-empty text prompt"),
     ({"prompts": []}, "at least one prompt"),
