@@ -10,13 +10,17 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, build_model
 from audiodiff.export import export_run, load_checkpoint
 from audiodiff.lightning.callbacks import AudioPreview
 from audiodiff.lightning.module import DiffusionTask
+from audiodiff.lightning.resume import AtomicCheckpointIO, RandomState
+from audiodiff.lightning.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +40,22 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> 
             f"or delete the run directory to start over.")
 
 
+def trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """The trainer config's `plugins` (e.g. SLURMEnvironment), plus crash-safe checkpoint writing unless the config
+    brings its own CheckpointIO."""
+    plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
 def train(cfg: DictConfig) -> Path:
-    """Train (or resume) the run described by `cfg`; returns the run directory, which ends with an `export/`."""
+    """Train (or resume) the run described by `cfg`; returns the run directory, which ends with an `export/`.
+
+    SIGTERM or SIGUSR1 stop the run after the current step with `checkpoints/last.ckpt` written (and a SLURM requeue
+    where configured); this function then returns without exporting, and the same call resumes the run exactly:
+    same batches, same noise, same weights as if it had not stopped.
+    """
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -49,11 +67,14 @@ def train(cfg: DictConfig) -> Path:
     if rank_zero_only.rank == 0:  # launchers (torchrun, srun) start this function once per process
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True)  # the same initial weights on every rank; RandomState then splits
     datamodule = instantiate(cfg.data, skip_log_dir=str(run_dir))
     model = build_model(cfg)
     task = DiffusionTask(model, optimizer=instantiate(cfg.optim), run_config=resolved, **cfg.task)
     callbacks = [
+        *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),  # first: they see every step, even a last one
+        GracefulStop(last),  # before the previews: a stopping step writes its checkpoint and nothing else
+        RandomState(cfg.seed),
         ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.checkpoint_every),
         LearningRateMonitor(logging_interval="step"),
@@ -61,11 +82,15 @@ def train(cfg: DictConfig) -> Path:
         AudioPreview(str(run_dir / "previews"), **cfg.preview),
     ]
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-    trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=trainer_plugins(cfg),
+                                     default_root_dir=str(run_dir))
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    except SIGTERMException:
+        return run_dir  # GracefulStop wrote last.ckpt at the step boundary and said so
+    # A run stopped by max_time still ends with a checkpoint of its last step (all ranks take part, rank 0 writes).
+    trainer.save_checkpoint(last, weights_only=False)
     if trainer.is_global_zero:
-        # A run stopped by max_time or a signal still ends with a checkpoint of its last step.
-        trainer.save_checkpoint(last)
         export_run(last, run_dir / "export")
         log.info("exported %s", run_dir / "export")
     return run_dir

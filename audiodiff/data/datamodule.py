@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.dataset import AudioCaptionDataset, EmptySplitError, EpochSampler, collate, read_skips
@@ -24,6 +25,102 @@ SKIP_LOG_NAME = "skipped_clips.tsv"
 def _worker_init(_worker_id: int) -> None:
     # Each worker decodes one clip at a time; intra-op threads would only fight the main process for cores.
     torch.set_num_threads(1)
+
+
+class ResumableSampler(DistributedSampler):
+    """The :class:`~audiodiff.data.dataset.EpochSampler` order, sharded over ranks, that can start mid-epoch.
+
+    Epoch ``e``'s order is the ``EpochSampler`` permutation of epoch ``e`` (``(index, epoch)`` keys), padded by
+    repeating its head to a multiple of ``num_replicas`` and dealt round-robin: rank ``r`` gets positions
+    ``r, r + num_replicas, …`` (as :class:`torch.utils.data.DistributedSampler` deals). With one rank the order is
+    exactly ``EpochSampler``'s.
+
+    Being a ``DistributedSampler``, Lightning keeps it as it is under DDP instead of wrapping it in a sampler of its
+    own, and calls :meth:`set_epoch` at every epoch start. :meth:`resume` makes the next iteration of an epoch skip the
+    keys that were already consumed; :class:`ResumableDataLoader` calls it from a checkpoint's loader state.
+    """
+
+    def __init__(self, num_items: int, *, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._order = EpochSampler(num_items, seed=seed, shuffle=True)
+        self._start = 0  # keys of epoch `self.epoch` to skip on its next iteration
+        self.iter_epoch = 0  # epoch and start of the iteration last begun
+        self.iter_start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._start = 0  # a position belongs to its own epoch only
+        self.epoch = epoch
+
+    def resume(self, epoch: int, start: int) -> None:
+        """Let the next iteration be epoch `epoch` from its `start`-th key (of this rank)."""
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"ResumableSampler.resume: start must be in [0, {self.num_samples}], got {start}")
+        self.epoch, self._start = (epoch + 1, 0) if start == self.num_samples else (epoch, start)
+
+    def __len__(self) -> int:
+        return self.num_samples  # the whole epoch, also when resuming: Lightning counts the consumed batches
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, start = self.epoch, self._start
+        self.iter_epoch, self.iter_start = epoch, start
+        self.epoch, self._start = epoch + 1, 0  # without set_epoch, the next iteration is the next epoch
+        self._order.set_epoch(epoch)
+        keys = list(self._order)
+        keys += keys[: self.total_size - len(keys)]
+        return iter(keys[self.rank : self.total_size : self.num_replicas][start:])
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`ResumableSampler` whose position Lightning saves in checkpoints.
+
+    Lightning stores ``state_dict()`` of every training loader that has one (``fit_loop.state_dict()
+    ["combined_loader"]``) and hands it back to ``load_state_dict`` on resume before the first batch is drawn. The
+    state is ``{"epoch", "batches", "num_replicas", "num_items"}``: batches of ``epoch`` this loader has yielded. For a
+    loader with a length Lightning draws one batch per step without read-ahead, so this is also the number of steps
+    taken in the epoch (worker processes read ahead inside the iterator, which does not count). Resuming on another
+    number of ranks keeps the same global sample position; resuming over another dataset size restarts the epoch.
+    """
+
+    sampler: ResumableSampler
+
+    def __init__(self, dataset: Any, *, sampler: ResumableSampler, batch_size: int, **kwargs: Any) -> None:
+        if not isinstance(sampler, ResumableSampler):
+            raise TypeError(f"ResumableDataLoader needs a ResumableSampler, got {type(sampler).__name__}")
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+        self._yielded: int | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        self._yielded = None
+        for batch in super().__iter__():
+            if self._yielded is None:  # the sampler's iteration has begun by now, in any worker mode
+                self._yielded = self.sampler.iter_start // self.batch_size
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.sampler
+        if self._yielded is None:  # nothing drawn since construction or the last resume
+            epoch, batches = sampler.epoch, sampler._start // self.batch_size
+        else:
+            epoch, batches = sampler.iter_epoch, self._yielded
+        return {"epoch": epoch, "batches": batches, "num_replicas": sampler.num_replicas,
+                "num_items": len(sampler.dataset)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.sampler
+        if state["num_items"] != len(sampler.dataset):
+            log.warning("the training split has %d items, the checkpoint's had %d: epoch %d restarts from its first "
+                        "batch", len(sampler.dataset), state["num_items"], state["epoch"])
+            sampler.resume(state["epoch"], 0)
+            return
+        seen = state["batches"] * self.batch_size * state["num_replicas"]  # keys consumed over all ranks
+        if state["num_replicas"] != sampler.num_replicas:
+            log.warning("resuming on %d ranks a run saved on %d: the epoch goes on from the same global position, "
+                        "with another assignment of clips to ranks", sampler.num_replicas, state["num_replicas"])
+        start = min(-(-seen // sampler.num_replicas), sampler.num_samples)
+        sampler.resume(state["epoch"], start - start % self.batch_size)
+        self._yielded = None
 
 
 class SkippedClipsReport(Callback):
@@ -43,9 +140,11 @@ class AudioDataModule(lightning.LightningDataModule):
     at ``sample_rate`` Hz, ``mask`` ``[B, segment_samples]``, ``caption`` (list of str), ``attributes``,
     ``index``, ``audio``.
 
-    Training batches are shuffled by an :class:`~audiodiff.data.dataset.EpochSampler` whose ``(index, epoch)``
-    keys carry the epoch into worker processes (Lightning calls its ``set_epoch`` each epoch), so crops and
-    captions differ between epochs yet do not depend on ``num_workers``.
+    Training batches follow the :class:`~audiodiff.data.dataset.EpochSampler` order, whose ``(index, epoch)``
+    keys carry the epoch into worker processes (Lightning calls ``set_epoch`` each epoch), so crops and captions
+    differ between epochs yet do not depend on ``num_workers``. Under data parallelism each rank takes its own share
+    of every epoch (:class:`ResumableSampler`), and the position within the epoch is saved in checkpoints
+    (:class:`ResumableDataLoader`), so a resumed run goes on with the very batches it would have drawn.
 
     Clips that fail to load are skipped by the datasets and appended by every process to
     ``<skip_log_dir>/skipped_clips.tsv`` (``path<TAB>reason``); at the end of each training epoch a
@@ -189,22 +288,36 @@ class AudioDataModule(lightning.LightningDataModule):
             "collate_fn": collate,
             "persistent_workers": self.persistent_workers and workers > 0,
             "worker_init_fn": _worker_init if workers > 0 else None,
+            # Worker seeds come from the loader's own generator, not the global one, so that starting an epoch or
+            # a validation pass draws nothing from the stream that training noise comes from (exact resume).
+            "generator": torch.Generator().manual_seed(self.seed),
         }
+
+    def _ranks(self) -> tuple[int, int]:
+        """(number of ranks, this rank) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _require(self, name: str) -> AudioCaptionDataset:
         if name not in self.datasets:
             raise RuntimeError(f"the {name} dataset is not built; call setup() with the matching stage first")
         return self.datasets[name]
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
+        """This rank's share of each epoch's shuffled order, resumable mid-epoch from a checkpoint."""
         dataset = self._require("train")
-        sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=True)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+        replicas, rank = self._ranks()
+        sampler = ResumableSampler(len(dataset), seed=self.seed, num_replicas=replicas, rank=rank)
+        return ResumableDataLoader(dataset, sampler=sampler, batch_size=self.batch_size, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """In order; with several ranks each evaluates its own share (``DistributedSampler`` dealing, padded)."""
         if "val" in self._empty:
             return []  # Lightning then skips validation
-        return DataLoader(self._require("val"), batch_size=self.val_batch_size, **self._loader_kwargs())
+        dataset = self._require("val")
+        replicas, rank = self._ranks()
+        sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
+        return DataLoader(dataset, batch_size=self.val_batch_size, sampler=sampler, **self._loader_kwargs())
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self._require("test"), batch_size=self.val_batch_size, **self._loader_kwargs())

@@ -71,6 +71,7 @@ class DiffusionTask(L.LightningModule):
         self.max_nonfinite = max_nonfinite
         self.nonfinite_steps = 0
         self._consecutive_nonfinite = 0
+        self._skip_step = False  # the current optimizer step is skipped (a non-finite loss or gradient on a rank)
         self._text_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._val_generator_seed = 1234
 
@@ -132,24 +133,31 @@ class DiffusionTask(L.LightningModule):
         feats = self.model.timing.features(batch["seconds_start"], batch["seconds_total"]).to(cond.tokens)
         return replace(cond, globals_=feats), frame_mask(batch["mask"], frames).to(cond.tokens)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         with torch.no_grad():
             z = self.model.representation.encode(batch["wav"])
         cond, weight = self.batch_conditioning(batch, self._drop_captions(batch["caption"]), z.shape[-1])
         loss = self.model.objective.loss(self.model.net, z, cond, weight=weight)
         if self._skip_nonfinite(loss.detach(), "loss"):
-            return None  # Lightning then skips backward and the optimizer step
+            self._skip_step = True  # the whole optimizer step, also with gradient accumulation
+            # Backward still runs (under DDP every rank must take part in the gradient all-reduce, and Lightning
+            # refuses a None loss there): a zero that reaches every trainable parameter gives zero gradients, which
+            # on_before_optimizer_step then drops.
+            params = [p for p in self.model.net.parameters() if p.requires_grad]
+            return torch.stack([p.sum() for p in params]).sum() * 0.0
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.model.net.parameters() if p.grad is not None]
-        bad = torch.stack([~torch.isfinite(g).all() for g in grads]).any() if grads else torch.tensor(False)
-        if self._skip_nonfinite(bad.to(self.device), "gradient", is_flag=True):
+        if not self._skip_step:  # a non-finite loss was counted already
+            flag = torch.stack([~torch.isfinite(g).all() for g in grads]).any() if grads else torch.tensor(False)
+            self._skip_step = self._skip_nonfinite(flag.to(self.device), "gradient", is_flag=True)
+            if not self._skip_step and grads:
+                self._consecutive_nonfinite = 0
+        if self._skip_step:
             for p in self.model.net.parameters():
                 p.grad = None  # the optimizer leaves parameters without gradients untouched
-        elif grads:
-            self._consecutive_nonfinite = 0
 
     def _skip_nonfinite(self, value: Tensor, what: str, is_flag: bool = False) -> bool:
         """Whether this step must be skipped because `value` is (or flags) a NaN/Inf on any rank. Every rank gets
@@ -171,8 +179,15 @@ class DiffusionTask(L.LightningModule):
                 f"optim.lr, check the data, or resume from the checkpoint.")
         return True
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.ema.update(self.model.net, self.global_step)
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Callable[[], Any] | None = None) -> None:
+        """The optimizer step, then the EMA update, so that both are done before any callback's
+        `on_train_batch_end`, where checkpoints are written: a checkpoint holds the EMA of its own step. A step
+        skipped for a non-finite loss or gradient changes neither."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if not self._skip_step:
+            self.ema.update(self.model.net, self.global_step + 1)  # global_step counts this step only after the hook
+        self._skip_step = False
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """EMA loss with a fixed generator, so values are comparable across evaluations."""
@@ -191,8 +206,13 @@ class DiffusionTask(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if not k.startswith(self._FROZEN_PREFIX)}
         checkpoint["audiodiff"] = {"version": __version__, "config": self.run_config,
-                                   "representation": self.model.representation.signature()}
+                                   "representation": self.model.representation.signature(),
+                                   "nonfinite_steps": self.nonfinite_steps,
+                                   "consecutive_nonfinite": self._consecutive_nonfinite}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         own = self.state_dict()
         checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self._FROZEN_PREFIX)})
+        saved = checkpoint.get("audiodiff", {})
+        self.nonfinite_steps = int(saved.get("nonfinite_steps", 0))
+        self._consecutive_nonfinite = int(saved.get("consecutive_nonfinite", 0))
