@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, build_model
 from audiodiff.export import export_run, load_checkpoint
-from audiodiff.lightning.callbacks import AudioPreview
+from audiodiff.lightning.callbacks import AttributeAccuracy, AudioPreview
 from audiodiff.lightning.module import DiffusionTask
 from audiodiff.lightning.resume import AtomicCheckpointIO, RandomState
 from audiodiff.lightning.signals import GracefulStop
@@ -81,6 +81,12 @@ def train(cfg: DictConfig) -> Path:
         TQDMProgressBar(refresh_rate=cfg.progress_refresh),  # plain text: readable in logs and terminals alike
         AudioPreview(str(run_dir / "previews"), **cfg.preview),
     ]
+    if cfg.evaluation.every_n_steps > 0:
+        if not cfg.data.get("corpus"):
+            raise ValueError("evaluation.every_n_steps: attribute checks need a built-in corpus (data=sfx or "
+                             "data=music); set evaluation.every_n_steps=0 for other data")
+        callbacks.append(AttributeAccuracy(cfg.data.corpus, str(datamodule.manifest_path()), seed=cfg.seed,
+                                           **cfg.evaluation))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=trainer_plugins(cfg),
                                      default_root_dir=str(run_dir))

@@ -102,3 +102,30 @@ def test_spectrogram_grid_tiles_row_major(tmp_path):
     mels = [np.full((8, 10), float(i)) for i in range(5)]
     path = spectrogram_grid(mels, tmp_path / "grid.png", columns=2, gap=1)
     assert Image.open(path).size == (2 * 10 + 1, 3 * 16 + 2)
+
+
+def test_training_logs_attribute_accuracy_periodically(setup, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from audiodiff.training import train
+
+    root, _ = setup
+    run_dir = tmp_path / "run"
+    train(compose_config("train", ["recipe=debug", f"data.root={root}", f"run_dir={run_dir}",
+                                   "evaluation.every_n_steps=2", "evaluation.n=2", "evaluation.steps=2"]))
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    mean = events.Scalars("eval/attribute_mean")
+    assert [e.step for e in mean] == [2, 4]  # after optimizer steps 2 and 4
+    assert all(0.0 <= e.value <= 1.0 for e in mean)
+    assert "eval/attribute_kind" in events.Tags()["scalars"]
+
+
+def test_training_refuses_attribute_checks_without_a_corpus(tmp_path):
+    from audiodiff.training import train
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    cfg = compose_config("train", ["recipe=debug", "data=manifest", f"data.manifest={manifest}",
+                                   f"run_dir={tmp_path / 'run'}", "evaluation.every_n_steps=2"])
+    with pytest.raises(ValueError, match="attribute checks need a built-in corpus"):
+        train(cfg)
