@@ -1,8 +1,10 @@
-"""`python -m audiodiff.train recipe=<name> [overrides]`: compose the configuration and train."""
+"""`python -m audiodiff.train recipe=<name> [stage=<name>] [overrides]`: compose the configuration and run the
+recipe's unfinished stages in order (`audiodiff.stages`), or the one `stage=` names."""
 
 from __future__ import annotations
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from audiodiff.config import CONF_DIR
@@ -10,9 +12,9 @@ from audiodiff.config import CONF_DIR
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from audiodiff.training import train
+    from audiodiff.stages import run_stages
 
-    train(cfg)
+    run_stages(list(HydraConfig.get().overrides.task))
 
 
 if __name__ == "__main__":

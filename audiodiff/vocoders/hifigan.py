@@ -246,6 +246,12 @@ class HiFiGAN(nn.Module):
         return self
 
     @classmethod
+    def for_inference(cls, **kwargs: Any) -> HiFiGAN:
+        """A generator in inference form (weight norm folded, eval mode) whose weights are loaded afterwards, e.g.
+        from a diffusion export's `representation.vocoder.*` entries: `{_target_: ...HiFiGAN.for_inference, ...}`."""
+        return cls(**kwargs).remove_weight_norm().eval()
+
+    @classmethod
     def from_speecht5(
         cls,
         model_or_path: nn.Module | str | Path,

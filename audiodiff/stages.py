@@ -1,0 +1,96 @@
+"""Recipes as stages: `python -m audiodiff.train recipe=<name>` runs every unfinished stage of the recipe in order.
+
+A recipe lists its stages (`stages: [vocoder, diffusion]`); each stage has a runner that trains (or resumes) it and
+ends by writing `<stage run dir>/export/export.json`, which marks it finished. Rerunning the command skips finished
+stages and resumes the unfinished one from its last checkpoint; `stage=<name>` runs that stage alone (again, if it
+had finished: its runner resumes and re-exports). `stage_overrides` gives a stage extra overrides, e.g. the
+diffusion stage's `vocoder=trained`, which loads the vocoder the earlier stage exported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from audiodiff.config import compose_config
+
+log = logging.getLogger(__name__)
+
+# stage name → "module:function" taking the stage's composed configuration and returning its run directory.
+STAGE_RUNNERS: dict[str, str] = {
+    "vocoder": "audiodiff.vocoder_training:train_vocoder",
+    "diffusion": "audiodiff.training:train",
+}
+
+
+def stage_runner(name: str) -> Callable[[DictConfig], Path]:
+    """The training function of stage `name`."""
+    if name not in STAGE_RUNNERS:
+        raise ValueError(f"stage: unknown {name!r}; expected one of {sorted(STAGE_RUNNERS)}")
+    module, function = STAGE_RUNNERS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def stage_dir(cfg: DictConfig) -> Path:
+    """Run directory of the stage `cfg` was composed for: `stage.run_dir` where the stage sets one, else `run_dir`."""
+    stage = cfg.get("stage")
+    return Path(stage.run_dir) if stage is not None and stage.get("run_dir") else Path(cfg.run_dir)
+
+
+def is_finished(cfg: DictConfig) -> bool:
+    """Whether the stage `cfg` was composed for has exported (its export folder is written last and atomically)."""
+    return (stage_dir(cfg) / "export" / "export.json").is_file()
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def stage_overrides(overrides: list[str], cfg: DictConfig, name: str) -> list[str]:
+    """The command's overrides for stage `name`: `stage=<name>` plus the recipe's `stage_overrides[name]`, which
+    win over the command's for the same key."""
+    extra = [str(o) for o in (cfg.get("stage_overrides") or {}).get(name, [])]
+    taken = {_key(o) for o in extra} | {"stage"}
+    return [o for o in overrides if _key(o) not in taken] + [f"stage={name}", *extra]
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with `overrides`, inside a running Hydra application or outside one."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="train", overrides=overrides)
+    return compose_config("train", overrides)
+
+
+def run_stages(overrides: list[str]) -> list[Path]:
+    """Run the stages the command asks for (see the module docstring); returns the run directories of the stages
+    that ran. Stops after a stage that did not finish (a signal stopped it): the same command resumes it."""
+    cfg = _compose(overrides)
+    stages = [str(s) for s in cfg.stages]
+    for name in stages:
+        stage_runner(name)  # unknown stages fail before anything trains
+    asked = [o.split("=", 1)[1] for o in overrides if _key(o) == "stage"]
+    if asked:
+        if asked[-1] not in stages:
+            raise ValueError(f"stage={asked[-1]}: recipe {cfg.name!r} has the stages {stages}")
+        todo = [asked[-1]]
+    else:
+        todo = [name for name in stages if not is_finished(_compose(stage_overrides(overrides, cfg, name)))]
+        skipped = [name for name in stages if name not in todo]
+        if skipped:
+            log.info("finished already: %s", ", ".join(skipped))
+    ran = []
+    for name in todo:
+        stage_cfg = _compose(stage_overrides(overrides, cfg, name))
+        log.info("stage %s: %s", name, stage_dir(stage_cfg))
+        ran.append(stage_runner(name)(stage_cfg))
+        if not is_finished(stage_cfg):
+            log.info("stage %s stopped before finishing; rerun the same command to resume it", name)
+            break
+    return ran

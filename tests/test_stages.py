@@ -1,0 +1,51 @@
+"""Recipes as stages: the runner skips finished stages, runs one on request, and gives stages their overrides."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from audiodiff.data.corpora import ensure_corpus
+from audiodiff.stages import is_finished, run_stages, stage_overrides
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    ensure_corpus("sfx", root, num_clips=48, workers=1)
+    return root
+
+
+def test_stage_overrides_win_over_the_command_for_their_keys():
+    cfg = OmegaConf.create({"stage_overrides": {"diffusion": ["vocoder=trained"]}})
+    command = ["recipe=sfx", "vocoder=hifigan_v2", "stage=vocoder", "seed=1"]
+    assert stage_overrides(command, cfg, "diffusion") == ["recipe=sfx", "seed=1", "stage=diffusion",
+                                                          "vocoder=trained"]
+    assert stage_overrides(command, cfg, "vocoder") == ["recipe=sfx", "vocoder=hifigan_v2", "seed=1",
+                                                        "stage=vocoder"]
+
+
+def test_finished_stages_are_skipped_and_stage_reruns_one(root, tmp_path):
+    command = ["recipe=debug", f"data.root={root}", f"run_dir={tmp_path / 'run'}"]
+    assert run_stages(command) == [tmp_path / "run"]
+    export = tmp_path / "run" / "export" / "export.json"
+    first = export.stat().st_mtime_ns
+    assert run_stages(command) == []  # finished: nothing runs, nothing is rewritten
+    assert export.stat().st_mtime_ns == first
+    assert run_stages([*command, "stage=diffusion"]) == [tmp_path / "run"]  # asked for: resumes and re-exports
+    assert export.stat().st_mtime_ns > first
+
+
+def test_unknown_or_absent_stages_are_named(root, tmp_path):
+    command = ["recipe=debug", f"data.root={root}", f"run_dir={tmp_path / 'run'}"]
+    with pytest.raises(ValueError, match=r"stage=vocoder: recipe 'debug' has the stages \['diffusion'\]"):
+        run_stages([*command, "stage=vocoder"])
+    with pytest.raises(ValueError, match=r"stage: unknown 'mixing'; expected one of"):
+        run_stages([*command, "stages=[mixing,diffusion]"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_is_finished_reads_the_stage_run_directory(tmp_path):
+    cfg = OmegaConf.create({"run_dir": str(tmp_path), "stage": {"run_dir": str(tmp_path / "vocoder")}})
+    assert not is_finished(cfg)
+    (tmp_path / "vocoder" / "export").mkdir(parents=True)
+    (tmp_path / "vocoder" / "export" / "export.json").write_text("{}")
+    assert is_finished(cfg)
