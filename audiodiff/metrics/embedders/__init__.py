@@ -22,13 +22,14 @@ from typing import Any, Literal
 
 from audiodiff.metrics.embedders.base import Classifier, Embedder, FrameEmbedder, WavBatch
 
-EmbedderName = Literal["vggish", "panns", "clap", "encodec"]
+EmbedderName = Literal["vggish", "panns", "clap", "encodec", "contrastive"]
 
 _LOADERS: dict[str, str] = {
     "vggish": "audiodiff.metrics.embedders.vggish:load_vggish",
     "panns": "audiodiff.metrics.embedders.panns:load_panns",
     "clap": "audiodiff.metrics.embedders.clap:load_clap",
     "encodec": "audiodiff.metrics.embedders.encodec:load_encodec",
+    "contrastive": "audiodiff.metrics.contrastive:load_embedder",  # trained here on a recipe's own data
 }
 
 def embedder_loader(name: EmbedderName) -> Callable[..., Embedder]:
