@@ -39,19 +39,22 @@ def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def write_export(out: str | Path, state: dict[str, torch.Tensor], model_cfg: dict[str, Any],
-                 card: dict[str, Any] | None = None) -> Path:
-    """Write `out/` atomically: a temporary sibling folder is filled, then renamed over any previous export."""
+def write_weights_folder(out: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any],
+                         info: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> Path:
+    """Write `out/` atomically: `model.safetensors` (state), `config.yaml` (config), `export.json` (package version
+    and `info`) and any further text `files` ({name: text}). A temporary sibling folder is filled, then renamed over
+    any previous `out/`, so readers see the old folder or the complete new one, never a mixture."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt", "audiodiff_version": __version__})
-        (tmp / CONFIG).write_text(yaml.safe_dump(model_cfg, sort_keys=False))
-        info = {"audiodiff_version": __version__, **(card or {})}
-        (tmp / "model_card.md").write_text(_model_card(model_cfg, info))
-        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        (tmp / "export.json").write_text(json.dumps({"audiodiff_version": __version__, **(info or {})},
+                                                    indent=2) + "\n")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         tmp.chmod(0o755)
         for file in tmp.iterdir():
             file.chmod(0o644)
@@ -67,6 +70,13 @@ def write_export(out: str | Path, state: dict[str, torch.Tensor], model_cfg: dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_export(out: str | Path, state: dict[str, torch.Tensor], model_cfg: dict[str, Any],
+                 card: dict[str, Any] | None = None) -> Path:
+    """A diffusion model's export folder (`write_weights_folder`) with its `model_card.md`."""
+    info = {"audiodiff_version": __version__, **(card or {})}
+    return write_weights_folder(out, state, model_cfg, card, {"model_card.md": _model_card(model_cfg, info)})
 
 
 def _model_card(model_cfg: dict[str, Any], info: dict[str, Any]) -> str:

@@ -16,10 +16,6 @@ temporary sibling folder is filled, then renamed over any previous export.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +24,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 from hydra.utils import instantiate
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from audiodiff import __version__
 from audiodiff.conditioning.text import TextEncoder
-from audiodiff.export import load_checkpoint
+from audiodiff.export import load_checkpoint, write_weights_folder
 from audiodiff.metrics.contrastive.model import ContrastiveConfig, ContrastiveModel
 from audiodiff.metrics.contrastive.task import CHECKPOINT_KIND, model_state
 from audiodiff.metrics.embedders.base import WavBatch, freeze, make_id, prepare_clips, settings_digest
@@ -142,34 +137,6 @@ def export_config(run_config: dict[str, Any]) -> dict[str, Any]:
             "text_encoder": dict(run_config["text_encoder"])}
 
 
-def write_export(out: str | Path, state: dict[str, Tensor], config: dict[str, Any],
-                 info: dict[str, Any] | None = None) -> Path:
-    """Write `out/` atomically (weights, config.yaml, export.json); see the module docstring."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
-                  metadata={"format": "pt", "audiodiff_version": __version__})
-        (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-        (tmp / "export.json").write_text(json.dumps({"audiodiff_version": __version__, **(info or {})}, indent=2))
-        tmp.chmod(0o755)
-        for file in tmp.iterdir():
-            file.chmod(0o644)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
 def export_embedder(ckpt: str | Path, out: str | Path) -> Path:
     """Export the model weights of a ContrastiveTask checkpoint (loaded with `weights_only=True`) to `out`."""
     checkpoint = load_checkpoint(ckpt)
@@ -180,7 +147,7 @@ def export_embedder(ckpt: str | Path, out: str | Path) -> Path:
     data = run_config.get("data", {})
     info = {"global_step": checkpoint.get("global_step"), "run_dir": run_config.get("run_dir"),
             "training_data": data.get("corpus") or data.get("manifest")}
-    return write_export(out, model_state(checkpoint["state_dict"]), export_config(run_config), info)
+    return write_weights_folder(out, model_state(checkpoint["state_dict"]), export_config(run_config), info)
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
