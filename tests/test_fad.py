@@ -118,6 +118,15 @@ def test_bootstrap_interval_brackets_the_estimate_and_is_seeded():
     assert fad_bootstrap(gen, ref, n_boot=100, seed=8)["low"] != out["low"]
     narrower = fad_bootstrap(gen, ref, n_boot=100, seed=7, confidence=0.5)
     assert out["low"] < narrower["low"] < narrower["high"] < out["high"]
+    assert out["bias"] > 0  # duplicates in resampled sets inflate FAD
+
+
+def test_bootstrap_interval_holds_the_estimate_when_the_sets_are_close():
+    rng = np.random.default_rng(3)
+    gen, ref = rng.standard_normal((300, 16)), rng.standard_normal((2000, 16))  # same distribution
+    out = fad_bootstrap(gen, ref, n_boot=200, seed=0)
+    assert out["low"] + out["bias"] > out["value"]  # the uncorrected percentile interval would miss the estimate
+    assert out["low"] <= out["value"] <= out["high"]
 
 
 def test_fad_infinity_removes_the_finite_sample_bias():
