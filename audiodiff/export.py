@@ -133,7 +133,19 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     cfg = ckpt["audiodiff"]["config"]
     card = {"global_step": ckpt.get("global_step"), "recipe": cfg.get("name"), "run_dir": cfg.get("run_dir"),
             "training_data": cfg.get("data", {}).get("corpus") or cfg.get("data", {}).get("manifest")}
-    return write_export(out, inference_state(ckpt["state_dict"]), model_config(cfg), card)
+    return write_export(out, inference_state(ckpt["state_dict"]), self_contained(model_config(cfg)), card)
+
+
+def self_contained(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model config with a vocoder loaded from a vocoder stage's export folder replaced by its architecture:
+    the trained weights travel in the export's `representation.vocoder.*` entries, so the folder is not needed."""
+    vocoder = model_cfg.get("vocoder") or {}
+    if vocoder.get("_target_") != "audiodiff.vocoders.hifigan.HiFiGAN.from_export":
+        return model_cfg
+    from audiodiff.vocoders.hifigan import export_arguments
+
+    arguments = export_arguments(vocoder["folder"])
+    return {**model_cfg, "vocoder": {"_target_": "audiodiff.vocoders.hifigan.HiFiGAN.for_inference", **arguments}}
 
 
 def main(argv: list[str] | None = None) -> int:

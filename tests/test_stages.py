@@ -49,3 +49,25 @@ def test_is_finished_reads_the_stage_run_directory(tmp_path):
     (tmp_path / "vocoder" / "export").mkdir(parents=True)
     (tmp_path / "vocoder" / "export" / "export.json").write_text("{}")
     assert is_finished(cfg)
+
+
+def test_a_vocoder_stage_feeds_the_diffusion_stage_and_the_export_stands_alone(root, tmp_path):
+    import shutil
+
+    import torch
+
+    from audiodiff.pipeline import AudioDiffusionPipeline
+    from audiodiff.vocoders.hifigan import HiFiGAN
+
+    run = tmp_path / "run"
+    command = ["recipe=debug_staged", f"data.root={root}", f"run_dir={run}"]
+    assert run_stages(command) == [run / "vocoder", run]
+    trained = HiFiGAN.from_export(run / "vocoder" / "export")
+    exported = (run / "export" / "config.yaml").read_text()
+    assert "HiFiGAN.for_inference" in exported and "from_export" not in exported
+    assert run_stages(command) == []  # both finished
+    shutil.rmtree(run / "vocoder")  # the export carries the vocoder's weights itself
+    pipe = AudioDiffusionPipeline.from_pretrained(run / "export")
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(pipe.model.representation.vocoder.state_dict()[name], value)
+    assert pipe("two beeps", duration=0.5, steps=2).audio.shape == (1, 1, 8000)

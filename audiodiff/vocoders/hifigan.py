@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize
 
@@ -252,6 +254,24 @@ class HiFiGAN(nn.Module):
         return cls(**kwargs).remove_weight_norm().eval()
 
     @classmethod
+    def from_export(cls, folder: str | Path) -> HiFiGAN:
+        """The generator a vocoder stage exported to `folder` (`config.yaml` with `vocoder:` its constructor
+        arguments, `model.safetensors` with weight norm folded in), in inference form on the CPU. As a Hydra target:
+        `{_target_: audiodiff.vocoders.hifigan.HiFiGAN.from_export, folder: ...}` (conf/vocoder/trained.yaml)."""
+        folder = Path(folder)
+        config_file, weights_file = folder / "config.yaml", folder / "model.safetensors"
+        for file in (config_file, weights_file):
+            if not file.is_file():
+                raise FileNotFoundError(f"HiFiGAN.from_export: {file} not found (expected a vocoder export folder)")
+        node = export_arguments(folder)
+        generator = cls.for_inference(**node)
+        try:
+            generator.load_state_dict(load_file(str(weights_file)), strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"HiFiGAN.from_export: {weights_file} does not fit {config_file}: {error}") from error
+        return generator
+
+    @classmethod
     def from_speecht5(
         cls,
         model_or_path: nn.Module | str | Path,
@@ -403,3 +423,15 @@ def load_speecht5_state_dict(
     except RuntimeError as error:
         raise ValueError(f"load_speecht5_state_dict: weights do not fit the config: {error}") from error
     return model
+
+
+def export_arguments(folder: str | Path) -> dict[str, Any]:
+    """The generator constructor arguments recorded in a vocoder export's `config.yaml` (without `_target_`)."""
+    config_file = Path(folder) / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    node = config.get("vocoder") if isinstance(config, dict) else None
+    target = "audiodiff.vocoders.hifigan.HiFiGAN"
+    if not isinstance(node, dict) or node.get("_target_") != target:
+        raise ValueError(f"{config_file}: expected `vocoder:` with _target_: {target}, got "
+                         f"{node.get('_target_') if isinstance(node, dict) else node!r}")
+    return {k: v for k, v in node.items() if k != "_target_"}

@@ -1,0 +1,232 @@
+"""LightningModule that trains a HiFi-GAN generator against waveform discriminators (Kong, Kim & Bae 2020).
+
+One training step on a batch of waveforms ``wav [B, T]`` (the step written out in :mod:`audiodiff.vocoders.losses`):
+
+    wav_hat = G(G.mel(wav))[..., :T]
+    L_D = sum_k mean((1 - D_k(wav))^2) + mean(D_k(wav_hat.detach())^2)                  -> step D
+    L_G = sum_k mean((1 - D_k(wav_hat))^2) + lambda_fm * L_fm + lambda_mel * L_mel        -> step G
+
+with least-squares GAN losses (Mao et al. 2017), feature matching ``L_fm`` (weight 2) and the full-band log-mel L1
+``L_mel`` (weight 45). Before ``adversarial_start`` steps only ``lambda_mel * L_mel`` trains the generator and the
+discriminator is neither run nor stepped: a mel-only warm-up that gives the discriminator plausible fakes from its
+first step, and spends a small CPU budget on the cheapest part of the objective. Both players use AdamW with
+HiFi-GAN's betas (0.8, 0.99) and an exponential learning-rate decay (0.999 per epoch in the paper).
+
+Steps: Lightning counts every manual ``optimizer.step()`` in ``trainer.global_step``, i.e. two per GAN batch. Here the
+discriminator's step is left out of that count, so ``global_step``, ``trainer.max_steps``, checkpoint intervals,
+``adversarial_start`` and ``lr_decay_every`` all count batches (generator steps), during warm-up and after alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from audiodiff import __version__
+from audiodiff.metrics.vocoder_quality import metric_mel_loss, reconstruction_errors
+from audiodiff.vocoders.hifigan import HiFiGAN
+from audiodiff.vocoders.losses import (
+    MultiResolutionSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+
+log = logging.getLogger(__name__)
+
+HIFIGAN_TARGET = "audiodiff.vocoders.hifigan.HiFiGAN"
+
+
+def generator_config(generator: HiFiGAN) -> dict[str, Any]:
+    """The constructor arguments that rebuild ``generator``'s architecture and mel, with ``_target_``: plain Python
+    values (YAML- and ``weights_only``-safe), whichever way the generator was built (a config, ``from_speecht5``)."""
+    mel = generator.mel
+    return {
+        "_target_": HIFIGAN_TARGET,
+        "sample_rate": int(generator.sample_rate),
+        "n_fft": int(generator.n_fft),
+        "hop_length": int(generator.hop_length),
+        "n_mels": int(generator.n_mels),
+        "f_min": float(mel.f_min),
+        "f_max": None if mel.f_max is None else float(mel.f_max),
+        "mel_scale": str(mel.scale),
+        "log_floor": float(generator.log_floor),
+        "upsample_rates": list(generator.upsample_rates),
+        "upsample_kernel_sizes": list(generator.upsample_kernel_sizes),
+        "upsample_initial_channel": int(generator.upsample_initial_channel),
+        "resblock": int(generator.resblock),
+        "resblock_kernel_sizes": list(generator.resblock_kernel_sizes),
+        "resblock_dilation_sizes": [list(d) for d in generator.resblock_dilation_sizes],
+        "leaky_relu_slope": float(generator.slope),
+        "normalize_before": bool(generator.normalize_before),
+    }
+
+
+def _no_count() -> None:
+    """Stands in for Lightning's step-counting hooks around an optimizer step."""
+
+
+@contextmanager
+def uncounted_step(optimizer: LightningOptimizer) -> Iterator[None]:
+    """Within the block, ``optimizer.step()`` does not advance ``trainer.global_step``.
+
+    Lightning's manual-optimization loop wraps every ``LightningOptimizer.step`` in hooks that count it (and time it
+    in the profiler); with two optimizers a GAN batch would count twice. The strategy's own ``optimizer_step``
+    (precision plugins, gradient scaling) still runs.
+    """
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = _no_count
+    try:
+        yield
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+class VocoderTask(L.LightningModule):
+    """Trains a :class:`~audiodiff.vocoders.hifigan.HiFiGAN` with a GAN objective on ``batch["wav"] [B, 1, T]``.
+
+    Args:
+        generator: the HiFi-GAN; it computes its own input mel from the waveform (``generator.mel``).
+        discriminator: maps ``wav [B, 1, T]`` to ``(logits, feature maps)`` lists, e.g. a
+            :class:`~audiodiff.vocoders.discriminators.CombinedDiscriminator` of MPD and MSD.
+        optimizer: partial optimizer constructor (Hydra ``_partial_: true``), called once per player with its
+            parameters (HiFi-GAN: AdamW, lr 2e-4, betas (0.8, 0.99), weight decay 0.01).
+        lr_decay: factor of the exponential learning-rate decay of both players (HiFi-GAN: 0.999).
+        lr_decay_every: steps between decays; ``None`` decays at the end of every training epoch, as HiFi-GAN.
+        lambda_fm: weight of the feature-matching loss (HiFi-GAN: 2).
+        lambda_mel: weight of the mel L1 loss (HiFi-GAN: 45).
+        adversarial_start: steps of mel-only generator training before the discriminator comes in (0: from the
+            first step, as HiFi-GAN).
+        grad_clip: maximum global 2-norm of each player's gradient, ``None`` for no clipping (HiFi-GAN does not clip).
+        run_config: the resolved run configuration, embedded in every checkpoint with the package version.
+
+    Logged: ``train/loss_g``, ``train/mel_l1`` (the unweighted ``L_mel``), ``train/lr``, and once the discriminator
+    is on ``train/loss_d``, ``train/adv``, ``train/fm``; ``val/mel_l1`` and ``val/stft_distance``
+    (:func:`audiodiff.metrics.vocoder_quality.reconstruction_errors`, averaged over ranks), and the first validation
+    clip's reconstruction as TensorBoard audio.
+    """
+
+    def __init__(self, generator: HiFiGAN, discriminator: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 lr_decay: float = 0.999, lr_decay_every: int | None = None, lambda_fm: float = 2.0,
+                 lambda_mel: float = 45.0, adversarial_start: int = 0, grad_clip: float | None = None,
+                 run_config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if not 0.0 < lr_decay <= 1.0:
+            raise ValueError(f"VocoderTask: lr_decay must lie in (0, 1], got {lr_decay}")
+        if lr_decay_every is not None and lr_decay_every < 1:
+            raise ValueError(f"VocoderTask: lr_decay_every must be >= 1 step or None (per epoch), got {lr_decay_every}")
+        if adversarial_start < 0:
+            raise ValueError(f"VocoderTask: adversarial_start must be >= 0, got {adversarial_start}")
+        if grad_clip is not None and grad_clip <= 0:
+            raise ValueError(f"VocoderTask: grad_clip must be > 0 or None, got {grad_clip}")
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.optimizer_factory = optimizer
+        self.lr_decay = lr_decay
+        self.lr_decay_every = lr_decay_every
+        self.lambda_fm = lambda_fm
+        self.lambda_mel = lambda_mel
+        self.adversarial_start = adversarial_start
+        self.grad_clip = grad_clip
+        self.run_config = run_config or {}
+        self.mel_loss = metric_mel_loss(generator.mel, generator.log_floor)
+        self.stft_metric = MultiResolutionSTFTLoss()
+
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
+        opt_g = self.optimizer_factory(self.generator.parameters())
+        opt_d = self.optimizer_factory(self.discriminator.parameters())
+        schedules = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay) for opt in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedules
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def _mono(self, wav: Tensor) -> Tensor:
+        if wav.ndim != 3 or wav.shape[1] != 1:
+            raise ValueError(f"VocoderTask: expected mono waveforms [B, 1, T] (data.channels=1), got shape "
+                             f"{tuple(wav.shape)}")
+        return wav[:, 0]
+
+    def reconstruct(self, wav: Tensor) -> Tensor:
+        """``wav [B, T]`` -> the generator's reconstruction from its mel, ``[B, T]`` in float32 (under mixed precision
+        the generator computes in bf16/fp16; the STFTs of the losses and metrics need float32)."""
+        with torch.no_grad():
+            mel = self.generator.mel(wav.float())
+        return self.generator(mel)[..., : wav.shape[-1]].float()
+
+    def _clip(self, optimizer: LightningOptimizer) -> None:
+        if self.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        wav = self._mono(batch["wav"])
+        wav_hat = self.reconstruct(wav)
+        real_wav, fake_wav = wav[:, None], wav_hat[:, None]
+        adversarial = self.global_step >= self.adversarial_start
+        logs: dict[str, Tensor | float] = {}
+
+        if adversarial:
+            with self.toggled_optimizer(opt_d):
+                real, _ = self.discriminator(real_wav)
+                fake, _ = self.discriminator(fake_wav.detach())
+                loss_d = discriminator_loss(real, fake)
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(loss_d)
+                self._clip(opt_d)
+                with uncounted_step(opt_d):
+                    opt_d.step()
+            logs["train/loss_d"] = loss_d.detach()
+
+        with self.toggled_optimizer(opt_g):  # the discriminator's weights need no gradients here
+            loss_mel = self.mel_loss(wav_hat, wav)
+            loss_g = self.lambda_mel * loss_mel
+            if adversarial:
+                _, real_maps = self.discriminator(real_wav)
+                fake, fake_maps = self.discriminator(fake_wav)
+                loss_adv = generator_adversarial_loss(fake)
+                loss_fm = feature_matching_loss(real_maps, fake_maps)
+                loss_g = loss_g + loss_adv + self.lambda_fm * loss_fm
+                logs.update({"train/adv": loss_adv.detach(), "train/fm": loss_fm.detach()})
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            self._clip(opt_g)
+            opt_g.step()  # global_step counts this step from here on
+
+        logs.update({"train/loss_g": loss_g.detach(), "train/lr": float(opt_g.param_groups[0]["lr"])})
+        self.log("train/mel_l1", loss_mel.detach(), prog_bar=True, batch_size=wav.shape[0])
+        self.log_dict(logs, batch_size=wav.shape[0])
+        if self.lr_decay_every is not None and self.global_step % self.lr_decay_every == 0:
+            self._decay_lr()
+
+    def on_train_epoch_end(self) -> None:
+        if self.lr_decay_every is None:
+            self._decay_lr()
+
+    def _decay_lr(self) -> None:
+        schedules = self.lr_schedulers()
+        for schedule in schedules if isinstance(schedules, list) else [schedules]:
+            schedule.step()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Reconstruction errors of held-out clips, averaged over clips and ranks."""
+        wav = self._mono(batch["wav"])
+        wav_hat = self.reconstruct(wav)
+        errors = reconstruction_errors(wav_hat, wav, self.mel_loss, self.stft_metric)
+        self.log("val/mel_l1", errors["mel_l1"], prog_bar=True, batch_size=wav.shape[0], sync_dist=True)
+        self.log("val/stft_distance", errors["stft_distance"], batch_size=wav.shape[0], sync_dist=True)
+        if batch_idx == 0 and self.trainer.is_global_zero and isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_audio("val/reconstruction", wav_hat[0].float().clamp(-1, 1).cpu(),
+                                             self.global_step, sample_rate=self.generator.sample_rate)
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["audiodiff"] = {"version": __version__, "config": self.run_config,
+                                   "generator": generator_config(self.generator)}

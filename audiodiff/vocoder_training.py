@@ -1,0 +1,186 @@
+"""Train (or resume) a HiFi-GAN vocoder stage from a composed configuration, export it, load the export back.
+
+`train_vocoder(cfg)` takes conf/train.yaml composed with `stage=vocoder` (conf/stage/vocoder.yaml) and a HiFi-GAN
+`vocoder` (e.g. `vocoder=hifigan_v2`): it reads `vocoder`, `data`, `trainer`, `seed`, `progress_refresh` and `stage`.
+`python -m audiodiff.train recipe=<name> stage=vocoder` runs it for a recipe whose `stages` list it.
+
+A stage run directory (`cfg.stage.run_dir`) holds `config.yaml` (resolved), `checkpoints/last.ckpt` (training state of
+both players, with the resolved config, the generator's constructor arguments and the package version inside),
+`tensorboard/` and, when training ends, `export/`: the generator's weights (weight norm folded in) as
+`model.safetensors` beside `config.yaml` (`vocoder:` its constructor arguments with `_target_`) and `export.json`.
+`HiFiGAN.from_export(folder)` reads that folder back.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from audiodiff.export import load_checkpoint, write_weights_folder
+from audiodiff.lightning.resume import RandomState
+from audiodiff.lightning.signals import GracefulStop
+from audiodiff.lightning.vocoder import VocoderTask, generator_config
+from audiodiff.training import ResumeMismatchError, trainer_plugins
+from audiodiff.vocoders.discriminators import CombinedDiscriminator
+from audiodiff.vocoders.hifigan import HiFiGAN
+
+log = logging.getLogger(__name__)
+
+# Stage keys that may change between a run and its resumption: where it lives, how long, how often it checkpoints,
+# what extra callbacks watch it.
+RUN_ONLY_STAGE_KEYS = ("run_dir", "trainer", "checkpoint_every", "callbacks")
+
+
+def stage_data_config(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The stage's data module config: the resolved `data` node with `stage.data` merged over it."""
+    merged = OmegaConf.merge(OmegaConf.create(resolved["data"]), OmegaConf.create(resolved["stage"].get("data") or {}))
+    container = OmegaConf.to_container(merged, resolve=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def resume_signature(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed vocoder stage must share with its checkpoint: the generator, the effective data, the seed and
+    every stage setting except `RUN_ONLY_STAGE_KEYS`."""
+    stage = {k: v for k, v in resolved["stage"].items() if k not in RUN_ONLY_STAGE_KEYS}
+    return {"vocoder": resolved["vocoder"], "data": stage_data_config(resolved), "stage": stage,
+            "seed": resolved.get("seed")}
+
+
+_MISSING = "<absent>"
+
+
+def _leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """Dotted paths of a nested dict to its non-dict values (lists compare whole)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_leaves(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def check_vocoder_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
+    """Refuse to resume a vocoder stage whose configuration changed (see :func:`resume_signature`), naming every
+    differing key with its old and new value."""
+    old, new = _leaves(resume_signature(saved), ""), _leaves(resume_signature(current), "")
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k, _MISSING) != new.get(k, _MISSING)]
+    if changed:
+        detail = "; ".join(f"{k}: was {old.get(k, _MISSING)!r}, now {new.get(k, _MISSING)!r}" for k in changed)
+        raise ResumeMismatchError(
+            f"{ckpt} was trained with a different vocoder-stage configuration ({detail}). Use another run_name for a "
+            f"new run, or delete {ckpt.parent.parent} to start the stage over.")
+
+
+def build_discriminator(stage: DictConfig) -> CombinedDiscriminator:
+    """The discriminators named in `stage.discriminators`, from `stage.discriminator_choices`, in that order."""
+    names = list(stage.discriminators)
+    choices = stage.discriminator_choices
+    unknown = [n for n in names if n not in choices]
+    if unknown or not names:
+        raise ValueError(f"stage.discriminators: expected a non-empty list of names from stage.discriminator_choices "
+                         f"{sorted(choices)}, got {names}")
+    return CombinedDiscriminator([instantiate(choices[n]) for n in names])
+
+
+def build_generator(vocoder_cfg: DictConfig) -> HiFiGAN:
+    """The `vocoder` node instantiated; it must be a HiFi-GAN (Griffin-Lim has nothing to train)."""
+    generator = instantiate(vocoder_cfg)
+    if not isinstance(generator, HiFiGAN):
+        raise TypeError(f"vocoder: the vocoder stage trains a HiFiGAN, but vocoder._target_="
+                        f"{vocoder_cfg.get('_target_')!r} built a {type(generator).__name__} (choose a hifigan_*)")
+    return generator
+
+
+def train_vocoder(cfg: DictConfig) -> Path:
+    """Train (or resume) the vocoder stage of `cfg`; returns the stage run directory, which ends with an `export/`.
+
+    Under `trainer.strategy=ddp` the stage runs DDP with `find_unused_parameters=True`: each player's backward pass
+    leaves the other player's weights without gradients.
+
+    Rerunning with the same configuration resumes from `checkpoints/last.ckpt` (both players' weights, optimizer and
+    LR-schedule states, data position); a changed configuration is refused (:class:`ResumeMismatchError`). SIGTERM or
+    SIGUSR1 stop after the current step with `last.ckpt` written; the function then returns without exporting.
+    """
+    stage = cfg.get("stage")
+    if stage is None or "discriminators" not in stage:
+        raise ValueError("train_vocoder: the configuration has no vocoder stage; compose conf/train.yaml with "
+                         "stage=vocoder")
+    run_dir = Path(stage.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        check_vocoder_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
+        log.info("resuming from %s", last)
+    if rank_zero_only.rank == 0:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(OmegaConf.create(stage_data_config(resolved)), skip_log_dir=str(run_dir))
+    task = VocoderTask(build_generator(cfg.vocoder), build_discriminator(stage), optimizer=instantiate(stage.optim),
+                       run_config=resolved, **stage.task)
+    callbacks = [
+        *(instantiate(c) for c in (stage.get("callbacks") or {}).values()),  # first: they see every step
+        GracefulStop(last),
+        RandomState(cfg.seed),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                        every_n_train_steps=stage.checkpoint_every),
+        TQDMProgressBar(refresh_rate=cfg.progress_refresh),
+    ]
+    trainer_cfg = OmegaConf.merge(OmegaConf.create(resolved["trainer"]), OmegaConf.create(resolved["stage"]["trainer"]))
+    if trainer_cfg.get("strategy") == "ddp":
+        # Each player's backward leaves the other's weights out, which plain DDP takes for an error.
+        trainer_cfg.strategy = "ddp_find_unused_parameters_true"
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=logger,
+                                     plugins=trainer_plugins(OmegaConf.create({"trainer": trainer_cfg})),
+                                     default_root_dir=str(run_dir))
+    try:
+        with warnings.catch_warnings():
+            # Lightning warns that a manual-optimization checkpoint holds the weights after the step's update: the
+            # state of step N, as in automatic optimization, is what a resume of step N needs.
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+            trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None,
+                        weights_only=True)
+    except SIGTERMException:
+        return run_dir
+    trainer.save_checkpoint(last, weights_only=False)
+    if trainer.is_global_zero:
+        export_vocoder(last, run_dir / "export")
+        log.info("exported %s", run_dir / "export")
+    return run_dir
+
+
+# ---- export ---------------------------------------------------------------------------------------------------------
+def export_vocoder(ckpt_path: str | Path, out: str | Path) -> Path:
+    """Write the generator of a vocoder-stage checkpoint to `out/` (atomically: a sibling temporary folder is filled,
+    then renamed over any previous export): `model.safetensors` with weight norm folded in, `config.yaml` holding
+    `vocoder:` (its constructor arguments and `_target_`), `export.json` (version, step, run, data)."""
+    ckpt = load_checkpoint(ckpt_path)
+    meta = ckpt["audiodiff"]
+    if "generator" not in meta:
+        raise ValueError(f"{ckpt_path}: not a vocoder-stage checkpoint (no 'audiodiff.generator' entry)")
+    arguments = {k: v for k, v in meta["generator"].items() if k != "_target_"}
+    generator = HiFiGAN(**arguments)
+    prefix = "generator."
+    generator.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    state = generator.remove_weight_norm().state_dict()
+    data = (meta.get("config") or {}).get("data") or {}
+    info = {"global_step": ckpt.get("global_step"),
+            "run_dir": str(Path(ckpt_path).parent.parent), "training_data": data.get("corpus") or data.get("manifest")}
+
+    return write_weights_folder(out, state, {"vocoder": generator_config(generator)}, info)
+
+
