@@ -25,6 +25,9 @@ from audiodiff.lightning.signals import GracefulStop
 log = logging.getLogger(__name__)
 
 
+RESUMABLE_TASK_KEYS = ("compile",)  # task settings a resumed run may change
+
+
 class ResumeMismatchError(ValueError):
     """The configuration differs from the one the run's checkpoint was trained with."""
 
@@ -32,7 +35,14 @@ class ResumeMismatchError(ValueError):
 def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
     """Refuse to resume a run whose model or data configuration changed (a silent change is worse than a stop)."""
     keys = [*MODEL_KEYS, *OPTIONAL_MODEL_KEYS, "data", "optim", "task", "seed"]
-    changed = [k for k in keys if saved.get(k) != current.get(k)]
+
+    def comparable(cfg: dict[str, Any], key: str) -> Any:
+        value = cfg.get(key)
+        if key == "task" and isinstance(value, dict):  # how the step runs, not what it computes
+            value = {k: v for k, v in value.items() if k not in RESUMABLE_TASK_KEYS}
+        return value
+
+    changed = [k for k in keys if comparable(saved, k) != comparable(current, k)]
     if changed:
         detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in changed)
         raise ResumeMismatchError(

@@ -3,6 +3,9 @@
     python bench/train_step.py recipe=sfx_quick                       # one configuration
     python bench/train_step.py recipe=sfx_quick variants='|denoiser.patch=2|denoiser.patch=2;denoiser.channels=96'
 
+Also counts one step's FLOPs (forward and backward matrix products and attention, torch.utils.flop_counter) and the
+rate achieved; on a known GPU (or with `peak_tflops=`) the model-FLOP utilisation against the bf16 dense peak.
+
 `variants` lists override sets separated by `|` (overrides inside one set separated by `;`; an empty set is the
 base), each applied on top of the base overrides. Prints a markdown table: parameters, latent shape, ms per
 optimizer step, steps/s and samples/s, and the steps that fit in `budget_s` seconds. The batch is random data of
@@ -50,6 +53,12 @@ def time_steps(cfg, steps: int, warmup: int, device: torch.device, tokens: int =
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:  # one step, eagerly: matrix products and attention of forward and backward
+        step()
+    flops = counter.get_total_flops()
     for _ in range(warmup):
         step()
     if device.type == "cuda":
@@ -61,11 +70,26 @@ def time_steps(cfg, steps: int, warmup: int, device: torch.device, tokens: int =
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
     params = sum(p.numel() for p in net.parameters())
-    return {"params": params, "shape": f"{batch}×{z.shape[1]}×{frames}", "s": seconds, "batch": batch}
+    return {"params": params, "shape": f"{batch}×{z.shape[1]}×{frames}", "s": seconds, "batch": batch,
+            "flops": flops}
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s) by device name, for the model-FLOP utilisation column.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0}
+
+
+def peak_tflops(device: torch.device, given: str | None) -> float | None:
+    """The hardware's peak for the MFU column: `peak_tflops=` if given, else a known GPU's bf16 peak, else None."""
+    if given:
+        return float(given)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return None
 
 
 def main(argv: list[str]) -> None:
-    own = ("variants=", "steps=", "budget_s=", "device=")
+    own = ("variants=", "steps=", "budget_s=", "device=", "peak_tflops=")
     base = [a for a in argv if not a.startswith(own)]
     opts = dict(a.split("=", 1) for a in argv if a.startswith(own))
     variants = [v.strip() for v in opts.get("variants", "").split("|")]
@@ -74,16 +98,21 @@ def main(argv: list[str]) -> None:
     device = torch.device(opts.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, device {device}; base overrides: {' '.join(base) or '(none)'}")
-    print(f"| variant | params | batch×channels×frames | ms/step | steps/s | samples/s | steps in {budget:.0f} s |")
-    print("|---|---|---|---|---|---|---|")
+    peak = peak_tflops(device, opts.get("peak_tflops"))
+    print(f"| variant | params | batch×channels×frames | ms/step | steps/s | samples/s | steps in {budget:.0f} s "
+          f"| GFLOP/step | TFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for variant in variants:
         extra = [o for o in variant.split(";") if o]
         with initialize_config_dir(config_dir=str(CONF), version_base=None):
             cfg = compose("train", overrides=[*base, *extra])
         OmegaConf.resolve(cfg)
         r = time_steps(cfg, steps, warmup=3, device=device)
+        rate = r["flops"] / r["s"] / 1e12
+        mfu = f"{100 * rate / peak:.1f}%" if peak else "—"
         print(f"| {variant or 'base'} | {r['params'] / 1e6:.2f} M | {r['shape']} | {1e3 * r['s']:.0f} | "
-              f"{1 / r['s']:.2f} | {r['batch'] / r['s']:.0f} | {budget / r['s']:.0f} |", flush=True)
+              f"{1 / r['s']:.2f} | {r['batch'] / r['s']:.0f} | {budget / r['s']:.0f} | {r['flops'] / 1e9:.1f} | "
+              f"{rate:.3f} | {mfu} |", flush=True)
 
 
 if __name__ == "__main__":

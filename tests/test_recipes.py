@@ -106,3 +106,14 @@ def test_slurm_preset_requeues_on_sigusr1():
     (env,) = instantiate(cfg.trainer.plugins)
     assert type(env).__name__ == "SLURMEnvironment" and env.auto_requeue
     assert env.requeue_signal == signal.SIGUSR1 and cfg.trainer.strategy == "ddp"
+
+
+def test_compile_switch_compiles_the_denoiser_in_place():
+    from audiodiff.lightning.module import DiffusionTask
+
+    cfg = compose_config("train", ["recipe=debug", "task.compile=true"])
+    model = build_model(cfg)
+    names = list(model.net.state_dict())
+    task = DiffusionTask(model, optimizer=instantiate(cfg.optim), **cfg.task)
+    assert task.model.net._compiled_call_impl is not None
+    assert list(task.model.net.state_dict()) == names  # checkpoints keep their keys

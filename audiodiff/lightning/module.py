@@ -48,18 +48,21 @@ class DiffusionTask(L.LightningModule):
       and built there on first use; None encodes captions as they come.
     max_nonfinite: a step whose loss or gradient is NaN/Inf is skipped on every rank and counted; this many in a
       row stop the run with FloatingPointError.
+    compile: compile the denoiser's forward with torch.compile (GPU runs; the first steps pay the compilation).
     run_config: the resolved run configuration, embedded in every checkpoint with the package version.
     """
 
     def __init__(self, model: DiffusionModel, optimizer: Callable[..., torch.optim.Optimizer],
                  warmup_steps: int = 500, min_lr_ratio: float = 0.1, ema_decay: float = 0.999,
                  caption_dropout: float = 0.1, stats_batches: int = 8, text_cache_size: int = 100_000,
-                 text_cache_file: str | None = None, max_nonfinite: int = 10,
+                 text_cache_file: str | None = None, max_nonfinite: int = 10, compile: bool = False,
                  run_config: dict | None = None) -> None:
         super().__init__()
         self.model = model
         self.model.text_encoder.requires_grad_(False)
         self.ema = EMA(model.net, ema_decay)
+        if compile:  # in place: the forward is compiled on first use, parameter names (and checkpoints) unchanged
+            self.model.net.compile()
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self.min_lr_ratio = min_lr_ratio
