@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 STAGE_RUNNERS: dict[str, str] = {
     "vocoder": "audiodiff.vocoder_training:train_vocoder",
     "diffusion": "audiodiff.training:train",
+    "embedder": "audiodiff.stages:train_recipe_embedder",
 }
 
 
@@ -58,14 +59,26 @@ def stage_overrides(overrides: list[str], cfg: DictConfig, name: str) -> list[st
     return [o for o in overrides if _key(o) not in taken] + [f"stage={name}", *extra]
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    """conf/train.yaml with `overrides`, inside a running Hydra application or outside one."""
+def _compose(overrides: list[str], name: str = "train") -> DictConfig:
+    """conf/<name>.yaml with `overrides`, inside a running Hydra application or outside one."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name="train", overrides=overrides)
-    return compose_config("train", overrides)
+        return compose(config_name=name, overrides=overrides)
+    return compose_config(name, overrides)
+
+
+def train_recipe_embedder(cfg: DictConfig) -> Path:
+    """The embedder stage: the contrastive audio–text model of `audiodiff.metrics.contrastive` (conf/embedder.yaml)
+    trained on the recipe's own data into `stage.run_dir`, for offline FAD, near copies and text scores."""
+    from audiodiff.metrics.contrastive.train import train_embedder
+
+    data = cfg.data
+    source = [f"data={data.corpus}"] if data.get("corpus") else ["data=manifest", f"data.manifest={data.manifest}"]
+    overrides = [*source, f"data.root={data.root}", f"run_dir={cfg.stage.run_dir}", f"seed={cfg.seed}",
+                 f"name={cfg.name}_embedder", *[str(o) for o in cfg.stage.overrides]]
+    return train_embedder(_compose(overrides, "embedder"))
 
 
 def run_stages(overrides: list[str]) -> list[Path]:

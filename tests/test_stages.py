@@ -71,3 +71,24 @@ def test_a_vocoder_stage_feeds_the_diffusion_stage_and_the_export_stands_alone(r
     for name, value in trained.state_dict().items():
         torch.testing.assert_close(pipe.model.representation.vocoder.state_dict()[name], value)
     assert pipe("two beeps", duration=0.5, steps=2).audio.shape == (1, 1, 8000)
+
+
+def test_the_embedder_stage_trains_the_recipes_own_evaluation_model(root, tmp_path):
+    from omegaconf import open_dict
+
+    from audiodiff.config import compose_config
+    from audiodiff.metrics.contrastive import load_embedder
+    from audiodiff.stages import train_recipe_embedder
+
+    run = tmp_path / "run"
+    command = ["recipe=debug", f"data.root={root}", f"run_dir={run}", "stages=[embedder]"]
+    cfg = compose_config("train", [*command, "stage=embedder"])
+    with open_dict(cfg):
+        cfg.stage.overrides = ["max_steps=2", "model.channels=[16,16]", "model.embed_dim=32", "model.text_hidden=32",
+                               "data.batch_size=8", "data.num_workers=0", "data.segment_seconds=1.0",
+                               "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "checkpoint_every=2",
+                               "task.warmup_steps=2"]
+    assert train_recipe_embedder(cfg) == run / "embedder"
+    embedder = load_embedder(run / "embedder" / "export")
+    assert embedder.embed_text(["two beeps"]).shape == (1, 32)
+    assert run_stages(command) == []  # the runner sees the stage finished
