@@ -171,3 +171,20 @@ def test_seam_score_finds_a_discontinuity_and_not_a_steady_join():
     assert seam_score(steady, rate, [2.0])["ratio"] == pytest.approx(1.0, abs=0.3)
     with pytest.raises(ValueError, match="from the clip's ends"):
         seam_score(steady, rate, [3.99])
+
+
+def test_the_dit_inpaints_and_continues_like_the_unet(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(compose_config("train", ["recipe=debug", "denoiser=dit_tiny"]))
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    pipe = AudioDiffusionPipeline(model)
+    seen = _decoded_latents(pipe, monkeypatch)
+    audio = _tone(1.0)
+    pipe.inpaint(audio, "a click", 0.25, 0.5, crossfade=0.0, steps=2)
+    init, rate = model.representation.encode(audio.unsqueeze(0)), model.representation.frame_rate
+    assert torch.allclose(seen[0][..., : int(0.25 * rate)], init[..., : int(0.25 * rate)], atol=1e-5)
+    assert not torch.allclose(seen[0], init, atol=1e-2)
+    out = pipe.continuation(audio, "a tone", 0.5, context=0.5, steps=2)
+    assert out.audio.shape == (1, 1, 24000) and out.joins
