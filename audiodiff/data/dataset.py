@@ -162,25 +162,9 @@ class AudioCaptionDataset(Dataset[Item]):
 
     def _load(self, index: int, epoch: int) -> Item:
         row = self.rows[index]
-        generator = item_generator(self.seed, epoch, index)
         wav, _ = load_audio(row.audio, sample_rate=self.sample_rate, channels=self.channels)
-        total = wav.shape[-1]
-        offset = random_offset(total, self.segment_samples, generator) if self.train else 0
-        wav, mask = crop_or_pad(wav, self.segment_samples, offset)
-        if self.train and len(row.captions) > 1:
-            caption = row.captions[int(torch.randint(len(row.captions), (1,), generator=generator))]
-        else:
-            caption = row.captions[0]
-        return {
-            "wav": wav.to(torch.float32).contiguous(),
-            "mask": mask,
-            "seconds_start": offset / self.sample_rate,
-            "seconds_total": total / self.sample_rate,
-            "caption": caption,
-            "attributes": dict(row.attributes),
-            "index": index,
-            "audio": str(row.audio),
-        }
+        return make_item(row, wav, index, item_generator(self.seed, epoch, index), self.segment_samples,
+                         self.sample_rate, self.train)
 
     def _record_failure(self, index: int, reason: str) -> None:
         self._bad_rows.add(index)
@@ -191,6 +175,30 @@ class AudioCaptionDataset(Dataset[Item]):
         log.warning("skipping unreadable clip %s: %s", path, reason)
         if self.skip_log is not None:
             append_skip(self.skip_log, path, reason)
+
+
+def make_item(row: ManifestRow, wav: torch.Tensor, index: int, generator: torch.Generator, segment_samples: int,
+              sample_rate: int, train: bool) -> Item:
+    """The training item of a decoded clip wav [C, T] at `sample_rate` Hz: a random `segment_samples` crop (start
+    of the clip outside training) padded with silence and its mask, and a caption drawn from the row's captions
+    (the first outside training); `generator` draws the crop, then the caption."""
+    total = wav.shape[-1]
+    offset = random_offset(total, segment_samples, generator) if train else 0
+    wav, mask = crop_or_pad(wav, segment_samples, offset)
+    if train and len(row.captions) > 1:
+        caption = row.captions[int(torch.randint(len(row.captions), (1,), generator=generator))]
+    else:
+        caption = row.captions[0]
+    return {
+        "wav": wav.to(torch.float32).contiguous(),
+        "mask": mask,
+        "seconds_start": offset / sample_rate,
+        "seconds_total": total / sample_rate,
+        "caption": caption,
+        "attributes": dict(row.attributes),
+        "index": index,
+        "audio": str(row.audio),
+    }
 
 
 def append_skip(log_file: Path, path: str, reason: str) -> None:

@@ -47,8 +47,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from audiodiff.audio.errors import AudioDecodeError, AudioEncodeError, AudioError
 from audiodiff.audio.io import load_audio
-from audiodiff.audio.transforms import crop_or_pad, random_offset
-from audiodiff.data.dataset import EmptySplitError, Item, NoReadableAudioError, append_skip, item_generator
+from audiodiff.data.dataset import (
+    EmptySplitError,
+    Item,
+    NoReadableAudioError,
+    append_skip,
+    item_generator,
+    make_item,
+)
 from audiodiff.data.manifest import ManifestError, ManifestRow, _make_row, _row_problems, read_manifest
 
 log = logging.getLogger(__name__)
@@ -726,25 +732,8 @@ class ShardDataset(IterableDataset[Item]):
             self._bad.add((sample.shard, sample.key))
             self._record(f"{self.folder / sample.shard}:{sample.key}", reason + clip)
             return None
-        # As AudioCaptionDataset._load: the same generator draws the crop, then the caption.
-        generator = item_generator(self.seed, epoch, index)
-        total = wav.shape[-1]
-        offset = random_offset(total, self.segment_samples, generator) if self.train else 0
-        wav, mask = crop_or_pad(wav, self.segment_samples, offset)
-        if self.train and len(row.captions) > 1:
-            caption = row.captions[int(torch.randint(len(row.captions), (1,), generator=generator))]
-        else:
-            caption = row.captions[0]
-        return {
-            "wav": wav.to(torch.float32).contiguous(),
-            "mask": mask,
-            "seconds_start": offset / self.sample_rate,
-            "seconds_total": total / self.sample_rate,
-            "caption": caption,
-            "attributes": dict(row.attributes),
-            "index": index,
-            "audio": str(row.audio),
-        }
+        return make_item(row, wav, index, item_generator(self.seed, epoch, index), self.segment_samples,
+                         self.sample_rate, self.train)
 
     def _parse(self, sample: _Sample) -> tuple[int, ManifestRow, str]:
         """``(row index within the split, manifest row, audio extension)`` of a sample."""
