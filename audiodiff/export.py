@@ -137,8 +137,11 @@ def export_run(run: str | Path, out: str | Path) -> Path:
 
 
 def self_contained(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model config with a vocoder loaded from a vocoder stage's export folder replaced by its architecture:
-    the trained weights travel in the export's `representation.vocoder.*` entries, so the folder is not needed."""
+    """The model config with a vocoder or autoencoder loaded from an earlier stage's export folder replaced by its
+    architecture: the trained weights travel in the export's `representation.*` entries, so no folder is needed."""
+    from audiodiff.representations.autoencoder import inference_config
+
+    model_cfg = {**model_cfg, "representation": inference_config(model_cfg["representation"])}
     vocoder = model_cfg.get("vocoder") or {}
     if vocoder.get("_target_") != "audiodiff.vocoders.hifigan.HiFiGAN.from_export":
         return model_cfg

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # stage name → "module:function" taking the stage's composed configuration and returning its run directory.
 STAGE_RUNNERS: dict[str, str] = {
     "vocoder": "audiodiff.vocoder_training:train_vocoder",
+    "autoencoder": "audiodiff.autoencoder_training:train_autoencoder",
     "diffusion": "audiodiff.training:train",
     "embedder": "audiodiff.stages:train_recipe_embedder",
 }

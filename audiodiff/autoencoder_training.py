@@ -1,0 +1,202 @@
+"""Train (or resume) an autoencoder stage from a composed configuration, export it, load the export back.
+
+`train_autoencoder(cfg)` takes conf/train.yaml composed with `stage=autoencoder` (conf/stage/autoencoder.yaml) and an
+`autoencoder` (e.g. `autoencoder=mel_vae`): it reads `autoencoder`, `data`, `trainer`, `seed`, `progress_refresh`,
+`stage` and, to voice a mel VAE's validation clips, `vocoder` (may be null).
+
+A stage run directory (`cfg.stage.run_dir`) holds `config.yaml` (resolved), `checkpoints/last.ckpt` (training state,
+with the resolved config, the autoencoder's constructor arguments and the package version inside), `tensorboard/`
+and, when training ends, `export/`: the autoencoder's inference weights (weight norm folded in; a mel VAE's log-mel
+statistics included) as `model.safetensors` beside `config.yaml` (`autoencoder:` its constructor arguments with
+`_target_`) and `export.json`. :func:`load_autoencoder` reads that folder back;
+:func:`audiodiff.representations.autoencoder.from_export` wraps it as a diffusion representation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+
+from audiodiff import __version__
+from audiodiff.autoencoders.base import VariationalAutoencoder
+from audiodiff.autoencoders.loading import CONFIG, WEIGHTS, build_autoencoder, load_autoencoder
+from audiodiff.autoencoders.mel_vae import MelVAE
+from audiodiff.export import load_checkpoint
+from audiodiff.lightning.autoencoder import AutoencoderTask
+from audiodiff.lightning.resume import RandomState
+from audiodiff.lightning.signals import GracefulStop
+from audiodiff.training import ResumeMismatchError, trainer_plugins
+from audiodiff.vocoder_training import RUN_ONLY_STAGE_KEYS, build_discriminator, stage_data_config
+
+__all__ = ["check_autoencoder_resume", "export_autoencoder", "load_autoencoder", "resume_signature",
+           "train_autoencoder"]
+
+log = logging.getLogger(__name__)
+
+_MISSING = "<absent>"
+
+
+def resume_signature(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed autoencoder stage must share with its checkpoint: the autoencoder, the effective data, the seed
+    and every stage setting except `RUN_ONLY_STAGE_KEYS` (the vocoder only voices validation clips: it may change)."""
+    stage = {k: v for k, v in resolved["stage"].items() if k not in RUN_ONLY_STAGE_KEYS}
+    return {"autoencoder": resolved["autoencoder"], "data": stage_data_config(resolved), "stage": stage,
+            "seed": resolved.get("seed")}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted paths of a nested dict to its non-dict values (lists compare whole)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def check_autoencoder_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
+    """Refuse to resume an autoencoder stage whose configuration changed (see :func:`resume_signature`), naming every
+    differing key with its old and new value."""
+    old, new = _flatten(resume_signature(saved)), _flatten(resume_signature(current))
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k, _MISSING) != new.get(k, _MISSING)]
+    if changed:
+        detail = "; ".join(f"{k}: was {old.get(k, _MISSING)!r}, now {new.get(k, _MISSING)!r}" for k in changed)
+        raise ResumeMismatchError(
+            f"{ckpt} was trained with a different autoencoder-stage configuration ({detail}). Use another run_name "
+            f"for a new run, or delete {ckpt.parent.parent} to start the stage over.")
+
+
+def build_training_autoencoder(cfg: DictConfig, data_sample_rate: int) -> VariationalAutoencoder:
+    """The `autoencoder` node built for training (weight norm kept), refused when its sample rate is not the data's."""
+    node = OmegaConf.to_container(cfg.autoencoder, resolve=True)
+    assert isinstance(node, dict)
+    autoencoder = build_autoencoder(node, inference=False)
+    if autoencoder.sample_rate != int(data_sample_rate):
+        raise ValueError(f"autoencoder.sample_rate is {autoencoder.sample_rate}, but the data are loaded at "
+                         f"data.sample_rate {data_sample_rate}: set one to the other")
+    return autoencoder
+
+
+def train_autoencoder(cfg: DictConfig) -> Path:
+    """Train (or resume) the autoencoder stage of `cfg`; returns the stage run directory, which ends with `export/`.
+
+    A waveform VAE trains against the discriminators named in `stage.discriminators`; a mel VAE trains without, and
+    voices its validation reconstructions with `cfg.vocoder` when one is configured. Under `trainer.strategy=ddp`
+    the stage runs DDP with `find_unused_parameters=True` (each player's backward pass leaves the other's weights
+    without gradients).
+
+    Rerunning with the same configuration resumes from `checkpoints/last.ckpt` (weights, optimizer and LR-schedule
+    states, data position, random state); a changed configuration is refused (:class:`ResumeMismatchError`). SIGTERM
+    or SIGUSR1 stop after the current step with `last.ckpt` written; the function then returns without exporting.
+    """
+    stage = cfg.stage
+    run_dir = Path(stage.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        check_autoencoder_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
+        log.info("resuming from %s", last)
+    if rank_zero_only.rank == 0:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    L.seed_everything(cfg.seed, workers=True)
+    data_cfg = stage_data_config(resolved)
+    datamodule = instantiate(OmegaConf.create(data_cfg), skip_log_dir=str(run_dir))
+    autoencoder = build_training_autoencoder(cfg, data_cfg["sample_rate"])
+    is_mel = isinstance(autoencoder, MelVAE)
+    discriminator = None if is_mel else build_discriminator(stage)
+    vocoder = instantiate(cfg.vocoder) if is_mel and cfg.get("vocoder") is not None else None
+    task = AutoencoderTask(autoencoder, discriminator, optimizer=instantiate(stage.optim), vocoder=vocoder,
+                           run_config=resolved, **stage.task)
+    callbacks = [
+        *(instantiate(c) for c in (stage.get("callbacks") or {}).values()),  # first: they see every step
+        GracefulStop(last),
+        RandomState(cfg.seed),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                        every_n_train_steps=stage.checkpoint_every),
+        TQDMProgressBar(refresh_rate=cfg.progress_refresh),
+    ]
+    trainer_cfg = OmegaConf.merge(OmegaConf.create(resolved["trainer"]), OmegaConf.create(resolved["stage"]["trainer"]))
+    if trainer_cfg.get("strategy") == "ddp" and not is_mel:
+        # Each player's backward leaves the other's weights out, which plain DDP takes for an error.
+        trainer_cfg.strategy = "ddp_find_unused_parameters_true"
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=logger,
+                                     plugins=trainer_plugins(OmegaConf.create({"trainer": trainer_cfg})),
+                                     default_root_dir=str(run_dir))
+    try:
+        with warnings.catch_warnings():
+            # Lightning warns that a manual-optimization checkpoint holds the weights after the step's update: the
+            # state of step N, as in automatic optimization, is what a resume of step N needs.
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+            trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None,
+                        weights_only=True)
+    except SIGTERMException:
+        return run_dir
+    trainer.save_checkpoint(last, weights_only=False)
+    if trainer.is_global_zero:
+        export_autoencoder(last, run_dir / "export")
+        log.info("exported %s", run_dir / "export")
+    return run_dir
+
+
+# ---- export ---------------------------------------------------------------------------------------------------------
+def export_autoencoder(ckpt_path: str | Path, out: str | Path) -> Path:
+    """Write the autoencoder of an autoencoder-stage checkpoint to `out/` (atomically: a sibling temporary folder is
+    filled, then renamed over any previous export): `model.safetensors` in inference form (weight norm folded in),
+    `config.yaml` holding `autoencoder:` (its constructor arguments and `_target_`), `export.json` (version, step, run,
+    data, kind, latent size and rate)."""
+    ckpt = load_checkpoint(ckpt_path)
+    meta = ckpt["audiodiff"]
+    if "autoencoder" not in meta:
+        raise ValueError(f"{ckpt_path}: not an autoencoder-stage checkpoint (no 'audiodiff.autoencoder' entry)")
+    autoencoder = build_autoencoder(meta["autoencoder"], inference=False)
+    prefix = "autoencoder."
+    autoencoder.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    state = autoencoder.remove_weight_norm().state_dict()
+    data = (meta.get("config") or {}).get("data") or {}
+    info = {"audiodiff_version": __version__, "global_step": ckpt.get("global_step"),
+            "run_dir": str(Path(ckpt_path).parent.parent), "training_data": data.get("corpus") or data.get("manifest"),
+            "kind": autoencoder.kind, "latent_channels": autoencoder.latent_channels,
+            "latent_hop": autoencoder.latent_hop, "frame_rate": autoencoder.frame_rate,
+            "parameters": autoencoder.num_parameters()}
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": "pt", "audiodiff_version": __version__})
+        (tmp / CONFIG).write_text(yaml.safe_dump({"autoencoder": autoencoder.config()}, sort_keys=False))
+        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+        tmp.chmod(0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
