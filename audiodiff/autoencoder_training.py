@@ -14,30 +14,23 @@ statistics included) as `model.safetensors` beside `config.yaml` (`autoencoder:`
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_file
 
-from audiodiff import __version__
 from audiodiff.autoencoders.base import VariationalAutoencoder
-from audiodiff.autoencoders.loading import CONFIG, WEIGHTS, build_autoencoder, load_autoencoder
+from audiodiff.autoencoders.loading import build_autoencoder, load_autoencoder
 from audiodiff.autoencoders.mel_vae import MelVAE
-from audiodiff.export import load_checkpoint
+from audiodiff.export import load_checkpoint, write_weights_folder
 from audiodiff.lightning.autoencoder import AutoencoderTask
 from audiodiff.lightning.resume import RandomState
 from audiodiff.lightning.signals import GracefulStop
@@ -173,30 +166,10 @@ def export_autoencoder(ckpt_path: str | Path, out: str | Path) -> Path:
     autoencoder.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
     state = autoencoder.remove_weight_norm().state_dict()
     data = (meta.get("config") or {}).get("data") or {}
-    info = {"audiodiff_version": __version__, "global_step": ckpt.get("global_step"),
+    info = {"global_step": ckpt.get("global_step"),
             "run_dir": str(Path(ckpt_path).parent.parent), "training_data": data.get("corpus") or data.get("manifest"),
             "kind": autoencoder.kind, "latent_channels": autoencoder.latent_channels,
             "latent_hop": autoencoder.latent_hop, "frame_rate": autoencoder.frame_rate,
             "parameters": autoencoder.num_parameters()}
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
-                  metadata={"format": "pt", "audiodiff_version": __version__})
-        (tmp / CONFIG).write_text(yaml.safe_dump({"autoencoder": autoencoder.config()}, sort_keys=False))
-        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_weights_folder(out, state, {"autoencoder": autoencoder.config()}, info)
