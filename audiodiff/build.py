@@ -30,7 +30,8 @@ def model_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 def build_model(cfg: DictConfig | dict[str, Any]) -> DiffusionModel:
     """DiffusionModel from a config holding MODEL_KEYS (a full run config or an export's config.yaml)."""
     mcfg = OmegaConf.create(model_config(cfg))
-    representation = instantiate(mcfg.representation, vocoder=instantiate(mcfg.vocoder))
+    vocoder = instantiate(mcfg.vocoder) if mcfg.get("vocoder") is not None else None  # vocoder=none
+    representation = instantiate(mcfg.representation, vocoder=vocoder)
     text_encoder = instantiate(mcfg.text_encoder)
     timing = instantiate(mcfg.timing) if "timing" in mcfg else None
     denoiser = OmegaConf.to_container(mcfg.denoiser, resolve=True)

@@ -173,11 +173,11 @@ def test_refuses_what_does_not_fit(tmp_path):
 
 # ---- through training, export and loading ----------------------------------------------------------------------
 def run_config(kind: str, codec_path: Path, data_root: Path, run_dir: Path) -> DictConfig:
-    cfg = compose_config("train", ["recipe=debug", f"representation={kind}",
+    cfg = compose_config("train", ["recipe=debug", f"representation={kind}", "vocoder=none",
                                    f"representation.name_or_path={codec_path}", "representation.sample_rate=16000",
                                    f"data.root={data_root}", f"run_dir={run_dir}", "trainer.max_steps=2",
                                    "preview.prompts=[]"])
-    cfg.vocoder = None  # the codec decodes its own latents
+    assert cfg.vocoder is None  # vocoder=none: the codec decodes its own latents
     return cfg
 
 
