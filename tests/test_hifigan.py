@@ -496,3 +496,13 @@ def test_one_adversarial_step_updates_both_players() -> None:
     before = generator.conv_post.parametrizations.weight.original1.detach().clone()
     opt_g.step()
     assert not torch.equal(before, generator.conv_post.parametrizations.weight.original1)
+
+
+def test_folding_weight_norm_under_no_grad_keeps_parameters() -> None:
+    vocoder = instantiate(_vocoder_config("hifigan_tiny.yaml"))
+    count = len(list(vocoder.parameters()))
+    with torch.no_grad():
+        vocoder.remove_weight_norm()
+    assert not list(vocoder.buffers()) or all("weight" not in n for n, _ in vocoder.named_buffers())
+    assert len(list(vocoder.parameters())) < count  # g and v became one weight per layer, still parameters
+    assert all(p.requires_grad for p in vocoder.parameters())

@@ -241,10 +241,12 @@ class HiFiGAN(nn.Module):
         return torch.tanh(x[:, 0, : self.num_samples(mel.shape[-1])])
 
     def remove_weight_norm(self) -> HiFiGAN:
-        """Fold weight norm into plain weights (inference form; same outputs). Returns ``self``; idempotent."""
-        for module in self.modules():
-            if parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        """Fold weight norm into plain weights (inference form; same outputs). Returns ``self``; idempotent.
+        Runs with gradients enabled: folded under `torch.no_grad()`, torch would register the weights as buffers."""
+        with torch.enable_grad():
+            for module in self.modules():
+                if parametrize.is_parametrized(module, "weight"):
+                    parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         return self
 
     @classmethod
