@@ -15,16 +15,12 @@ statistics included) as `model.safetensors` beside `config.yaml` (`autoencoder:`
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.autoencoders.base import VariationalAutoencoder
@@ -32,10 +28,8 @@ from audiodiff.autoencoders.loading import build_autoencoder, load_autoencoder
 from audiodiff.autoencoders.mel_vae import MelVAE
 from audiodiff.export import load_checkpoint, write_weights_folder
 from audiodiff.lightning.autoencoder import AutoencoderTask
-from audiodiff.lightning.resume import RandomState
-from audiodiff.lightning.signals import GracefulStop
-from audiodiff.training import ResumeMismatchError, trainer_plugins
-from audiodiff.vocoder_training import RUN_ONLY_STAGE_KEYS, build_discriminator, stage_data_config
+from audiodiff.training import ResumeMismatchError
+from audiodiff.vocoder_training import RUN_ONLY_STAGE_KEYS, build_discriminator, fit_stage, stage_data_config
 
 __all__ = ["check_autoencoder_resume", "export_autoencoder", "load_autoencoder", "resume_signature",
            "train_autoencoder"]
@@ -119,36 +113,7 @@ def train_autoencoder(cfg: DictConfig) -> Path:
     vocoder = instantiate(cfg.vocoder) if is_mel and cfg.get("vocoder") is not None else None
     task = AutoencoderTask(autoencoder, discriminator, optimizer=instantiate(stage.optim), vocoder=vocoder,
                            run_config=resolved, **stage.task)
-    callbacks = [
-        *(instantiate(c) for c in (stage.get("callbacks") or {}).values()),  # first: they see every step
-        GracefulStop(last),
-        RandomState(cfg.seed),
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                        every_n_train_steps=stage.checkpoint_every),
-        TQDMProgressBar(refresh_rate=cfg.progress_refresh),
-    ]
-    trainer_cfg = OmegaConf.merge(OmegaConf.create(resolved["trainer"]), OmegaConf.create(resolved["stage"]["trainer"]))
-    if trainer_cfg.get("strategy") == "ddp" and not is_mel:
-        # Each player's backward leaves the other's weights out, which plain DDP takes for an error.
-        trainer_cfg.strategy = "ddp_find_unused_parameters_true"
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=logger,
-                                     plugins=trainer_plugins(OmegaConf.create({"trainer": trainer_cfg})),
-                                     default_root_dir=str(run_dir))
-    try:
-        with warnings.catch_warnings():
-            # Lightning warns that a manual-optimization checkpoint holds the weights after the step's update: the
-            # state of step N, as in automatic optimization, is what a resume of step N needs.
-            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-            trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None,
-                        weights_only=True)
-    except SIGTERMException:
-        return run_dir
-    trainer.save_checkpoint(last, weights_only=False)
-    if trainer.is_global_zero:
-        export_autoencoder(last, run_dir / "export")
-        log.info("exported %s", run_dir / "export")
-    return run_dir
+    return fit_stage(cfg, resolved, task, datamodule, last, export_autoencoder, adversarial=not is_mel)
 
 
 # ---- export ---------------------------------------------------------------------------------------------------------

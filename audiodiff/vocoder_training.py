@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,16 @@ def train_vocoder(cfg: DictConfig) -> Path:
     datamodule = instantiate(OmegaConf.create(stage_data_config(resolved)), skip_log_dir=str(run_dir))
     task = VocoderTask(build_generator(cfg.vocoder), build_discriminator(stage), optimizer=instantiate(stage.optim),
                        run_config=resolved, **stage.task)
+    return fit_stage(cfg, resolved, task, datamodule, last, export_vocoder, adversarial=True)
+
+
+def fit_stage(cfg: DictConfig, resolved: dict[str, Any], task: L.LightningModule, datamodule: L.LightningDataModule,
+              last: Path, export: Callable[[Path, Path], Path], adversarial: bool) -> Path:
+    """Fit (or resume) a manually optimised stage task into `cfg.stage.run_dir` with the stage's trainer settings
+    merged over the run's, then export its last checkpoint with `export(ckpt, out)`. Returns the run directory; a
+    SIGTERM/SIGUSR1 stop returns it after writing `last.ckpt`, without exporting. `adversarial`: two players
+    (a generator and a discriminator), whose separate backward passes DDP must allow."""
+    stage, run_dir = cfg.stage, Path(cfg.stage.run_dir)
     callbacks = [
         *(instantiate(c) for c in (stage.get("callbacks") or {}).values()),  # first: they see every step
         GracefulStop(last),
@@ -140,7 +151,7 @@ def train_vocoder(cfg: DictConfig) -> Path:
         TQDMProgressBar(refresh_rate=cfg.progress_refresh),
     ]
     trainer_cfg = OmegaConf.merge(OmegaConf.create(resolved["trainer"]), OmegaConf.create(resolved["stage"]["trainer"]))
-    if trainer_cfg.get("strategy") == "ddp":
+    if trainer_cfg.get("strategy") == "ddp" and adversarial:
         # Each player's backward leaves the other's weights out, which plain DDP takes for an error.
         trainer_cfg.strategy = "ddp_find_unused_parameters_true"
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
@@ -158,7 +169,7 @@ def train_vocoder(cfg: DictConfig) -> Path:
         return run_dir
     trainer.save_checkpoint(last, weights_only=False)
     if trainer.is_global_zero:
-        export_vocoder(last, run_dir / "export")
+        export(last, run_dir / "export")
         log.info("exported %s", run_dir / "export")
     return run_dir
 

@@ -3,8 +3,40 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 
+import torch
 from torch import Tensor, nn
+
+STD_FLOOR = 1e-3  # per-channel std is at least this share of the RMS std over channels (a near-constant channel
+# would otherwise be scaled up without bound)
+
+
+def channel_statistics(latents: Iterable[Tensor], channels: int, owner: str) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and (unbiased) std [D] in float64 over every frame of latent batches [B, D, L].
+
+    Accumulated batch by batch with the pairwise update of Chan, Golub & LeVeque (1979), so the sample need not fit
+    in memory at once; a std below STD_FLOOR times the RMS std over channels is raised to it. `owner` names the
+    caller in errors (fewer than 2 frames, or latents that do not vary at all)."""
+    count = 0
+    mean = torch.zeros(channels, dtype=torch.float64)
+    m2 = torch.zeros_like(mean)  # sum of squared deviations from the mean
+    for z in latents:
+        z = z.transpose(1, 2).reshape(-1, channels).double().cpu()
+        n, batch_mean = z.shape[0], z.mean(0)
+        batch_m2 = (z - batch_mean).square().sum(0)
+        delta, total = batch_mean - mean, count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + batch_m2 + delta.square() * (count * n / total)
+        count = total
+    if count < 2:
+        raise ValueError(f"{owner}.fit_statistics: needs at least 2 latent frames, got {count}")
+    std = (m2 / (count - 1)).sqrt()
+    typical = float(std.square().mean().sqrt())
+    if typical == 0.0:
+        raise ValueError(f"{owner}.fit_statistics: the latents do not vary at all (silent audio?); fit on training "
+                         f"audio")
+    return mean, std.clamp_min(STD_FLOOR * typical)
 
 
 class Representation(nn.Module, ABC):

@@ -27,11 +27,10 @@ from huggingface_hub import is_offline_mode
 from torch import Tensor, nn
 from transformers import AutoConfig, DacModel, EncodecModel, PretrainedConfig, PreTrainedModel
 
-from audiodiff.representations.base import Representation
+from audiodiff.representations.base import Representation, channel_statistics
 
 CodecKind = Literal["encodec", "dac"]
 CODEC_MODELS: dict[str, type[PreTrainedModel]] = {"encodec": EncodecModel, "dac": DacModel}
-STD_FLOOR = 1e-3  # per-channel std is at least this share of the RMS std over channels: a (near-)constant
                   # channel is not blown up
 _SPEC_FIELDS = ("sample_rate", "channels", "hop_length", "latent_channels")
 
@@ -202,27 +201,10 @@ class CodecRepresentation(Representation):
         Accumulated in float64 batch by batch with the pairwise update of Chan, Golub & LeVeque (1979), so the
         sample need not fit in memory at once.
         """
-        count = 0
-        mean = torch.zeros(self.latent_channels, dtype=torch.float64)
-        m2 = torch.zeros_like(mean)  # sum of squared deviations from the mean
-        for wav in wavs:
-            z = self.latents(wav.to(self.mean.device)).transpose(1, 2).reshape(-1, self.latent_channels)
-            z = z.double().cpu()
-            n, batch_mean = z.shape[0], z.mean(0)
-            batch_m2 = (z - batch_mean).square().sum(0)
-            delta, total = batch_mean - mean, count + n
-            mean = mean + delta * (n / total)
-            m2 = m2 + batch_m2 + delta.square() * (count * n / total)
-            count = total
-        if count < 2:
-            raise ValueError(f"CodecRepresentation.fit_statistics: needs at least 2 latent frames, got {count}")
-        std = (m2 / (count - 1)).sqrt()
-        typical = float(std.square().mean().sqrt())
-        if typical == 0.0:
-            raise ValueError("CodecRepresentation.fit_statistics: the latents do not vary at all (silent audio?); "
-                             "fit on training audio")
+        mean, std = channel_statistics((self.latents(w.to(self.mean.device)) for w in wavs), self.latent_channels,
+                                       "CodecRepresentation")
         self.mean.copy_(mean)
-        self.std.copy_(std.clamp_min(STD_FLOOR * typical))
+        self.std.copy_(std)
         self.fitted.fill_(True)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
