@@ -4,7 +4,9 @@ A recipe lists its stages (`stages: [vocoder, diffusion]`); each stage has a run
 ends by writing `<stage run dir>/export/export.json`, which marks it finished. Rerunning the command skips finished
 stages and resumes the unfinished one from its last checkpoint; `stage=<name>` runs that stage alone (again, if it
 had finished: its runner resumes and re-exports). `stage_overrides` gives a stage extra overrides, e.g. the
-diffusion stage's `vocoder=trained`, which loads the vocoder the earlier stage exported.
+diffusion stage's `vocoder=trained`, which loads the vocoder the earlier stage exported. A stage whose export can go
+stale has a check in STAGE_CURRENT: the encode stage's latent cache is rebuilt when the representation or the data
+changed, even though it exported.
 """
 
 from __future__ import annotations
@@ -26,15 +28,26 @@ STAGE_RUNNERS: dict[str, str] = {
     "autoencoder": "audiodiff.autoencoder_training:train_autoencoder",
     "diffusion": "audiodiff.training:train",
     "embedder": "audiodiff.stages:train_recipe_embedder",
+    "encode": "audiodiff.latent_encoding:encode_latents",
 }
+
+# stage name → "module:function" telling whether a stage that exported still matches its composed configuration
+# (stages not listed always do): a latent cache is stale once the representation or the data change.
+STAGE_CURRENT: dict[str, str] = {
+    "encode": "audiodiff.latent_encoding:is_current",
+}
+
+
+def _function(spec: str) -> Callable:
+    module, function = spec.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def stage_runner(name: str) -> Callable[[DictConfig], Path]:
     """The training function of stage `name`."""
     if name not in STAGE_RUNNERS:
         raise ValueError(f"stage: unknown {name!r}; expected one of {sorted(STAGE_RUNNERS)}")
-    module, function = STAGE_RUNNERS[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    return _function(STAGE_RUNNERS[name])
 
 
 def stage_dir(cfg: DictConfig) -> Path:
@@ -43,9 +56,12 @@ def stage_dir(cfg: DictConfig) -> Path:
     return Path(stage.run_dir) if stage is not None and stage.get("run_dir") else Path(cfg.run_dir)
 
 
-def is_finished(cfg: DictConfig) -> bool:
-    """Whether the stage `cfg` was composed for has exported (its export folder is written last and atomically)."""
-    return (stage_dir(cfg) / "export" / "export.json").is_file()
+def is_finished(cfg: DictConfig, name: str | None = None) -> bool:
+    """Whether the stage `cfg` was composed for has exported (its export folder is written last and atomically)
+    and, for a stage `name` listed in STAGE_CURRENT, whether what it exported still matches `cfg`."""
+    if not (stage_dir(cfg) / "export" / "export.json").is_file():
+        return False
+    return name not in STAGE_CURRENT or bool(_function(STAGE_CURRENT[name])(cfg))
 
 
 def _key(override: str) -> str:
@@ -90,18 +106,16 @@ def run_stages(overrides: list[str]) -> list[Path]:
     for name in stages:
         stage_runner(name)  # unknown stages fail before anything trains
     asked = [o.split("=", 1)[1] for o in overrides if _key(o) == "stage"]
-    if asked:
-        if asked[-1] not in stages:
-            raise ValueError(f"stage={asked[-1]}: recipe {cfg.name!r} has the stages {stages}")
-        todo = [asked[-1]]
-    else:
-        todo = [name for name in stages if not is_finished(_compose(stage_overrides(overrides, cfg, name)))]
-        skipped = [name for name in stages if name not in todo]
-        if skipped:
-            log.info("finished already: %s", ", ".join(skipped))
+    if asked and asked[-1] not in stages:
+        raise ValueError(f"stage={asked[-1]}: recipe {cfg.name!r} has the stages {stages}")
     ran = []
-    for name in todo:
+    for name in asked[-1:] or stages:
         stage_cfg = _compose(stage_overrides(overrides, cfg, name))
+        # Checked when the stage's turn comes, after the stages before it ran: a retrained autoencoder makes the
+        # encode stage's cache stale.
+        if not asked and is_finished(stage_cfg, name):
+            log.info("stage %s: finished already", name)
+            continue
         log.info("stage %s: %s", name, stage_dir(stage_cfg))
         ran.append(stage_runner(name)(stage_cfg))
         if not is_finished(stage_cfg):

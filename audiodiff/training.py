@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, build_model
+from audiodiff.data.latent_datamodule import LatentDataModule
 from audiodiff.export import export_run, load_checkpoint
 from audiodiff.lightning.callbacks import AttributeAccuracy, AudioPreview
 from audiodiff.lightning.module import DiffusionTask
@@ -80,6 +81,8 @@ def train(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True)  # the same initial weights on every rank; RandomState then splits
     datamodule = instantiate(cfg.data, skip_log_dir=str(run_dir))
     model = build_model(cfg)
+    if isinstance(datamodule, LatentDataModule):  # its setup refuses a cache made for another representation
+        datamodule.bind(model.representation, resolved["representation"])
     task = DiffusionTask(model, optimizer=instantiate(cfg.optim), run_config=resolved, **cfg.task)
     callbacks = [
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),  # first: they see every step, even a last one

@@ -61,7 +61,7 @@ def test_a_vocoder_stage_feeds_the_diffusion_stage_and_the_export_stands_alone(r
 
     run = tmp_path / "run"
     command = ["recipe=debug_staged", f"data.root={root}", f"run_dir={run}"]
-    assert run_stages(command) == [run / "vocoder", run]
+    assert run_stages(command) == [run / "vocoder", run / "encode", run]
     trained = HiFiGAN.from_export(run / "vocoder" / "export")
     exported = (run / "export" / "config.yaml").read_text()
     assert "HiFiGAN.for_inference" in exported and "from_export" not in exported

@@ -185,20 +185,24 @@ def make_item(row: ManifestRow, wav: torch.Tensor, index: int, generator: torch.
     total = wav.shape[-1]
     offset = random_offset(total, segment_samples, generator) if train else 0
     wav, mask = crop_or_pad(wav, segment_samples, offset)
-    if train and len(row.captions) > 1:
-        caption = row.captions[int(torch.randint(len(row.captions), (1,), generator=generator))]
-    else:
-        caption = row.captions[0]
     return {
         "wav": wav.to(torch.float32).contiguous(),
         "mask": mask,
         "seconds_start": offset / sample_rate,
         "seconds_total": total / sample_rate,
-        "caption": caption,
+        "caption": choose_caption(row.captions, generator, train),
         "attributes": dict(row.attributes),
         "index": index,
         "audio": str(row.audio),
     }
+
+
+def choose_caption(captions: Sequence[str], generator: torch.Generator, train: bool) -> str:
+    """One of a row's captions: drawn uniformly with `generator` in training (nothing drawn for a single caption),
+    the first otherwise."""
+    if train and len(captions) > 1:
+        return captions[int(torch.randint(len(captions), (1,), generator=generator))]
+    return captions[0]
 
 
 def append_skip(log_file: Path, path: str, reason: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -17,8 +18,10 @@ from audiodiff.conditioning.cache import cached_states
 from audiodiff.conditioning.text import collate_states
 from audiodiff.conditioning.timing import frame_mask
 from audiodiff.conditioning.types import Conditioning
+from audiodiff.data.latent_datamodule import LatentDataModule
 from audiodiff.lightning.ema import EMA
 from audiodiff.model import DiffusionModel
+from audiodiff.representations.base import Representation
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +38,43 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -
     return factor
 
 
+def fit_representation(representation: Representation, loader: Iterable[dict[str, Any]], batches: int,
+                       device: torch.device | str) -> None:
+    """Fit `representation`'s latent statistics on the waveforms (`wav` [B, C, T]) of `loader`'s first `batches`
+    batches."""
+    representation.fit_statistics([batch["wav"].to(device) for batch in itertools.islice(loader, batches)])
+
+
+def load_cached_statistics(representation: Representation, state: dict[str, Tensor], cache: str) -> None:
+    """Give an unfitted `representation` the statistics a latent cache was normalised with (`state`); a fitted one
+    (from a checkpoint) must already hold them, or the cached latents would be read on another scale."""
+    own = representation.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise ValueError(f"latent cache {cache}: its statistics {unknown} are not in the representation's state")
+    if not representation.is_fitted:
+        representation.load_state_dict(state, strict=False)
+        return
+    differ = [k for k, v in state.items()
+              if not torch.allclose(own[k].detach().cpu().double(), v.double(), rtol=1e-5, atol=1e-6)]
+    if differ:
+        raise ValueError(f"latent cache {cache} was normalised with other statistics ({differ}) than the checkpoint's "
+                         f"representation holds: the cache was rebuilt since this run started; start a new run")
+
+
 class DiffusionTask(L.LightningModule):
     """Trains `model.net` with `model.objective`; keeps an EMA copy that sampling, previews and export use.
 
     optimizer: a partial optimizer constructor (Hydra `_partial_: true`), called with the trainable parameters.
     warmup_steps / min_lr_ratio: the LR schedule; its length is the trainer's max_steps.
     caption_dropout: probability of replacing a caption by "" (the null condition) for classifier-free guidance.
-    stats_batches: batches of training audio used once to fit the representation's normalisation statistics.
+    stats_batches: batches of training audio used once to fit the representation's normalisation statistics (with
+      latent data, the statistics come from the cache instead).
     text_cache_size: distinct captions whose encoder states are kept (float16, on the CPU) so that a caption seen
       again costs no text-encoder pass; 0 disables the cache.
     text_cache_file: a dataset-wide text cache (`audiodiff.conditioning.cache`), loaded at the start of training
-      and built there on first use; None encodes captions as they come.
+      and built there on first use; None: the latent cache's own with latent data, else captions are encoded as
+      they come.
     max_nonfinite: a step whose loss or gradient is NaN/Inf is skipped on every rank and counted; this many in a
       row stop the run with FloatingPointError.
     compile: compile the denoiser's forward with torch.compile (GPU runs; the first steps pay the compilation).
@@ -80,17 +109,19 @@ class DiffusionTask(L.LightningModule):
 
     # ---- set-up -------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        if self.text_cache_file:
-            self.load_text_cache(self.text_cache_file)
+        """Load the text cache, and fit the representation's statistics unless a checkpoint brought them: on the
+        first `stats_batches` training batches, or, with latent data, from the cache (its latents are normalised
+        with them)."""
+        dm = self.trainer.datamodule
+        latent = isinstance(dm, LatentDataModule)
+        text_cache_file = self.text_cache_file or (str(dm.text_cache_file) if latent else None)
+        if text_cache_file:
+            self.load_text_cache(text_cache_file)
         rep = self.model.representation
-        if not rep.is_fitted:
-            loader = self.trainer.datamodule.train_dataloader()
-            wavs = []
-            for i, batch in enumerate(loader):
-                if i >= self.stats_batches:
-                    break
-                wavs.append(batch["wav"].to(self.device))
-            rep.fit_statistics(wavs)
+        if latent:
+            load_cached_statistics(rep, dm.representation_state(), str(dm.cache_dir))
+        elif not rep.is_fitted:
+            fit_representation(rep, dm.train_dataloader(), self.stats_batches, self.device)
 
     def load_text_cache(self, path: str) -> None:
         """Fill the in-memory text cache from the dataset-wide file at `path` (every train and val caption and the
@@ -136,9 +167,15 @@ class DiffusionTask(L.LightningModule):
         feats = self.model.timing.features(batch["seconds_start"], batch["seconds_total"]).to(cond.tokens)
         return replace(cond, globals_=feats), frame_mask(batch["mask"], frames).to(cond.tokens)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def batch_latents(self, batch: dict[str, Any]) -> Tensor:
+        """z [B, D, L]: the batch's precomputed `latents` (a latent cache), else its `wav` [B, C, T] encoded."""
+        if "latents" in batch:
+            return batch["latents"]
         with torch.no_grad():
-            z = self.model.representation.encode(batch["wav"])
+            return self.model.representation.encode(batch["wav"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        z = self.batch_latents(batch)
         cond, weight = self.batch_conditioning(batch, self._drop_captions(batch["caption"]), z.shape[-1])
         loss = self.model.objective.loss(self.model.net, z, cond, weight=weight)
         if self._skip_nonfinite(loss.detach(), "loss"):
@@ -194,7 +231,7 @@ class DiffusionTask(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """EMA loss with a fixed generator, so values are comparable across evaluations."""
-        z = self.model.representation.encode(batch["wav"])
+        z = self.batch_latents(batch)
         cond, weight = self.batch_conditioning(batch, list(batch["caption"]), z.shape[-1])
         gen = torch.Generator(device=z.device).manual_seed(self._val_generator_seed + batch_idx)
         loss = self.model.objective.loss(self.ema.average, z, cond, generator=gen, weight=weight)

@@ -72,6 +72,12 @@ class Representation(nn.Module, ABC):
         """Latent frames L for `seconds` of audio."""
         return int(round(seconds * self.frame_rate))
 
+    def encoder_state(self) -> dict[str, Tensor]:
+        """Every parameter and buffer `encode` depends on (name → tensor), for fingerprints such as the latent cache's
+        signature: the module tree without the vocoder, which only decodes."""
+        tensors = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        return {name: t for name, t in tensors.items() if not name.startswith("vocoder.")}
+
     def signature(self) -> dict:
         """What must match between a checkpoint and the representation it is loaded with."""
         return {"type": type(self).__name__, "sample_rate": self.sample_rate, "channels": self.channels,

@@ -161,6 +161,11 @@ class CodecRepresentation(Representation):
     def is_fitted(self) -> bool:
         return bool(self.fitted)
 
+    def encoder_state(self) -> dict[str, Tensor]:
+        """The statistics and the codec's own weights, which live outside the module tree."""
+        codec = {f"codec.{k}": v for k, v in self._codec.state_dict().items()}
+        return {**super().encoder_state(), **codec}
+
     def signature(self) -> dict:
         return {**super().signature(), "kind": self.kind, "codec": self.name_or_path, "hop_length": self.hop_length}
 
