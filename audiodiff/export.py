@@ -143,12 +143,11 @@ def self_contained(model_cfg: dict[str, Any]) -> dict[str, Any]:
 
     model_cfg = {**model_cfg, "representation": inference_config(model_cfg["representation"])}
     vocoder = model_cfg.get("vocoder") or {}
-    if vocoder.get("_target_") != "audiodiff.vocoders.hifigan.HiFiGAN.from_export":
-        return model_cfg
-    from audiodiff.vocoders.hifigan import export_arguments
+    from audiodiff.vocoders.trained import FROM_EXPORT_TARGETS, inference_config
 
-    arguments = export_arguments(vocoder["folder"])
-    return {**model_cfg, "vocoder": {"_target_": "audiodiff.vocoders.hifigan.HiFiGAN.for_inference", **arguments}}
+    if vocoder.get("_target_") not in FROM_EXPORT_TARGETS:
+        return model_cfg
+    return {**model_cfg, "vocoder": inference_config(vocoder["folder"])}
 
 
 def main(argv: list[str] | None = None) -> int:

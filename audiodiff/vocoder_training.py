@@ -8,7 +8,7 @@ A stage run directory (`cfg.stage.run_dir`) holds `config.yaml` (resolved), `che
 both players, with the resolved config, the generator's constructor arguments and the package version inside),
 `tensorboard/` and, when training ends, `export/`: the generator's weights (weight norm folded in) as
 `model.safetensors` beside `config.yaml` (`vocoder:` its constructor arguments with `_target_`) and `export.json`.
-`HiFiGAN.from_export(folder)` reads that folder back.
+`audiodiff.vocoders.trained.from_export(folder)` reads that folder back.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from audiodiff.export import load_checkpoint, write_weights_folder
 from audiodiff.lightning.resume import RandomState
@@ -33,7 +34,7 @@ from audiodiff.lightning.signals import GracefulStop
 from audiodiff.lightning.vocoder import VocoderTask, generator_config
 from audiodiff.training import ResumeMismatchError, trainer_plugins
 from audiodiff.vocoders.discriminators import CombinedDiscriminator
-from audiodiff.vocoders.hifigan import HiFiGAN
+from audiodiff.vocoders.trained import TRAINABLE, generator_class
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,13 @@ def build_discriminator(stage: DictConfig) -> CombinedDiscriminator:
     return CombinedDiscriminator([instantiate(choices[n]) for n in names])
 
 
-def build_generator(vocoder_cfg: DictConfig) -> HiFiGAN:
-    """The `vocoder` node instantiated; it must be a HiFi-GAN (Griffin-Lim has nothing to train)."""
+def build_generator(vocoder_cfg: DictConfig) -> nn.Module:
+    """The `vocoder` node instantiated; it must be a trainable vocoder (Griffin-Lim has nothing to train)."""
     generator = instantiate(vocoder_cfg)
-    if not isinstance(generator, HiFiGAN):
-        raise TypeError(f"vocoder: the vocoder stage trains a HiFiGAN, but vocoder._target_="
-                        f"{vocoder_cfg.get('_target_')!r} built a {type(generator).__name__} (choose a hifigan_*)")
+    if not isinstance(generator, tuple(TRAINABLE.values())):
+        raise TypeError(f"vocoder: the vocoder stage trains one of {sorted(c.__name__ for c in TRAINABLE.values())}, "
+                        f"but vocoder._target_={vocoder_cfg.get('_target_')!r} built a {type(generator).__name__} "
+                        "(choose a hifigan_* or vocos_*)")
     return generator
 
 
@@ -184,7 +186,8 @@ def export_vocoder(ckpt_path: str | Path, out: str | Path) -> Path:
     if "generator" not in meta:
         raise ValueError(f"{ckpt_path}: not a vocoder-stage checkpoint (no 'audiodiff.generator' entry)")
     arguments = {k: v for k, v in meta["generator"].items() if k != "_target_"}
-    generator = HiFiGAN(**arguments)
+    target = meta["generator"].get("_target_", "audiodiff.vocoders.hifigan.HiFiGAN")
+    generator = generator_class(target, f"{ckpt_path} (audiodiff.generator)")(**arguments)
     prefix = "generator."
     generator.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
     state = generator.remove_weight_norm().state_dict()

@@ -1,4 +1,5 @@
-"""LightningModule that trains a HiFi-GAN generator against waveform discriminators (Kong, Kim & Bae 2020).
+"""LightningModule that trains a vocoder generator (HiFi-GAN, Vocos) against waveform discriminators (Kong, Kim &
+Bae 2020).
 
 One training step on a batch of waveforms ``wav [B, T]`` (the step written out in :mod:`audiodiff.vocoders.losses`):
 
@@ -32,42 +33,19 @@ from torch import Tensor, nn
 
 from audiodiff import __version__
 from audiodiff.metrics.vocoder_quality import metric_mel_loss, reconstruction_errors
-from audiodiff.vocoders.hifigan import HiFiGAN
 from audiodiff.vocoders.losses import (
     MultiResolutionSTFTLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
+    spectrum_loss,
 )
 
 log = logging.getLogger(__name__)
 
-HIFIGAN_TARGET = "audiodiff.vocoders.hifigan.HiFiGAN"
-
-
-def generator_config(generator: HiFiGAN) -> dict[str, Any]:
-    """The constructor arguments that rebuild ``generator``'s architecture and mel, with ``_target_``: plain Python
-    values (YAML- and ``weights_only``-safe), whichever way the generator was built (a config, ``from_speecht5``)."""
-    mel = generator.mel
-    return {
-        "_target_": HIFIGAN_TARGET,
-        "sample_rate": int(generator.sample_rate),
-        "n_fft": int(generator.n_fft),
-        "hop_length": int(generator.hop_length),
-        "n_mels": int(generator.n_mels),
-        "f_min": float(mel.f_min),
-        "f_max": None if mel.f_max is None else float(mel.f_max),
-        "mel_scale": str(mel.scale),
-        "log_floor": float(generator.log_floor),
-        "upsample_rates": list(generator.upsample_rates),
-        "upsample_kernel_sizes": list(generator.upsample_kernel_sizes),
-        "upsample_initial_channel": int(generator.upsample_initial_channel),
-        "resblock": int(generator.resblock),
-        "resblock_kernel_sizes": list(generator.resblock_kernel_sizes),
-        "resblock_dilation_sizes": [list(d) for d in generator.resblock_dilation_sizes],
-        "leaky_relu_slope": float(generator.slope),
-        "normalize_before": bool(generator.normalize_before),
-    }
+def generator_config(generator: nn.Module) -> dict[str, Any]:
+    """The constructor arguments (with ``_target_``) that rebuild a trainable vocoder: its ``export_config()``."""
+    return generator.export_config()
 
 
 def _no_count() -> None:
@@ -91,10 +69,11 @@ def uncounted_step(optimizer: LightningOptimizer) -> Iterator[None]:
 
 
 class VocoderTask(L.LightningModule):
-    """Trains a :class:`~audiodiff.vocoders.hifigan.HiFiGAN` with a GAN objective on ``batch["wav"] [B, 1, T]``.
+    """Trains a vocoder generator (:data:`audiodiff.vocoders.trained.TRAINABLE`) with a GAN objective on
+    ``batch["wav"] [B, 1, T]``.
 
     Args:
-        generator: the HiFi-GAN; it computes its own input mel from the waveform (``generator.mel``).
+        generator: a HiFi-GAN or Vocos; it computes its own input mel from the waveform (``generator.mel``).
         discriminator: maps ``wav [B, 1, T]`` to ``(logits, feature maps)`` lists, e.g. a
             :class:`~audiodiff.vocoders.discriminators.CombinedDiscriminator` of MPD and MSD.
         optimizer: partial optimizer constructor (Hydra ``_partial_: true``), called once per player with its
@@ -103,6 +82,12 @@ class VocoderTask(L.LightningModule):
         lr_decay_every: steps between decays; ``None`` decays at the end of every training epoch, as HiFi-GAN.
         lambda_fm: weight of the feature-matching loss (HiFi-GAN: 2).
         lambda_mel: weight of the mel L1 loss (HiFi-GAN: 45).
+        lambda_stft: weight of the multi-resolution STFT loss (spectral convergence + log magnitude at three
+            resolutions; Parallel WaveGAN's auxiliary loss); 0 leaves it out, as HiFi-GAN and Vocos do.
+        lambda_spectrum: for a generator that predicts an STFT (``generator.spectrum(mel)``, e.g. Vocos), weight of
+            the L1 between its log magnitudes and the clip's, and of APNet's phase losses
+            (:func:`~audiodiff.vocoders.losses.spectrum_loss`): direct targets that train the spectrum in far fewer
+            steps than the waveform losses alone; 0 leaves them out.
         adversarial_start: steps of mel-only generator training before the discriminator comes in (0: from the
             first step, as HiFi-GAN).
         grad_clip: maximum global 2-norm of each player's gradient, ``None`` for no clipping (HiFi-GAN does not clip).
@@ -114,15 +99,19 @@ class VocoderTask(L.LightningModule):
     clip's reconstruction as TensorBoard audio.
     """
 
-    def __init__(self, generator: HiFiGAN, discriminator: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  lr_decay: float = 0.999, lr_decay_every: int | None = None, lambda_fm: float = 2.0,
-                 lambda_mel: float = 45.0, adversarial_start: int = 0, grad_clip: float | None = None,
-                 run_config: dict[str, Any] | None = None) -> None:
+                 lambda_mel: float = 45.0, lambda_stft: float = 0.0,
+                 lambda_spectrum: float = 0.0, adversarial_start: int = 0,
+                 grad_clip: float | None = None, run_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         if not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"VocoderTask: lr_decay must lie in (0, 1], got {lr_decay}")
         if lr_decay_every is not None and lr_decay_every < 1:
             raise ValueError(f"VocoderTask: lr_decay_every must be >= 1 step or None (per epoch), got {lr_decay_every}")
+        if lambda_stft < 0 or lambda_spectrum < 0:
+            raise ValueError(f"VocoderTask: lambda_stft and lambda_spectrum must be >= 0, got {lambda_stft}, "
+                             f"{lambda_spectrum}")
         if adversarial_start < 0:
             raise ValueError(f"VocoderTask: adversarial_start must be >= 0, got {adversarial_start}")
         if grad_clip is not None and grad_clip <= 0:
@@ -135,6 +124,11 @@ class VocoderTask(L.LightningModule):
         self.lr_decay_every = lr_decay_every
         self.lambda_fm = lambda_fm
         self.lambda_mel = lambda_mel
+        self.lambda_stft = lambda_stft
+        self.lambda_spectrum = lambda_spectrum
+        if lambda_spectrum and not hasattr(generator, "spectrum"):
+            raise ValueError(f"VocoderTask: lambda_spectrum needs a generator that predicts an STFT (Vocos); "
+                             f"{type(generator).__name__} does not")
         self.adversarial_start = adversarial_start
         self.grad_clip = grad_clip
         self.run_config = run_config or {}
@@ -161,6 +155,20 @@ class VocoderTask(L.LightningModule):
             mel = self.generator.mel(wav.float())
         return self.generator(mel)[..., : wav.shape[-1]].float()
 
+    def reconstruct_spectrum(self, wav: Tensor) -> tuple[Tensor, Tensor]:
+        """For a generator that predicts an STFT: ``wav [B, T]`` -> (its reconstruction ``[B, T]``, its predicted
+        spectrum ``[B, n_fft // 2 + 1, F]``), from one forward pass."""
+        with torch.no_grad():
+            mel = self.generator.mel(wav.float())
+        spectrum = self.generator.spectrum(mel)
+        return self.generator.inverse(spectrum, mel.shape[-1])[..., : wav.shape[-1]].float(), spectrum
+
+    def clip_spectrum(self, wav: Tensor) -> Tensor:
+        """``wav [B, T]`` -> its STFT as the generator's (centred Hann frames), ``[B, n_fft // 2 + 1, F]``."""
+        g = self.generator
+        window = torch.hann_window(g.n_fft, device=wav.device)
+        return torch.stft(wav.float(), g.n_fft, g.hop_length, window=window, center=True, return_complex=True)
+
     def _clip(self, optimizer: LightningOptimizer) -> None:
         if self.grad_clip is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
@@ -168,7 +176,10 @@ class VocoderTask(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         wav = self._mono(batch["wav"])
-        wav_hat = self.reconstruct(wav)
+        if self.lambda_spectrum:
+            wav_hat, spectrum_hat = self.reconstruct_spectrum(wav)
+        else:
+            wav_hat = self.reconstruct(wav)
         real_wav, fake_wav = wav[:, None], wav_hat[:, None]
         adversarial = self.global_step >= self.adversarial_start
         logs: dict[str, Tensor | float] = {}
@@ -188,6 +199,16 @@ class VocoderTask(L.LightningModule):
         with self.toggled_optimizer(opt_g):  # the discriminator's weights need no gradients here
             loss_mel = self.mel_loss(wav_hat, wav)
             loss_g = self.lambda_mel * loss_mel
+            if self.lambda_stft:
+                terms = self.stft_metric(wav_hat, wav)
+                loss_stft = terms.spectral_convergence + terms.log_magnitude
+                loss_g = loss_g + self.lambda_stft * loss_stft
+                logs["train/stft"] = loss_stft.detach()
+            if self.lambda_spectrum:
+                spectrum = spectrum_loss(spectrum_hat, self.clip_spectrum(wav))
+                loss_g = loss_g + self.lambda_spectrum * (spectrum.log_magnitude + spectrum.phase)
+                logs.update({"train/log_magnitude": spectrum.log_magnitude.detach(),
+                             "train/phase": spectrum.phase.detach()})
             if adversarial:
                 _, real_maps = self.discriminator(real_wav)
                 fake, fake_maps = self.discriminator(fake_wav)

@@ -2,5 +2,6 @@
 
 from audiodiff.vocoders.griffinlim import GriffinLimVocoder
 from audiodiff.vocoders.hifigan import HiFiGAN
+from audiodiff.vocoders.vocos import Vocos
 
-__all__ = ["GriffinLimVocoder", "HiFiGAN"]
+__all__ = ["GriffinLimVocoder", "HiFiGAN", "Vocos"]

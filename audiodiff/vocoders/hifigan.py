@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize
 
@@ -34,6 +32,7 @@ ResBlockType = Literal[1, 2]
 _FINAL_SLOPE = 0.01
 # Kong et al. initialise the upsampling and residual convolutions from N(0, 0.01^2).
 _INIT_STD = 0.01
+HIFIGAN_TARGET = "audiodiff.vocoders.hifigan.HiFiGAN"
 _WEIGHT_NORM_G = "parametrizations.weight.original0"
 _WEIGHT_NORM_V = "parametrizations.weight.original1"
 
@@ -257,21 +256,38 @@ class HiFiGAN(nn.Module):
 
     @classmethod
     def from_export(cls, folder: str | Path) -> HiFiGAN:
-        """The generator a vocoder stage exported to `folder` (`config.yaml` with `vocoder:` its constructor
-        arguments, `model.safetensors` with weight norm folded in), in inference form on the CPU. As a Hydra target:
-        `{_target_: audiodiff.vocoders.hifigan.HiFiGAN.from_export, folder: ...}` (conf/vocoder/trained.yaml)."""
-        folder = Path(folder)
-        config_file, weights_file = folder / "config.yaml", folder / "model.safetensors"
-        for file in (config_file, weights_file):
-            if not file.is_file():
-                raise FileNotFoundError(f"HiFiGAN.from_export: {file} not found (expected a vocoder export folder)")
-        node = export_arguments(folder)
-        generator = cls.for_inference(**node)
-        try:
-            generator.load_state_dict(load_file(str(weights_file)), strict=True)
-        except RuntimeError as error:
-            raise ValueError(f"HiFiGAN.from_export: {weights_file} does not fit {config_file}: {error}") from error
+        """The HiFi-GAN a vocoder stage exported to `folder`, in inference form on the CPU (see
+        :func:`audiodiff.vocoders.trained.from_export`, which reads any trainable vocoder's export)."""
+        from audiodiff.vocoders.trained import from_export
+
+        generator = from_export(folder)
+        if not isinstance(generator, cls):
+            raise ValueError(f"HiFiGAN.from_export: {folder} holds a {type(generator).__name__}, not a HiFiGAN")
         return generator
+
+    def export_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this generator's architecture and mel, with ``_target_``: plain
+        Python values (YAML- and ``weights_only``-safe), whichever way it was built (a config, ``from_speecht5``)."""
+        mel = self.mel
+        return {
+            "_target_": HIFIGAN_TARGET,
+            "sample_rate": int(self.sample_rate),
+            "n_fft": int(self.n_fft),
+            "hop_length": int(self.hop_length),
+            "n_mels": int(self.n_mels),
+            "f_min": float(mel.f_min),
+            "f_max": None if mel.f_max is None else float(mel.f_max),
+            "mel_scale": str(mel.scale),
+            "log_floor": float(self.log_floor),
+            "upsample_rates": list(self.upsample_rates),
+            "upsample_kernel_sizes": list(self.upsample_kernel_sizes),
+            "upsample_initial_channel": int(self.upsample_initial_channel),
+            "resblock": int(self.resblock),
+            "resblock_kernel_sizes": list(self.resblock_kernel_sizes),
+            "resblock_dilation_sizes": [list(d) for d in self.resblock_dilation_sizes],
+            "leaky_relu_slope": float(self.slope),
+            "normalize_before": bool(self.normalize_before),
+        }
 
     @classmethod
     def from_speecht5(
@@ -425,15 +441,3 @@ def load_speecht5_state_dict(
     except RuntimeError as error:
         raise ValueError(f"load_speecht5_state_dict: weights do not fit the config: {error}") from error
     return model
-
-
-def export_arguments(folder: str | Path) -> dict[str, Any]:
-    """The generator constructor arguments recorded in a vocoder export's `config.yaml` (without `_target_`)."""
-    config_file = Path(folder) / "config.yaml"
-    config = yaml.safe_load(config_file.read_text())
-    node = config.get("vocoder") if isinstance(config, dict) else None
-    target = "audiodiff.vocoders.hifigan.HiFiGAN"
-    if not isinstance(node, dict) or node.get("_target_") != target:
-        raise ValueError(f"{config_file}: expected `vocoder:` with _target_: {target}, got "
-                         f"{node.get('_target_') if isinstance(node, dict) else node!r}")
-    return {k: v for k, v in node.items() if k != "_target_"}

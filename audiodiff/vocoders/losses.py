@@ -180,3 +180,39 @@ class MultiResolutionSTFTLoss(nn.Module):
             log_magnitude = log_magnitude + (mag.log() - mag_hat.log()).abs().mean()
         count = len(self.resolutions)
         return STFTLossTerms(convergence / count, log_magnitude / count)
+
+
+def anti_wrap(x: Tensor) -> Tensor:
+    """``|x - 2 pi round(x / 2 pi)|``: the distance of a phase difference to the nearest whole turn, in [0, pi]."""
+    return (x - 2 * torch.pi * torch.round(x / (2 * torch.pi))).abs()
+
+
+class SpectrumTerms(NamedTuple):
+    log_magnitude: Tensor  # mean |log|S_hat| - log|S||, nepers
+    phase: Tensor          # instantaneous phase + group delay + instantaneous frequency errors, radians
+
+
+def spectrum_loss(spectrum_hat: Tensor, spectrum: Tensor, floor: float = 1e-5) -> SpectrumTerms:
+    """Direct losses on a generator's complex STFT ``spectrum_hat [B, K, F]`` against the clip's ``spectrum``
+    (same STFT settings), for vocoders that predict the spectrum (:class:`audiodiff.vocoders.vocos.Vocos`).
+
+    ``log_magnitude``: L1 of log magnitudes clamped at ``floor``. ``phase``: APNet's anti-wrapped phase losses (Ai &
+    Ling 2023, Eq. 4-6): the instantaneous phase, its difference along frequency (group delay) and along time
+    (instantaneous angular frequency), each an anti-wrapped absolute error. Each is averaged with the clip's
+    magnitude as weight, so the phase of bins that hold no sound, which no mel determines, does not count.
+    """
+    if spectrum_hat.shape != spectrum.shape or not spectrum.is_complex():
+        raise ValueError(f"spectrum_loss: expected complex spectra of one shape, got {tuple(spectrum_hat.shape)} "
+                         f"and {tuple(spectrum.shape)}")
+    magnitude_hat, magnitude = spectrum_hat.abs(), spectrum.abs()
+    log_magnitude = (magnitude_hat.clamp_min(floor).log() - magnitude.clamp_min(floor).log()).abs().mean()
+    phase_hat, phase = spectrum_hat.angle(), spectrum.angle()
+    weight = magnitude.detach()
+
+    def weighted(error: Tensor, w: Tensor) -> Tensor:
+        return (error * w).sum() / w.sum().clamp_min(1e-8)
+
+    delay = weighted(anti_wrap(phase_hat.diff(dim=1) - phase.diff(dim=1)), torch.minimum(weight[:, 1:], weight[:, :-1]))
+    frequency = weighted(anti_wrap(phase_hat.diff(dim=2) - phase.diff(dim=2)),
+                         torch.minimum(weight[..., 1:], weight[..., :-1]))
+    return SpectrumTerms(log_magnitude, weighted(anti_wrap(phase_hat - phase), weight) + delay + frequency)

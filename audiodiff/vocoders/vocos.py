@@ -1,0 +1,135 @@
+"""Vocos generator (Siuzdak 2023, "Vocos: Closing the gap between time-domain and Fourier-based neural vocoders for
+audio synthesis"): a ConvNeXt stack at the frame rate predicts the STFT's magnitude and phase, and an inverse STFT
+gives the waveform.
+
+Nothing runs at the sample rate but the inverse FFT, so a step costs a small fraction of a HiFi-GAN's of the same
+quality, which makes it the vocoder that trains on a CPU budget. It is a drop-in for
+:class:`~audiodiff.vocoders.hifigan.HiFiGAN`: same input (the representation's linear-magnitude mel, log-compressed
+here), same output length and alignment (frame ``f`` of a centred STFT sits at sample ``f * hop_length``), same
+``mel``/``export_config``/``for_inference`` interface, trained by the same vocoder stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from audiodiff.audio.mel import MelScale, MelSpectrogram, log_compress
+
+VOCOS_TARGET = "audiodiff.vocoders.vocos.Vocos"
+_MAX_LOG_MAGNITUDE = 100.0  # exp(100) ~ 1e43: the magnitude is clipped there, as in the reference code
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block (Liu et al. 2022) in 1D: ``x + gamma * W2 gelu(W1 LN(dwconv7(x)))``. ``x: [B, dim, F]``."""
+
+    def __init__(self, dim: int, intermediate_dim: int, layer_scale: float) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(self.dwconv(x).transpose(1, 2))
+        h = self.pwconv2(nn.functional.gelu(self.pwconv1(h)))
+        return x + (self.gamma * h).transpose(1, 2)
+
+
+class Vocos(nn.Module):
+    """Vocos generator: linear-magnitude mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop_length]``.
+
+    ``forward``: ``log(clamp(mel, min=log_floor))`` -> 7-tap convolution to ``dim`` channels -> LayerNorm ->
+    ``num_layers`` ConvNeXt blocks -> LayerNorm -> a linear head giving ``n_fft // 2 + 1`` log-magnitudes and as
+    many phases per frame -> ``istft`` (Hann window of ``n_fft``, hop ``hop_length``, centred frames).
+
+    Args:
+        sample_rate, n_fft, hop_length, n_mels, f_min, f_max, mel_scale, log_floor: the mel the generator consumes
+            (as :class:`~audiodiff.vocoders.hifigan.HiFiGAN`); ``n_fft`` and ``hop_length`` are also the inverse
+            STFT's.
+        dim: channels of the ConvNeXt stack (Vocos: 512).
+        intermediate_dim: hidden width of each block's pointwise MLP (Vocos: 1536).
+        num_layers: ConvNeXt blocks (Vocos: 8); each starts with layer scale ``1 / num_layers``.
+    """
+
+    power: float = 1.0  # the input is a magnitude mel
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int = 64, f_min: float = 0.0,
+                 f_max: float | None = None, mel_scale: MelScale = "slaney", log_floor: float = 1e-5,
+                 dim: int = 512, intermediate_dim: int = 1536, num_layers: int = 8) -> None:
+        super().__init__()
+        if hop_length > n_fft:
+            raise ValueError(f"Vocos: hop_length={hop_length} must not exceed n_fft={n_fft} (the inverse STFT "
+                             "needs overlapping frames)")
+        if min(dim, intermediate_dim, num_layers) < 1:
+            raise ValueError(f"Vocos: dim, intermediate_dim and num_layers must be >= 1, got {dim}, "
+                             f"{intermediate_dim}, {num_layers}")
+        if log_floor <= 0:
+            raise ValueError(f"Vocos: log_floor must be > 0, got {log_floor}")
+        self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                                  f_min=f_min, f_max=f_max, power=1.0, scale=mel_scale, norm="slaney")
+        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
+        self.log_floor = log_floor
+        self.dim, self.intermediate_dim, self.num_layers = dim, intermediate_dim, num_layers
+        self.embed = nn.Conv1d(n_mels, dim, kernel_size=7, padding=3)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1.0 / num_layers) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, n_fft + 2)  # n_fft // 2 + 1 log-magnitudes, then as many phases
+        for module in self.modules():
+            if isinstance(module, nn.Conv1d | nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def num_samples(self, num_frames: int) -> int:
+        """Output samples for ``num_frames`` mel frames: ``num_frames * hop_length``."""
+        return num_frames * self.hop_length
+
+    def spectrum(self, mel: Tensor) -> Tensor:
+        """Linear-magnitude mel ``[B, n_mels, F]`` -> complex STFT ``[B, n_fft // 2 + 1, F]`` (float32)."""
+        if mel.ndim != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"Vocos: expected a linear mel [B, n_mels={self.n_mels}, F], got shape "
+                             f"{tuple(mel.shape)}")
+        x = self.norm(self.embed(log_compress(mel, floor=self.log_floor)).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).float()
+        log_magnitude, phase = x.chunk(2, dim=1)
+        magnitude = torch.exp(log_magnitude.clamp(max=_MAX_LOG_MAGNITUDE))
+        return torch.polar(magnitude, phase)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """Linear-magnitude mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop_length]`` at ``sample_rate`` Hz,
+        float32 (the inverse STFT runs in float32 under mixed precision too)."""
+        return self.inverse(self.spectrum(mel), mel.shape[-1])
+
+    def inverse(self, spectrum: Tensor, num_frames: int) -> Tensor:
+        """Complex STFT ``[B, n_fft // 2 + 1, F]`` -> waveform ``[B, num_frames * hop_length]`` (inverse STFT)."""
+        return torch.istft(spectrum, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.n_fft,
+                           window=self.window.float(), center=True, length=self.num_samples(num_frames))
+
+    def remove_weight_norm(self) -> Vocos:
+        """Nothing to fold (Vocos has no weight norm); returns ``self``, so every trainable vocoder has the same
+        inference step."""
+        return self
+
+    @classmethod
+    def for_inference(cls, **kwargs: Any) -> Vocos:
+        """A generator in eval mode whose weights are loaded afterwards (a diffusion export's vocoder entries)."""
+        return cls(**kwargs).eval()
+
+    def export_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this generator, with ``_target_``: plain (YAML-safe) values."""
+        return {"_target_": VOCOS_TARGET, "sample_rate": int(self.sample_rate), "n_fft": int(self.n_fft),
+                "hop_length": int(self.hop_length), "n_mels": int(self.n_mels), "f_min": float(self.mel.f_min),
+                "f_max": None if self.mel.f_max is None else float(self.mel.f_max), "mel_scale": str(self.mel.scale),
+                "log_floor": float(self.log_floor), "dim": int(self.dim),
+                "intermediate_dim": int(self.intermediate_dim), "num_layers": int(self.num_layers)}
+
+    def extra_repr(self) -> str:
+        return (f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
+                f"n_mels={self.n_mels}, dim={self.dim}, num_layers={self.num_layers}")

@@ -1,0 +1,136 @@
+"""Vocos generator: size against the paper, the inverse-STFT head's alignment, learnability, and its vocoder stage
+(train with the STFT loss and discriminators, export, load back, carry into a diffusion export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiodiff.config import compose_config
+from audiodiff.data.corpora import ensure_corpus
+from audiodiff.export import load_checkpoint, self_contained
+from audiodiff.metrics.vocoder_quality import metric_mel_loss
+from audiodiff.vocoder_training import train_vocoder
+from audiodiff.vocoders.hifigan import HiFiGAN
+from audiodiff.vocoders.losses import anti_wrap, spectrum_loss
+from audiodiff.vocoders.trained import from_export, inference_config
+from audiodiff.vocoders.vocos import Vocos
+
+SR, N_FFT, HOP = 16000, 1024, 256
+
+
+def tiny(**kwargs) -> Vocos:
+    return Vocos(SR, N_FFT, HOP, n_mels=64, f_max=8000.0, dim=16, intermediate_dim=32, num_layers=2, **kwargs)
+
+
+def test_paper_size() -> None:
+    # Siuzdak 2023, Table 1: 13.5 M parameters (100 mel bands, 512 wide, 8 ConvNeXt blocks, n_fft 1024).
+    vocos = Vocos(24000, 1024, 256, n_mels=100)
+    assert round(sum(p.numel() for p in vocos.parameters()) / 1e6, 1) == 13.5
+
+
+def test_output_length_and_finite_values() -> None:
+    vocos = tiny()
+    mel = vocos.mel(0.1 * torch.randn(2, 5000))
+    assert mel.shape == (2, 64, 5000 // HOP + 1)
+    out = vocos(mel)
+    assert out.shape == (2, mel.shape[-1] * HOP) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"expected a linear mel \[B, n_mels=64, F\], got shape \(2, 80, 10\)"):
+        vocos(torch.ones(2, 80, 10))
+
+
+def test_the_head_inverts_a_centred_stft_sample_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the exact STFT of a clip, the generator returns the clip: frame f sits at sample f * hop_length, as in
+    the mel the representation computes, so the vocoder's output lines up with its input."""
+    vocos = tiny()
+    wav = 0.3 * torch.sin(torch.arange(HOP * 40) * (2 * torch.pi * 330 / SR))[None]
+    spectrum = torch.stft(wav, N_FFT, HOP, window=torch.hann_window(N_FFT), center=True, return_complex=True)
+    monkeypatch.setattr(vocos, "spectrum", lambda mel: spectrum)
+    out = vocos(vocos.mel(wav))
+    assert out.shape == (1, (wav.shape[-1] // HOP + 1) * HOP)
+    torch.testing.assert_close(out[:, : wav.shape[-1]], wav, atol=1e-5, rtol=0)
+
+
+def test_it_learns_a_clip_from_its_mel() -> None:
+    torch.manual_seed(0)
+    vocos = Vocos(SR, N_FFT, HOP, n_mels=64, f_max=8000.0, dim=32, intermediate_dim=64, num_layers=2)
+    loss = metric_mel_loss(vocos.mel)
+    t = torch.arange(SR // 2) / SR
+    wav = (0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.1 * torch.sin(2 * torch.pi * 1250 * t))[None]
+    wav = wav + 0.01 * torch.randn_like(wav)
+    mel = vocos.mel(wav)
+    optimizer = torch.optim.AdamW(vocos.parameters(), lr=3e-3)
+    values = []
+    for _ in range(200):
+        value = loss(vocos(mel)[..., : wav.shape[-1]], wav)
+        values.append(value.item())
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+    assert values[-1] < 0.15 * values[0]  # log-mel L1 in nats: about 1.6 at the start
+
+
+def test_spectrum_loss_is_zero_for_the_clip_and_ignores_whole_turns_and_silent_bins() -> None:
+    torch.manual_seed(0)
+    spectrum = torch.polar(torch.rand(2, 9, 7) + 0.1, 6 * torch.rand(2, 9, 7) - 3)
+    terms = spectrum_loss(spectrum, spectrum)
+    assert float(terms.log_magnitude) == 0 and float(terms.phase) < 1e-5
+    turned = torch.polar(spectrum.abs(), spectrum.angle() + 2 * torch.pi)           # the same complex numbers
+    assert float(spectrum_loss(turned, spectrum).phase) < 1e-4
+    silent = spectrum.clone()
+    silent[:, 4:] = 0                                                               # no sound above bin 4
+    scrambled = torch.polar(silent.abs(), torch.where(torch.arange(9)[:, None] >= 4, 1.7, silent.angle()))
+    assert float(spectrum_loss(scrambled, silent).phase) < 1e-5                    # their phase does not count
+    shifted = torch.polar(spectrum.abs(), spectrum.angle() + 0.5)                  # a constant phase offset
+    assert float(spectrum_loss(shifted, spectrum).phase) == pytest.approx(0.5, abs=1e-4)  # only the phase term
+    assert float(anti_wrap(torch.tensor(2 * torch.pi - 0.1))) == pytest.approx(0.1, abs=1e-6)
+
+
+def test_spectrum_losses_need_a_generator_that_predicts_one() -> None:
+    from audiodiff.lightning.vocoder import VocoderTask
+
+    hifigan = HiFiGAN(SR, N_FFT, HOP, upsample_rates=[8, 8, 4], upsample_kernel_sizes=[16, 16, 8],
+                      upsample_initial_channel=16, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1]])
+    with pytest.raises(ValueError, match="lambda_spectrum needs a generator that predicts an STFT"):
+        VocoderTask(hifigan, torch.nn.Identity(), torch.optim.AdamW, lambda_spectrum=1.0)
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    ensure_corpus("sfx", root, num_clips=48, workers=1)
+    cfg = compose_config("train", [
+        "stage=vocoder", "vocoder=vocos_tiny", f"data.root={root}", f"run_dir={tmp_path_factory.mktemp('run')}",
+        "data.num_workers=0", "+trainer.enable_model_summary=false", "stage.data.segment_seconds=0.5",
+        "stage.data.batch_size=2", "stage.trainer.max_steps=3", "stage.trainer.val_check_interval=2",
+        "stage.trainer.limit_val_batches=1", "stage.task.adversarial_start=1", "stage.task.lambda_stft=1.0",
+        "stage.task.lambda_spectrum=1.0",
+        "stage.discriminators=[mpd,mrd]", "stage.discriminator_choices.mpd.channels=[4,8,16,16,16]",
+        "stage.discriminator_choices.mrd.channels=4"])
+    return train_vocoder(cfg)
+
+
+def test_stage_trains_exports_and_loads_back(stage_run: Path) -> None:
+    ckpt = load_checkpoint(stage_run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 3 and ckpt["audiodiff"]["generator"]["_target_"] == "audiodiff.vocoders.vocos.Vocos"
+    trained = Vocos(**{k: v for k, v in ckpt["audiodiff"]["generator"].items() if k != "_target_"})
+    trained.load_state_dict({k[len("generator."):]: v for k, v in ckpt["state_dict"].items()
+                             if k.startswith("generator.")})
+    vocoder = from_export(stage_run / "export")
+    assert isinstance(vocoder, Vocos) and not vocoder.training and vocoder.dim == 16
+    mel = vocoder.mel(0.2 * torch.randn(1, 4000))
+    with torch.no_grad():
+        torch.testing.assert_close(vocoder(mel), trained.eval()(mel))
+    with pytest.raises(ValueError, match="holds a Vocos, not a HiFiGAN"):
+        HiFiGAN.from_export(stage_run / "export")
+
+
+def test_a_diffusion_export_carries_the_architecture_not_the_folder(stage_run: Path) -> None:
+    folder = str(stage_run / "export")
+    node = inference_config(folder)
+    assert node["_target_"] == "audiodiff.vocoders.vocos.Vocos.for_inference" and node["num_layers"] == 2
+    model_cfg = {"representation": {"_target_": "audiodiff.representations.mel.MelRepresentation"},
+                 "vocoder": {"_target_": "audiodiff.vocoders.trained.from_export", "folder": folder}}
+    assert self_contained(model_cfg)["vocoder"] == node
