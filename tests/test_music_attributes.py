@@ -13,7 +13,7 @@ import torch
 from audiodiff.data.corpora import music
 from audiodiff.data.corpora.midi import PITCH_CLASSES
 from audiodiff.data.manifest import read_manifest
-from audiodiff.metrics.attributes import corpus_metrics
+from audiodiff.metrics.attributes import asked_attributes, corpus_metrics
 from audiodiff.metrics.attributes.fit_music import fit_key_profiles
 from audiodiff.metrics.attributes.music import (
     CHROMA_PARTS,
@@ -212,3 +212,19 @@ def test_tensor_input_at_another_rate_is_resampled():
     out = extract_music(at_22k, 22050)
     assert set(out) == {"style", "tempo", "key", "mode", "lead", "chords", "instruments"}
     assert min(abs(out["tempo"] / bpm - 1) for bpm in (60.0, 120.0)) < 0.04  # the clicks' tempo or its half
+
+
+@pytest.mark.parametrize(("caption", "asks_tempo"), [
+    ("a waltz in F major at 96 BPM with strings", True),
+    ("swing, D minor, tempo 96, melody on flute", True),
+    ("a slow waltz in F major with strings", False),       # a tempo class only
+    ("a waltz in F major at 196 BPM", False),              # another number that merely contains 96
+    ("a waltz at 96.5 BPM", False),
+])
+def test_tempo_is_scored_only_where_the_caption_gives_the_bpm(caption, asks_tempo):
+    attributes = {"style": "waltz", "tempo": 96, "key": "F", "mode": "major"}
+    asked = asked_attributes("music", caption, attributes)
+    assert ("tempo" in asked) is asks_tempo
+    assert {k: v for k, v in asked.items() if k != "tempo"} == {"style": "waltz", "key": "F", "mode": "major"}
+    assert attributes["tempo"] == 96                                    # the row itself is left alone
+    assert asked_attributes("sfx", caption, attributes) == attributes   # other corpora: every attribute

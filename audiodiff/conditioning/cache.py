@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def encoder_signature(encoder: TextEncoder) -> dict[str, object]:
     """What makes two encoders' states interchangeable: source, truncation, pooling and width."""
     return {"name_or_path": str(encoder.name_or_path), "max_length": encoder.max_length,
-            "pooling": encoder.pooling, "dim": encoder.dim}
+            "pooling": encoder.pooling, "dim": encoder.dim, "numbers": encoder.numbers}
 
 
 def save_text_cache(path: str | Path, states: dict[str, TokenStates], signature: dict[str, object]) -> Path:

@@ -12,6 +12,7 @@ its mask is all False and its token states and pooled vector are exactly zero.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,11 +125,16 @@ class TextEncoder(nn.Module):
     dtype: dtype of the encoder weights and of the returned token states (a torch.dtype or its name, as a
         config file gives it).
     pooling: how `pooled` is formed; "mean" = mean over real tokens (sentence-transformers' pooling).
+    numbers: add numeral features to the tokens of numbers written in a caption ("128 BPM", "440 Hz"): see
+        :func:`numeral_features`. Subword vocabularies give each number an arbitrary token whose state encodes its
+        value only loosely (a linear probe on all-MiniLM-L6-v2 reads "60".."176 BPM" back within 4% for a third of
+        the values), so a denoiser cannot learn an exact tempo from the text alone; the features make the value
+        linearly readable by cross-attention.
     """
 
     def __init__(self, name_or_path: str = MINILM, max_length: int = 64,
                  dtype: torch.dtype | Literal["float32", "float16", "bfloat16"] = torch.float32,
-                 pooling: Literal["mean"] = "mean") -> None:
+                 pooling: Literal["mean"] = "mean", numbers: bool = False) -> None:
         super().__init__()
         dtype = _as_dtype(dtype)
         if pooling != "mean":
@@ -138,6 +144,7 @@ class TextEncoder(nn.Module):
         self.name_or_path = name_or_path
         self.max_length = max_length
         self.pooling = pooling
+        self.numbers = bool(numbers)
         source, is_local = _resolve(name_or_path)
         # Hub ids: the local cache first; the network only when it is allowed and the cache lacks the model.
         last_try = is_local or is_offline_mode()
@@ -159,6 +166,11 @@ class TextEncoder(nn.Module):
             model = model.text_model
         self.model = model.eval().requires_grad_(False)
         self._dim = int(self.model.config.hidden_size)
+        if self.numbers:
+            if not self.tokenizer.is_fast:
+                raise ValueError(f"text encoder '{name_or_path}': numbers=true needs a fast tokenizer (character "
+                                 f"offsets), but {type(self.tokenizer).__name__} is not one")
+            self.register_buffer("number_basis", numeral_basis(self._dim), persistent=False)
 
     @property
     def dim(self) -> int:
@@ -186,11 +198,15 @@ class TextEncoder(nn.Module):
         states = torch.zeros(0, 1, self.dim, device=device, dtype=dtype)
         real = torch.zeros(0, 1, device=device, dtype=torch.bool)
         if keep:
-            batch = self.tokenizer([captions[i] for i in keep], padding="longest", truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
+            texts = [captions[i] for i in keep]
+            batch = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_length,
+                                   return_tensors="pt", return_offsets_mapping=self.numbers)
             ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             states = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
             real = attention.bool()
+            if self.numbers:
+                values = token_numbers(texts, batch["offset_mapping"]).to(device)
+                states = add_numeral_features(states, values, self.number_basis)
         n = states.shape[1]
         tokens = torch.zeros(len(captions), n, self.dim, device=device, dtype=dtype)
         mask = torch.zeros(len(captions), n, device=device, dtype=torch.bool)
@@ -220,6 +236,59 @@ class TextEncoder(nn.Module):
                 cache[caption] = (cond.tokens[i][cond.mask[i]].to(device="cpu", dtype=dtype),
                                   cond.pooled[i].to(device="cpu", dtype=torch.float32))
         return cache
+
+
+NUMBER_PATTERN = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\d|\.\d)")  # "128", "0.5", "440Hz"; not "v2"
+NUMERAL_FREQUENCIES = 2.0 ** torch.linspace(-5.0, 5.5, 16)  # cycles per octave: periods from 32 octaves to 1.4%
+NUMERAL_SEED = 20231
+
+
+def numeral_features(values: Tensor) -> Tensor:
+    """Fourier features of numbers on a log scale: values [...] (> 0) -> [..., 32] float32, unit norm.
+
+    sin and cos of ``2 pi f log2(value)`` for 16 frequencies f from 1/32 to 45 cycles per octave, so nearby values
+    (128 and 130 BPM) get nearby features, and any two values 1.4% or more apart differ clearly in the finest pair.
+    """
+    phase = 2 * torch.pi * torch.log2(values.float().clamp_min(1e-6))[..., None] * NUMERAL_FREQUENCIES
+    return torch.cat([phase.sin(), phase.cos()], dim=-1) / (NUMERAL_FREQUENCIES.numel() ** 0.5)
+
+
+def numeral_basis(dim: int) -> Tensor:
+    """[dim, 32] fixed orthonormal columns (seeded) that place :func:`numeral_features` in a token space of width
+    `dim`; the same for every process, so cached and freshly encoded states agree."""
+    width = 2 * NUMERAL_FREQUENCIES.numel()
+    if dim < width:
+        raise ValueError(f"TextEncoder: numbers=true needs token states at least {width} wide, got {dim}")
+    generator = torch.Generator().manual_seed(NUMERAL_SEED)
+    q, _ = torch.linalg.qr(torch.randn(dim, width, generator=generator, dtype=torch.float64))
+    return q.to(torch.float32)
+
+
+def token_numbers(texts: list[str], offsets: Tensor) -> Tensor:
+    """The number each token belongs to: texts (B captions) and their tokenizer offsets [B, N, 2] (character
+    spans) -> [B, N] float32, the value of the number written where the token lies, NaN for other tokens."""
+    values = torch.full(offsets.shape[:2], float("nan"))
+    for b, text in enumerate(texts):
+        spans = [(m.start(), m.end(), float(m.group())) for m in NUMBER_PATTERN.finditer(text)]
+        for i, (lo, hi) in enumerate(offsets[b].tolist()):
+            if hi <= lo:
+                continue  # special and padding tokens
+            for start, end, value in spans:
+                if start <= lo and hi <= end:
+                    values[b, i] = value
+                    break
+    return values
+
+
+def add_numeral_features(states: Tensor, values: Tensor, basis: Tensor) -> Tensor:
+    """states [B, N, E] with, at every token of a number (values [B, N] finite), ``|state| * basis @
+    numeral_features(value)`` added: a direction that encodes the value, as long as the state itself."""
+    found = torch.isfinite(values)
+    if not found.any():
+        return states
+    features = numeral_features(torch.where(found, values, torch.ones_like(values))) @ basis.T  # [B, N, E]
+    scale = states.float().norm(dim=-1, keepdim=True)
+    return states + (found[..., None] * scale * features).to(states.dtype)
 
 
 def collate_states(states: list[TokenStates], pad_to: int | None = None,

@@ -88,6 +88,7 @@ class AttributeAccuracy(L.Callback):
                  guidance: float = 3.0, batch_size: int = 16, split: str = "val", seed: int = 0) -> None:
         from audiodiff.metrics.attributes import corpus_metrics
 
+        self.corpus = corpus
         self.extract, self.score = corpus_metrics(corpus)  # an unknown corpus fails here, before training starts
         self.manifest, self.split, self.n = manifest, split, n
         self.every_n_steps, self.steps, self.guidance = every_n_steps, steps, guidance
@@ -99,12 +100,13 @@ class AttributeAccuracy(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Read the prompts once the corpus exists (the datamodule builds it in `prepare_data`)."""
         from audiodiff.data.manifest import read_manifest
+        from audiodiff.metrics.attributes import asked_attributes
 
         rows = read_manifest(self.manifest, split=self.split)[: self.n]
         if not rows:
             raise ValueError(f"evaluation: {self.manifest} has no rows in split {self.split!r}")
         self.prompts = [r.captions[0] for r in rows]
-        self.truths = [dict(r.attributes or {}) for r in rows]
+        self.truths = [asked_attributes(self.corpus, r.captions[0], r.attributes or {}) for r in rows]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         step = trainer.global_step

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from audiodiff.data.manifest import ManifestRow
-from audiodiff.metrics.attributes import corpus_metrics
+from audiodiff.metrics.attributes import asked_attributes, corpus_metrics
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 
@@ -34,14 +34,19 @@ class AdherenceResult:
                 "seconds": self.seconds}
 
 
-def held_out_prompts(rows: list[ManifestRow], n: int, seed: int = 0) -> tuple[list[str], list[dict]]:
+def held_out_prompts(rows: list[ManifestRow], n: int, seed: int = 0,
+                     corpus: str | None = None) -> tuple[list[str], list[dict]]:
     """Up to n (prompt, attributes) pairs from rows (e.g. the test split, captioned with held-back templates),
-    chosen with a seeded permutation."""
+    chosen with a seeded permutation. With `corpus`, the attributes are those the prompt states
+    (`audiodiff.metrics.attributes.asked_attributes`)."""
     if not rows:
         raise ValueError("held_out_prompts: no rows (is the split name right?)")
     order = np.random.default_rng(seed).permutation(len(rows))[:n]
     picked = [rows[i] for i in order]
-    return [r.captions[0] for r in picked], [dict(r.attributes or {}) for r in picked]
+    prompts = [r.captions[0] for r in picked]
+    if corpus is None:
+        return prompts, [dict(r.attributes or {}) for r in picked]
+    return prompts, [asked_attributes(corpus, p, r.attributes or {}) for p, r in zip(prompts, picked, strict=True)]
 
 
 def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths: list[dict], corpus: str,

@@ -29,7 +29,7 @@ from audiodiff.audio.io import load_audio, save_audio
 from audiodiff.audio.mel import MelSpectrogram, log_compress
 from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import ManifestRow, read_manifest
-from audiodiff.metrics.attributes import corpus_metrics
+from audiodiff.metrics.attributes import asked_attributes, corpus_metrics
 from audiodiff.metrics.classifier_scores import inception_score, paired_kl
 from audiodiff.metrics.embedding_cache import EmbeddingCache
 from audiodiff.metrics.fad import fad_bootstrap, fad_infinity
@@ -107,7 +107,7 @@ def evaluate_model(pipe: AudioDiffusionPipeline, settings: EvalSettings, out_dir
     test_rows = read_manifest(manifest, split=settings.split)
     picked = _pick(test_rows, settings.n, settings.seed)
     prompts = [r.captions[0] for r in picked]
-    truths = [dict(r.attributes or {}) for r in picked]
+    truths = [asked_attributes(settings.corpus, r.captions[0], r.attributes or {}) for r in picked]
     gen_settings = pipe.settings(settings.steps, settings.guidance, settings.sampler)
 
     wavs: list[torch.Tensor] = []

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = read_manifest(ensure_corpus(args.corpus, args.root), split=args.split)
-    prompts, truths = held_out_prompts(rows, args.n, args.seed)
+    prompts, truths = held_out_prompts(rows, args.n, args.seed, corpus=args.corpus)
     results: dict[str, list] = {}
     raw = []
     for model in args.models:

@@ -4,6 +4,8 @@
 `extract(wav [T] or [1, T], sample_rate) -> dict` and
 `score(predicted, truth) -> {attribute: {accuracy, n, chance}}`. Each corpus module
 (`audiodiff.metrics.attributes.<name>`) defines both; the registry below names them.
+`asked_attributes(name, caption, attributes)` is the truth to score a clip generated from `caption` against:
+the clip's attributes that the caption states.
 """
 
 from __future__ import annotations
@@ -23,6 +25,20 @@ CORPUS_METRICS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# corpus → (module, function) giving the attributes a caption states; corpora not listed state all of them.
+ASKED_ATTRIBUTES: dict[str, tuple[str, str]] = {
+    "music": ("audiodiff.metrics.attributes.music", "asked_music"),
+}
+
+
+def asked_attributes(name: str, caption: str, attributes: dict) -> dict:
+    """The attributes of a clip of corpus `name` that `caption` asks for (a copy of `attributes`, perhaps less)."""
+    if name not in ASKED_ATTRIBUTES:
+        return dict(attributes)
+    module_name, function = ASKED_ATTRIBUTES[name]
+    return getattr(importlib.import_module(module_name), function)(caption, attributes)
+
+
 def corpus_metrics(name: str) -> tuple[Extractor, Scorer]:
     """The attribute extractor and scorer of built-in corpus `name`."""
     if name not in CORPUS_METRICS:
@@ -34,4 +50,5 @@ def corpus_metrics(name: str) -> tuple[Extractor, Scorer]:
     return getattr(module, extract), getattr(module, score)
 
 
-__all__ = ["CORPUS_METRICS", "corpus_metrics", "markdown_table", "score_predictions"]
+__all__ = ["ASKED_ATTRIBUTES", "CORPUS_METRICS", "asked_attributes", "corpus_metrics", "markdown_table",
+           "score_predictions"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,6 +348,16 @@ def tempo_within(predicted: object, true_bpm: float, tolerance: float = TEMPO_TO
     if predicted is None or isinstance(predicted, bool) or not isinstance(predicted, int | float):
         return False
     return abs(float(predicted) / float(true_bpm) - 1.0) <= tolerance
+
+
+def asked_music(caption: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes a music caption asks for: all of ``attributes`` except ``tempo`` when the caption gives no
+    BPM (captions such as "a slow waltz in F major" name a tempo class, which a 4% tolerance cannot score)."""
+    asked = dict(attributes)
+    bpm = asked.get("tempo")
+    if bpm is not None and not re.search(rf"(?<![\d.]){round(float(bpm))}(?!\d|\.\d)", caption):
+        del asked["tempo"]
+    return asked
 
 
 def score_music(predicted: Sequence[Mapping], truth: Sequence[Mapping]) -> dict[str, dict[str, float]]:
