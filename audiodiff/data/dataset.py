@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from audiodiff.audio.errors import AudioError
@@ -262,21 +261,19 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter([(index, epoch) for index in order])
 
 
-def collate(items: Sequence[Item]) -> dict[str, Any]:
-    """Batch items from :class:`AudioCaptionDataset`.
+def collate(items: Sequence[Item], signal: str = "wav") -> dict[str, Any]:
+    """Batch items from :class:`AudioCaptionDataset` (or, with ``signal="latents"``, from a latent cache).
 
     Returns:
-        ``wav`` float32 ``[B, C, T]``, ``mask`` bool ``[B, T]``, ``seconds_start`` and ``seconds_total``
-        float32 ``[B]``, ``caption`` list of B str, ``attributes`` list of B dicts, ``index`` int64 ``[B]``,
-        ``audio`` list of B str.
+        ``wav`` float32 ``[B, C, T]`` (or ``latents`` ``[B, D, F]``), ``mask`` bool ``[B, T]`` (``[B, F]``),
+        ``seconds_start`` and ``seconds_total`` float32 ``[B]``, ``caption`` list of B str, ``attributes`` list of
+        B dicts, ``index`` int64 ``[B]``, ``audio`` list of B str.
     """
     if not items:
         raise ValueError("collate needs at least one item")
-    wav: Tensor = torch.stack([item["wav"] for item in items])
-    mask: Tensor = torch.stack([item["mask"] for item in items])
     return {
-        "wav": wav,
-        "mask": mask,
+        signal: torch.stack([item[signal] for item in items]),
+        "mask": torch.stack([item["mask"] for item in items]),
         "seconds_start": torch.tensor([item["seconds_start"] for item in items], dtype=torch.float32),
         "seconds_total": torch.tensor([item["seconds_total"] for item in items], dtype=torch.float32),
         "caption": [item["caption"] for item in items],

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from audiodiff.audio.transforms import crop_or_pad, random_offset
 from audiodiff.data.datamodule import SKIP_LOG_NAME, AudioDataModule
-from audiodiff.data.dataset import EmptySplitError, Item, Key, choose_caption, item_generator
+from audiodiff.data.dataset import EmptySplitError, Item, Key, choose_caption, collate, item_generator
 from audiodiff.data.latent_cache import LatentCache, cache_signature, check_signature
 from audiodiff.representations.base import Representation
 
@@ -77,21 +77,9 @@ class LatentDataset(Dataset[Item]):
 
 
 def collate_latents(items: Sequence[Item]) -> dict[str, Any]:
-    """Batch :class:`LatentDataset` items: ``latents`` float32 ``[B, D, F]``, ``mask`` bool ``[B, F]``,
-    ``seconds_start`` / ``seconds_total`` float32 ``[B]``, ``caption``, ``attributes``, ``index`` int64 ``[B]``,
-    ``audio``."""
-    if not items:
-        raise ValueError("collate_latents needs at least one item")
-    return {
-        "latents": torch.stack([item["latents"] for item in items]),
-        "mask": torch.stack([item["mask"] for item in items]),
-        "seconds_start": torch.tensor([item["seconds_start"] for item in items], dtype=torch.float32),
-        "seconds_total": torch.tensor([item["seconds_total"] for item in items], dtype=torch.float32),
-        "caption": [item["caption"] for item in items],
-        "attributes": [item["attributes"] for item in items],
-        "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
-        "audio": [item["audio"] for item in items],
-    }
+    """Batch :class:`LatentDataset` items: :func:`~audiodiff.data.dataset.collate` with ``latents`` float32
+    ``[B, D, F]`` in place of ``wav`` and ``mask`` bool ``[B, F]``."""
+    return collate(items, signal="latents")
 
 
 class LatentDataModule(AudioDataModule):
