@@ -115,9 +115,10 @@ def encode_latents(cfg: DictConfig) -> Path:
                      "; ".join(signature_differences(signature, index["signature"])))
         shutil.rmtree(run_dir / "export", ignore_errors=True)
         stage = cfg.stage
-        index = build_cache(folder, signature, representation, datamodule, instantiate(cfg.text_encoder),
-                            batch_size=stage.batch_size, shard_items=stage.shard_items,
-                            stats_batches=cfg.task.stats_batches, device=_device(stage.device))
+        text_encoder = instantiate(cfg.text_encoder) if stage.get("text_states", True) else None
+        index = build_cache(folder, signature, representation, datamodule, text_encoder, batch_size=stage.batch_size,
+                            shard_items=stage.shard_items, stats_batches=cfg.task.stats_batches,
+                            device=_device(stage.device))
     splits = index["splits"]
     write_json_atomically(run_dir / "export" / "export.json", {
         "audiodiff_version": __version__, "cache": str(folder), "signature": signature,
@@ -132,10 +133,11 @@ def _device(name: str) -> torch.device:
 
 # ---- building -----------------------------------------------------------------------------------------------------
 def build_cache(folder: Path, signature: dict[str, Any], representation: Representation,
-                datamodule: AudioDataModule, text_encoder: torch.nn.Module, *, batch_size: int, shard_items: int,
-                stats_batches: int, device: torch.device) -> dict[str, Any]:
+                datamodule: AudioDataModule, text_encoder: torch.nn.Module | None, *, batch_size: int,
+                shard_items: int, stats_batches: int, device: torch.device) -> dict[str, Any]:
     """Write a cache of `datamodule`'s train and val splits into `folder` (see :mod:`audiodiff.data.latent_cache`);
-    returns its index. The old index goes first, so until the new one is written the folder reads as unfinished."""
+    returns its index. The old index goes first, so until the new one is written the folder reads as unfinished.
+    Without a `text_encoder` no text states are stored, and training encodes captions as they come."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / INDEX_NAME).unlink(missing_ok=True)
     for name in ("*-[0-9][0-9][0-9][0-9][0-9].safetensors", ".*.tmp", SKIP_LOG_NAME):
@@ -164,7 +166,9 @@ def build_cache(folder: Path, signature: dict[str, Any], representation: Represe
         captions += [c for row in rows for c in row.captions]
         log.info("latent cache %s: %s: %d clips encoded, %d skipped", folder, split, splits[split]["clips"],
                  len(splits[split]["skipped"]))
-    cached_states(folder / TEXT_STATES_NAME, text_encoder, captions)
+    (folder / TEXT_STATES_NAME).unlink(missing_ok=True)
+    if text_encoder is not None:
+        cached_states(folder / TEXT_STATES_NAME, text_encoder, captions)
     index = new_index(signature, representation, splits)
     write_json_atomically(folder / INDEX_NAME, index)
     return index

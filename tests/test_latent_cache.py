@@ -56,8 +56,9 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _command(manifest: Path, run: Path, *extra: str) -> list[str]:
+    # debug_staged skips the text states to stay fast on the full corpus; here they are part of what is tested.
     return ["recipe=debug_staged", "data=manifest", f"data.manifest={manifest}", f"run_dir={run}",
-            "data.batch_size=2", *extra]
+            "data.batch_size=2", "stage_overrides.encode=[]", *extra]
 
 
 def _stage_cfg(manifest: Path, run: Path, *extra: str):
@@ -186,6 +187,14 @@ def test_diffusion_trains_on_the_cache_without_the_encoder(manifest: Path, encod
     exported = load_file(str(run / "export" / "model.safetensors"))
     for name, value in LatentCache(cache).representation_state().items():
         torch.testing.assert_close(exported[f"representation.{name}"], value)
+
+
+def test_a_cache_without_text_states_leaves_captions_to_training(manifest: Path, tmp_path: Path) -> None:
+    command = ["recipe=debug_staged", "data=manifest", f"data.manifest={manifest}", f"run_dir={tmp_path}"]
+    assert run_stages([*command, "stage=encode"]) == [tmp_path / "encode"]   # the recipe's stage.text_states=false
+    cache = LatentCache(tmp_path / "encode" / "cache")
+    assert cache.text_states is None and cache.clips("train")
+    assert not (tmp_path / "encode" / "cache" / "text_states.safetensors").exists()
 
 
 # ---- invalidation ---------------------------------------------------------------------------------------------------

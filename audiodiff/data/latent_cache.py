@@ -278,9 +278,11 @@ class LatentCache:
         return int(self.index["latent_channels"])
 
     @property
-    def text_states(self) -> Path:
-        """The text-state file of every caption (:mod:`audiodiff.conditioning.cache`)."""
-        return self.folder / TEXT_STATES_NAME
+    def text_states(self) -> Path | None:
+        """The text-state file of every caption (:mod:`audiodiff.conditioning.cache`), None if the cache was built
+        without one (`stage.text_states=false`)."""
+        path = self.folder / TEXT_STATES_NAME
+        return path if path.is_file() else None
 
     @property
     def splits(self) -> list[str]:

@@ -139,8 +139,8 @@ class LatentDataModule(AudioDataModule):
 
     # -- what the training task reads beside the batches ------------------------------------------------------
     @property
-    def text_cache_file(self) -> Path:
-        """Text-encoder states of every caption, computed by the encode stage."""
+    def text_cache_file(self) -> Path | None:
+        """Text-encoder states of every caption, computed by the encode stage (None if it stored none)."""
         return self.cache.text_states
 
     def representation_state(self) -> dict[str, Tensor]:

@@ -114,9 +114,9 @@ class DiffusionTask(L.LightningModule):
         with them)."""
         dm = self.trainer.datamodule
         latent = isinstance(dm, LatentDataModule)
-        text_cache_file = self.text_cache_file or (str(dm.text_cache_file) if latent else None)
+        text_cache_file = self.text_cache_file or (dm.text_cache_file if latent else None)
         if text_cache_file:
-            self.load_text_cache(text_cache_file)
+            self.load_text_cache(str(text_cache_file))
         rep = self.model.representation
         if latent:
             load_cached_statistics(rep, dm.representation_state(), str(dm.cache_dir))
