@@ -127,9 +127,9 @@ class TextEncoder(nn.Module):
     pooling: how `pooled` is formed; "mean" = mean over real tokens (sentence-transformers' pooling).
     numbers: add numeral features to the tokens of numbers written in a caption ("128 BPM", "440 Hz"): see
         :func:`numeral_features`. Subword vocabularies give each number an arbitrary token whose state encodes its
-        value only loosely (a linear probe on all-MiniLM-L6-v2 reads "60".."176 BPM" back within 4% for a third of
-        the values), so a denoiser cannot learn an exact tempo from the text alone; the features make the value
-        linearly readable by cross-attention.
+        value only loosely (a ridge probe on all-MiniLM-L6-v2's token states reads "60".."176 BPM" back within 4%
+        for 35% of held-out values; 63% with the features). The features give nearby values nearby directions,
+        so what is learned for 120 BPM carries over to 122.
     """
 
     def __init__(self, name_or_path: str = MINILM, max_length: int = 64,

@@ -101,9 +101,9 @@ class VocoderTask(L.LightningModule):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  lr_decay: float = 0.999, lr_decay_every: int | None = None, lambda_fm: float = 2.0,
-                 lambda_mel: float = 45.0, lambda_stft: float = 0.0,
-                 lambda_spectrum: float = 0.0, adversarial_start: int = 0,
-                 grad_clip: float | None = None, run_config: dict[str, Any] | None = None) -> None:
+                 lambda_mel: float = 45.0, lambda_stft: float = 0.0, lambda_spectrum: float = 0.0,
+                 adversarial_start: int = 0, grad_clip: float | None = None,
+                 run_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         if not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"VocoderTask: lr_decay must lie in (0, 1], got {lr_decay}")
