@@ -14,13 +14,10 @@ statistics included) as `model.safetensors` beside `config.yaml` (`autoencoder:`
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.autoencoders.base import VariationalAutoencoder
@@ -28,15 +25,17 @@ from audiodiff.autoencoders.loading import build_autoencoder, load_autoencoder
 from audiodiff.autoencoders.mel_vae import MelVAE
 from audiodiff.export import load_checkpoint, write_weights_folder
 from audiodiff.lightning.autoencoder import AutoencoderTask
-from audiodiff.training import ResumeMismatchError
-from audiodiff.vocoder_training import RUN_ONLY_STAGE_KEYS, build_discriminator, fit_stage, stage_data_config
+from audiodiff.vocoder_training import (
+    RUN_ONLY_STAGE_KEYS,
+    build_discriminator,
+    check_stage_resume,
+    fit_stage,
+    stage_data_config,
+    start_stage,
+)
 
 __all__ = ["check_autoencoder_resume", "export_autoencoder", "load_autoencoder", "resume_signature",
            "train_autoencoder"]
-
-log = logging.getLogger(__name__)
-
-_MISSING = "<absent>"
 
 
 def resume_signature(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -47,26 +46,9 @@ def resume_signature(resolved: dict[str, Any]) -> dict[str, Any]:
             "seed": resolved.get("seed")}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted paths of a nested dict to its non-dict values (lists compare whole)."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
-
-
 def check_autoencoder_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
-    """Refuse to resume an autoencoder stage whose configuration changed (see :func:`resume_signature`), naming every
-    differing key with its old and new value."""
-    old, new = _flatten(resume_signature(saved)), _flatten(resume_signature(current))
-    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k, _MISSING) != new.get(k, _MISSING)]
-    if changed:
-        detail = "; ".join(f"{k}: was {old.get(k, _MISSING)!r}, now {new.get(k, _MISSING)!r}" for k in changed)
-        raise ResumeMismatchError(
-            f"{ckpt} was trained with a different autoencoder-stage configuration ({detail}). Use another run_name "
-            f"for a new run, or delete {ckpt.parent.parent} to start the stage over.")
+    """Refuse to resume an autoencoder stage whose configuration changed (see :func:`resume_signature`)."""
+    check_stage_resume("autoencoder", resume_signature, saved, current, ckpt)
 
 
 def build_training_autoencoder(cfg: DictConfig, data_sample_rate: int) -> VariationalAutoencoder:
@@ -93,18 +75,7 @@ def train_autoencoder(cfg: DictConfig) -> Path:
     or SIGUSR1 stop after the current step with `last.ckpt` written; the function then returns without exporting.
     """
     stage = cfg.stage
-    run_dir = Path(stage.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        check_autoencoder_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
-        log.info("resuming from %s", last)
-    if rank_zero_only.rank == 0:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    L.seed_everything(cfg.seed, workers=True)
+    run_dir, resolved, last = start_stage(cfg, check_autoencoder_resume)
     data_cfg = stage_data_config(resolved)
     datamodule = instantiate(OmegaConf.create(data_cfg), skip_log_dir=str(run_dir))
     autoencoder = build_training_autoencoder(cfg, data_cfg["sample_rate"])

@@ -72,16 +72,41 @@ def _leaves(value: Any, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
-def check_vocoder_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
-    """Refuse to resume a vocoder stage whose configuration changed (see :func:`resume_signature`), naming every
-    differing key with its old and new value."""
-    old, new = _leaves(resume_signature(saved), ""), _leaves(resume_signature(current), "")
+def check_stage_resume(kind: str, signature: Callable[[dict[str, Any]], dict[str, Any]], saved: dict[str, Any],
+                       current: dict[str, Any], ckpt: Path) -> None:
+    """Refuse to resume a `kind` stage (e.g. "vocoder") whose `signature` of the resolved configuration changed,
+    naming every differing key with its old and new value."""
+    old, new = _leaves(signature(saved), ""), _leaves(signature(current), "")
     changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k, _MISSING) != new.get(k, _MISSING)]
     if changed:
         detail = "; ".join(f"{k}: was {old.get(k, _MISSING)!r}, now {new.get(k, _MISSING)!r}" for k in changed)
         raise ResumeMismatchError(
-            f"{ckpt} was trained with a different vocoder-stage configuration ({detail}). Use another run_name for a "
+            f"{ckpt} was trained with a different {kind}-stage configuration ({detail}). Use another run_name for a "
             f"new run, or delete {ckpt.parent.parent} to start the stage over.")
+
+
+def check_vocoder_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
+    """Refuse to resume a vocoder stage whose configuration changed (see :func:`resume_signature`)."""
+    check_stage_resume("vocoder", resume_signature, saved, current, ckpt)
+
+
+def start_stage(cfg: DictConfig, check_resume: Callable[[dict[str, Any], dict[str, Any], Path], None]
+                ) -> tuple[Path, dict[str, Any], Path]:
+    """Set up a manually optimised stage in `cfg.stage.run_dir`: create it, refuse (through `check_resume(saved,
+    current, ckpt)`) to resume a checkpoint trained with another configuration, write `config.yaml` on rank 0 and
+    seed every generator. Returns (run directory, resolved configuration, path of `last.ckpt`)."""
+    run_dir = Path(cfg.stage.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
+        log.info("resuming from %s", last)
+    if rank_zero_only.rank == 0:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+    return run_dir, resolved, last
 
 
 def build_discriminator(stage: DictConfig) -> CombinedDiscriminator:
@@ -119,18 +144,7 @@ def train_vocoder(cfg: DictConfig) -> Path:
     if stage is None or "discriminators" not in stage:
         raise ValueError("train_vocoder: the configuration has no vocoder stage; compose conf/train.yaml with "
                          "stage=vocoder")
-    run_dir = Path(stage.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        check_vocoder_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
-        log.info("resuming from %s", last)
-    if rank_zero_only.rank == 0:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    L.seed_everything(cfg.seed, workers=True)
+    run_dir, resolved, last = start_stage(cfg, check_vocoder_resume)
     datamodule = instantiate(OmegaConf.create(stage_data_config(resolved)), skip_log_dir=str(run_dir))
     task = VocoderTask(build_generator(cfg.vocoder), build_discriminator(stage), optimizer=instantiate(stage.optim),
                        run_config=resolved, **stage.task)
