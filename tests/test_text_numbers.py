@@ -86,3 +86,14 @@ def test_add_numeral_features_leaves_states_without_numbers_alone() -> None:
 def test_the_option_is_part_of_the_cache_signature(encoders: tuple[TextEncoder, TextEncoder]) -> None:
     plain, numeric = encoders
     assert encoder_signature(plain)["numbers"] is False and encoder_signature(numeric)["numbers"] is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_numeral_features_on_cuda_match_cpu() -> None:
+    states, basis = torch.randn(2, 5, 64), numeral_basis(64)
+    values = torch.full((2, 5), float("nan"))
+    values[0, 3], values[1, 1] = 128.0, 0.5
+    cpu = add_numeral_features(states, values, basis)
+    gpu = add_numeral_features(states.cuda(), values.cuda(), basis.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)

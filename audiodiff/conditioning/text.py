@@ -249,7 +249,8 @@ def numeral_features(values: Tensor) -> Tensor:
     sin and cos of ``2 pi f log2(value)`` for 16 frequencies f from 1/32 to 45 cycles per octave, so nearby values
     (128 and 130 BPM) get nearby features, and any two values 1.4% or more apart differ clearly in the finest pair.
     """
-    phase = 2 * torch.pi * torch.log2(values.float().clamp_min(1e-6))[..., None] * NUMERAL_FREQUENCIES
+    frequencies = NUMERAL_FREQUENCIES.to(values.device)
+    phase = 2 * torch.pi * torch.log2(values.float().clamp_min(1e-6))[..., None] * frequencies
     return torch.cat([phase.sin(), phase.cos()], dim=-1) / (NUMERAL_FREQUENCIES.numel() ** 0.5)
 
 
