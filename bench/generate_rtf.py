@@ -2,6 +2,7 @@
 
     python bench/generate_rtf.py                                   # the sfx and music recipes, batch 1 and 8
     python bench/generate_rtf.py recipes=sfx_quick,music batches=1,4 steps=25 device=cuda
+    python bench/generate_rtf.py recipes=music text_encoder.name_or_path=/path/to/minilm   # + Hydra overrides
 
 Each recipe's model is built from its configuration with random weights (speed does not depend on the values) and
 runs the whole pipeline: text encoding, the recipe's default sampler and guidance (classifier-free guidance doubles
@@ -51,8 +52,12 @@ def time_generation(pipe: AudioDiffusionPipeline, batch: int, steps: int, repeat
     return {"sample_s": s, "decode_s": d, "total_s": s + d, "rtf": batch * model.duration / (s + d)}
 
 
+OPTIONS = ("recipes", "batches", "steps", "repeats", "device")
+
+
 def main(argv: list[str]) -> None:
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
+    args = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in OPTIONS)
+    overrides = [a for a in argv if a.split("=", 1)[0] not in OPTIONS]  # applied to every recipe
     recipes = args.get("recipes", "sfx_quick,sfx_long,sfx,music_quick,music").split(",")
     batches = [int(b) for b in args.get("batches", "1,8").split(",")]
     steps = int(args.get("steps", 25))
@@ -63,7 +68,7 @@ def main(argv: list[str]) -> None:
     print("| recipe | denoiser | params | sampler | vocoder | clip s | batch | sample s | decode s | RTF |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for recipe in recipes:
-        cfg = compose_config("train", [f"recipe={recipe}"])
+        cfg = compose_config("train", [f"recipe={recipe}", *overrides])
         model = build_model(cfg).to(device).eval()
         pipe = AudioDiffusionPipeline(model)
         params = sum(p.numel() for p in model.net.parameters()) / 1e6

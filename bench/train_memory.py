@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from audiodiff.build import build_model
+from audiodiff.conditioning.types import Conditioning
 from audiodiff.config import compose_config
 
 GB = 1e9
@@ -26,16 +26,25 @@ OPTIMIZER_BYTES = {"torch.optim.AdamW": 8, "torch.optim.Adam": 8, "bitsandbytes.
                    "bitsandbytes.optim.Adam8bit": 2}
 
 
-def count_parameters(cfg) -> int:
-    """Denoiser parameters, built on the meta device (no memory), with the widths the real model would have."""
+def context_width(cfg) -> int:
+    """Width of the text states the denoiser attends to: T5-base's 768 or MiniLM's 384 (no checkpoint is read)."""
+    return 768 if "t5" in str(cfg.text_encoder.get("name_or_path", "")) else 384
+
+
+def build_denoiser(cfg, device: str | torch.device) -> torch.nn.Module:
+    """The recipe's denoiser on `device` (``meta``: no memory), with the widths the real model would have."""
     representation = instantiate(cfg.representation, vocoder=None)
-    context = 768 if "t5" in str(cfg.text_encoder.get("name_or_path", "")) else 384
+    context = context_width(cfg)
     denoiser = OmegaConf.to_container(cfg.denoiser, resolve=True)
     pooled = denoiser.pop("pooled_text", True)
-    with torch.device("meta"):
-        net = instantiate(denoiser, in_channels=representation.latent_channels, context_dim=context,
-                          pooled_dim=context if pooled else None, global_dim=None)
-    return sum(p.numel() for p in net.parameters())
+    with torch.device(device):
+        return instantiate(denoiser, in_channels=representation.latent_channels, context_dim=context,
+                           pooled_dim=context if pooled else None, global_dim=None)
+
+
+def count_parameters(cfg) -> int:
+    """Denoiser parameters, counted on the meta device."""
+    return sum(p.numel() for p in build_denoiser(cfg, "meta").parameters())
 
 
 def estimate(cfg) -> dict[str, float]:
@@ -57,21 +66,20 @@ def estimate(cfg) -> dict[str, float]:
 
 def measure(cfg, steps: int) -> float:
     """Peak GB allocated on the GPU over `steps` optimizer steps of the real objective on random data."""
-    model = build_model(cfg)
-    net = model.net.cuda().train()
+    representation = instantiate(cfg.representation, vocoder=None)
+    net = build_denoiser(cfg, "cuda").train()
+    objective = instantiate(cfg.diffusion)
     ema = [p.detach().clone().float() for p in net.parameters()]
-    frames = round(float(cfg.data.segment_seconds) * model.representation.frame_rate)
+    frames = round(float(cfg.data.segment_seconds) * representation.frame_rate)
     batch = int(cfg.data.batch_size)
-    from audiodiff.conditioning.types import Conditioning
-
-    z = torch.randn(batch, model.representation.latent_channels, frames, device="cuda")
-    ctx = torch.randn(batch, 64, model.text_encoder.dim, device="cuda")
+    z = torch.randn(batch, representation.latent_channels, frames, device="cuda")
+    ctx = torch.randn(batch, 64, context_width(cfg), device="cuda")
     cond = Conditioning(ctx, torch.ones(batch, 64, dtype=torch.bool, device="cuda"), ctx.mean(1))
     opt = instantiate(cfg.optim)(net.parameters())
     torch.cuda.reset_peak_memory_stats()
     for _ in range(steps):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model.objective.loss(net, z, cond)
+            loss = objective.loss(net, z, cond)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
