@@ -13,6 +13,7 @@ from audiodiff.data.corpora import ensure_corpus
 from audiodiff.export import load_checkpoint, self_contained
 from audiodiff.metrics.vocoder_quality import metric_mel_loss
 from audiodiff.vocoder_training import train_vocoder
+from audiodiff.vocoders.griffinlim import mel_to_linear, window_lobe
 from audiodiff.vocoders.hifigan import HiFiGAN
 from audiodiff.vocoders.losses import anti_wrap, spectrum_loss
 from audiodiff.vocoders.trained import from_export, inference_config
@@ -70,6 +71,86 @@ def test_it_learns_a_clip_from_its_mel() -> None:
         value.backward()
         optimizer.step()
     assert values[-1] < 0.15 * values[0]  # log-mel L1 in nats: about 1.6 at the start
+
+
+def test_the_magnitude_prior_starts_from_the_mel_inverse_griffin_lim_uses() -> None:
+    """With ``prior_iters`` and a zero residual, the magnitude is the Richardson-Lucy inverse of the mel (the one
+    Griffin-Lim starts from), which maps back onto the mel."""
+    vocos = tiny(prior_iters=20)
+    head = vocos.head
+    with torch.no_grad():
+        head.weight[: N_FFT // 2 + 1].zero_()
+        head.bias[: N_FFT // 2 + 1].zero_()
+    t = torch.arange(SR // 2) / SR
+    wav = (0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.1 * torch.sin(2 * torch.pi * 1250 * t))[None]
+    mel = vocos.mel(wav)
+    magnitude = vocos.spectrum(mel).abs()
+    reference = mel_to_linear(mel, vocos.mel.filterbank, n_iter=20, lobe=window_lobe(vocos.mel.window, N_FFT, 1.0))
+    torch.testing.assert_close(magnitude, reference.clamp_min(vocos.log_floor), rtol=1e-4, atol=1e-6)
+    remapped = vocos.mel.filterbank @ magnitude
+    loud = mel > 0.1 * mel.amax()
+    assert ((remapped - mel).abs()[loud] / mel[loud]).median() < 0.05
+    assert Vocos(**{k: v for k, v in vocos.export_config().items() if k != "_target_"}).prior_iters == 20
+    with pytest.raises(ValueError, match="prior_iters must be >= 0, got -1"):
+        tiny(prior_iters=-1)
+
+
+def test_the_prior_learns_a_clip_in_fewer_steps_than_the_plain_head() -> None:
+    t = torch.arange(SR // 2) / SR
+    wav = (0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.1 * torch.sin(2 * torch.pi * 1250 * t))[None]
+    final = {}
+    for prior_iters in (0, 20):
+        torch.manual_seed(0)
+        vocos = Vocos(SR, N_FFT, HOP, n_mels=64, f_max=8000.0, dim=32, intermediate_dim=64, num_layers=2,
+                      prior_iters=prior_iters)
+        loss, mel = metric_mel_loss(vocos.mel), vocos.mel(wav)
+        optimizer = torch.optim.AdamW(vocos.parameters(), lr=3e-3)
+        for _ in range(40):
+            value = loss(vocos(mel)[..., : wav.shape[-1]], wav)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+        final[prior_iters] = value.item()
+    assert final[20] < 0.5 * final[0]
+
+
+def test_zero_phase_advances_turn_each_bin_at_its_centre_frequency() -> None:
+    vocos = tiny(phase_increments=True)
+    frames = torch.arange(300, dtype=torch.float64)
+    bins = torch.arange(N_FFT // 2 + 1, dtype=torch.float64)[:, None]
+    expected = torch.polar(torch.ones(1, N_FFT // 2 + 1, 300, dtype=torch.float64),
+                           2 * torch.pi * bins * HOP / N_FFT * (frames + 1))
+    phase = vocos.integrate_phase(torch.zeros(1, N_FFT // 2 + 1, 300))
+    assert phase.dtype == torch.float32 and 0 <= phase.min() and phase.max() < 2 * torch.pi
+    torch.testing.assert_close(torch.polar(torch.ones_like(phase), phase).to(expected.dtype), expected, atol=1e-4,
+                               rtol=0)
+    assert vocos.head.out_features == 3 * (N_FFT // 2 + 1)
+
+
+def test_phase_increments_carry_steady_tones_beyond_the_training_crops() -> None:
+    """Trained on 32-frame crops, absolute phases cannot keep a steady tone's phase advancing far from the edges of
+    a 250-frame clip; integrated advances can."""
+    def tones(frames: int, freqs: list[float]) -> torch.Tensor:
+        t = torch.arange(HOP * frames) / SR
+        return torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) + 0.1 * torch.sin(5.4 * torch.pi * f * t)
+                            for f in freqs])
+    train, test = tones(32, torch.linspace(200, 900, 32).tolist()), tones(250, [333.0, 517.0, 701.0])
+    long_clip_loss = {}
+    for increments in (False, True):
+        torch.manual_seed(0)
+        vocos = Vocos(SR, N_FFT, HOP, n_mels=64, f_max=8000.0, dim=32, intermediate_dim=64, num_layers=3,
+                      prior_iters=10, phase_increments=increments)
+        loss = metric_mel_loss(vocos.mel)
+        optimizer = torch.optim.AdamW(vocos.parameters(), lr=2e-3)
+        for _ in range(150):
+            wav = train[torch.randint(0, len(train), (8,))]
+            value = loss(vocos(vocos.mel(wav))[..., : wav.shape[-1]], wav)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+        with torch.no_grad():
+            long_clip_loss[increments] = loss(vocos(vocos.mel(test))[..., : test.shape[-1]], test).item()
+    assert long_clip_loss[True] < 0.75 * long_clip_loss[False]
 
 
 def test_spectrum_loss_is_zero_for_the_clip_and_ignores_whole_turns_and_silent_bins() -> None:
@@ -134,3 +215,16 @@ def test_a_diffusion_export_carries_the_architecture_not_the_folder(stage_run: P
     model_cfg = {"representation": {"_target_": "audiodiff.representations.mel.MelRepresentation"},
                  "vocoder": {"_target_": "audiodiff.vocoders.trained.from_export", "folder": folder}}
     assert self_contained(model_cfg)["vocoder"] == node
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # cuDNN convolutions default to TF32
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    vocos = tiny(prior_iters=10, phase_increments=True)
+    mel = vocos.mel(0.1 * torch.randn(2, HOP * 40))
+    cpu = vocos(mel)
+    gpu = vocos.cuda()(mel.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-3)

@@ -47,7 +47,7 @@ def window_lobe(window: Tensor, n_fft: int, power: float = 2.0, floor: float = 1
     return torch.cat([response[1 : radius + 1].flip(0), response[: radius + 1]])
 
 
-def _lobe_matrix(lobe: Tensor, n_freqs: int) -> Tensor:
+def lobe_matrix(lobe: Tensor, n_freqs: int) -> Tensor:
     """``[n_freqs, n_freqs]`` matrix whose column ``k`` is ``lobe`` centred on bin ``k`` (cut at edges)."""
     radius = lobe.shape[0] // 2
     matrix = torch.zeros(n_freqs, n_freqs, dtype=lobe.dtype)
@@ -91,7 +91,7 @@ def mel_to_linear(mel: Tensor, filterbank: Tensor, n_iter: int = 100, lobe: Tens
         raise ValueError("mel must be nonnegative (a linear mel, not a log-mel)")
     dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
     n_freqs = filterbank.shape[1]
-    lobes = None if lobe is None else _lobe_matrix(lobe.detach().cpu().to(torch.float64), n_freqs)
+    lobes = None if lobe is None else lobe_matrix(lobe.detach().cpu().to(torch.float64), n_freqs)
     basis64 = filterbank.detach().cpu().to(torch.float64)
     if lobes is not None:
         basis64 = basis64 @ lobes

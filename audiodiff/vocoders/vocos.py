@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from audiodiff.audio.mel import MelScale, MelSpectrogram, log_compress
+from audiodiff.vocoders.griffinlim import lobe_matrix, mel_to_linear, window_lobe
 
 VOCOS_TARGET = "audiodiff.vocoders.vocos.Vocos"
 _MAX_LOG_MAGNITUDE = 100.0  # exp(100) ~ 1e43: the magnitude is clipped there, as in the reference code
@@ -53,13 +54,24 @@ class Vocos(nn.Module):
         dim: channels of the ConvNeXt stack (Vocos: 512).
         intermediate_dim: hidden width of each block's pointwise MLP (Vocos: 1536).
         num_layers: ConvNeXt blocks (Vocos: 8); each starts with layer scale ``1 / num_layers``.
+        prior_iters: 0 predicts the log-magnitude outright (Vocos). ``n > 0`` predicts it as a residual on the
+            log of the mel's nonnegative inverse (:func:`~audiodiff.vocoders.griffinlim.mel_to_linear`, ``n``
+            Richardson-Lucy iterations, the estimate Griffin-Lim starts from), so that training starts from the
+            right magnitudes and spends its steps on phase and detail; FreeV (Lv et al. 2024) does the same with
+            the pseudo-inverse.
+        phase_increments: ``False`` predicts each frame's phase outright (Vocos), which a convolutional stack can
+            only tie to its neighbours within its receptive field: far inside a steady tone every frame looks alike
+            and gets the same phase. ``True`` predicts, per bin, the phase advance from the previous frame (as a
+            deviation from the bin's centre frequency, the phase vocoder's convention) plus a local offset, and
+            sums the advances over frames, so steady partials keep advancing at their frequency over any length.
     """
 
     power: float = 1.0  # the input is a magnitude mel
 
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int = 64, f_min: float = 0.0,
                  f_max: float | None = None, mel_scale: MelScale = "slaney", log_floor: float = 1e-5,
-                 dim: int = 512, intermediate_dim: int = 1536, num_layers: int = 8) -> None:
+                 dim: int = 512, intermediate_dim: int = 1536, num_layers: int = 8, prior_iters: int = 0,
+                 phase_increments: bool = False) -> None:
         super().__init__()
         if hop_length > n_fft:
             raise ValueError(f"Vocos: hop_length={hop_length} must not exceed n_fft={n_fft} (the inverse STFT "
@@ -69,21 +81,32 @@ class Vocos(nn.Module):
                              f"{intermediate_dim}, {num_layers}")
         if log_floor <= 0:
             raise ValueError(f"Vocos: log_floor must be > 0, got {log_floor}")
+        if prior_iters < 0:
+            raise ValueError(f"Vocos: prior_iters must be >= 0, got {prior_iters}")
         self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                                   f_min=f_min, f_max=f_max, power=1.0, scale=mel_scale, norm="slaney")
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
-        self.log_floor = log_floor
+        self.log_floor, self.prior_iters, self.phase_increments = log_floor, prior_iters, bool(phase_increments)
         self.dim, self.intermediate_dim, self.num_layers = dim, intermediate_dim, num_layers
         self.embed = nn.Conv1d(n_mels, dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1.0 / num_layers) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, n_fft + 2)  # n_fft // 2 + 1 log-magnitudes, then as many phases
+        n_bins = n_fft // 2 + 1
+        # Per bin: a log-magnitude and a phase, or a log-magnitude, a phase advance and a phase offset.
+        self.head = nn.Linear(dim, n_bins * (3 if self.phase_increments else 2))
         for module in self.modules():
             if isinstance(module, nn.Conv1d | nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        # A bin's centre frequency advances its phase by 2 pi k hop / n_fft per frame (kept modulo 2 pi).
+        advance = (torch.arange(n_bins, dtype=torch.float64) * hop_length / n_fft).remainder(1.0) * 2 * torch.pi
+        self.register_buffer("bin_advance", advance.float()[:, None], persistent=False)
+        # The prior X = L @ Z: Z fitted against the mel of the lobes, (filterbank @ L), as mel_to_linear does.
+        lobes = lobe_matrix(window_lobe(self.mel.window, n_fft, power=1.0), n_fft // 2 + 1)
+        self.register_buffer("prior_lobes", lobes.float(), persistent=False)
+        self.register_buffer("prior_basis", (self.mel.filterbank.double() @ lobes).float(), persistent=False)
 
     def num_samples(self, num_frames: int) -> int:
         """Output samples for ``num_frames`` mel frames: ``num_frames * hop_length``."""
@@ -98,9 +121,30 @@ class Vocos(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).float()
-        log_magnitude, phase = x.chunk(2, dim=1)
+        if self.phase_increments:
+            log_magnitude, advance, offset = x.chunk(3, dim=1)
+            phase = self.integrate_phase(advance) + offset
+        else:
+            log_magnitude, phase = x.chunk(2, dim=1)
+        if self.prior_iters:
+            log_magnitude = log_magnitude + self.log_prior(mel)
         magnitude = torch.exp(log_magnitude.clamp(max=_MAX_LOG_MAGNITUDE))
         return torch.polar(magnitude, phase)
+
+    def integrate_phase(self, advance: Tensor) -> Tensor:
+        """Predicted advances ``[B, n_bins, F]`` (radians, relative to each bin's centre frequency) -> phase at each
+        frame, modulo 2 pi: the cumulative sum, in float64 so that long clips keep their precision."""
+        step = (advance + self.bin_advance).double()
+        step = torch.remainder(step + torch.pi, 2 * torch.pi) - torch.pi
+        return torch.remainder(torch.cumsum(step, dim=-1), 2 * torch.pi).float()
+
+    @torch.no_grad()
+    def log_prior(self, mel: Tensor) -> Tensor:
+        """Linear-magnitude mel ``[B, n_mels, F]`` -> ``[B, n_fft // 2 + 1, F]`` log of its nonnegative inverse
+        (float32), the magnitude that ``prior_iters > 0`` refines."""
+        weights = mel_to_linear(mel.float().clamp_min(0.0), self.prior_basis, n_iter=self.prior_iters)
+        linear = torch.matmul(self.prior_lobes, weights)
+        return torch.log(linear.clamp_min(self.log_floor))
 
     def forward(self, mel: Tensor) -> Tensor:
         """Linear-magnitude mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop_length]`` at ``sample_rate`` Hz,
@@ -128,7 +172,8 @@ class Vocos(nn.Module):
                 "hop_length": int(self.hop_length), "n_mels": int(self.n_mels), "f_min": float(self.mel.f_min),
                 "f_max": None if self.mel.f_max is None else float(self.mel.f_max), "mel_scale": str(self.mel.scale),
                 "log_floor": float(self.log_floor), "dim": int(self.dim),
-                "intermediate_dim": int(self.intermediate_dim), "num_layers": int(self.num_layers)}
+                "intermediate_dim": int(self.intermediate_dim), "num_layers": int(self.num_layers),
+                "prior_iters": int(self.prior_iters), "phase_increments": bool(self.phase_increments)}
 
     def extra_repr(self) -> str:
         return (f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
