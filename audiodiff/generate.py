@@ -185,6 +185,10 @@ def run(cfg: DictConfig) -> list[Path]:
                 wav, sidecar = result.audio[i], _sidecar(result, request, i, pipe.model_id, mode, cfg)
                 if target is not None:
                     wav, sidecar["loudness"] = _normalise(wav, result.sample_rate, float(target))
+                else:
+                    wav, gain = guard_peak(wav)
+                    if gain != 1.0:
+                        sidecar["gain"] = gain
                 path = _write(out_dir / f"{stem}.{cfg.format}", wav, result.sample_rate, sidecar)
                 written.append(path)
                 log.info("wrote %s", path)
@@ -230,6 +234,16 @@ def _normalise(wav: Any, sample_rate: int, target: float) -> tuple[Any, dict[str
     wav = normalize_loudness(wav, sample_rate, target_lufs=target)
     reached = integrated_loudness(wav, sample_rate)
     return wav, {"target_lufs": target, "lufs": reached if math.isfinite(reached) else None}
+
+
+def guard_peak(wav: Any, peak: float = 0.99) -> tuple[Any, float]:
+    """wav ``[C, T]`` scaled down to `peak` if any sample reaches full scale (1.0), which integer PCM would clip;
+    returns it and the gain applied (1.0: left alone)."""
+    top = float(wav.abs().max()) if wav.numel() else 0.0
+    if top < 1.0:
+        return wav, 1.0
+    gain = peak / top
+    return wav * gain, gain
 
 
 def _write(path: Path, wav: Any, sample_rate: int, sidecar: dict[str, Any]) -> Path:

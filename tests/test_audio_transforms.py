@@ -174,3 +174,15 @@ def test_integrated_loudness_matches_pyloudnorm_stereo() -> None:
     wav[1] *= 0.5
     expected = pyloudnorm.Meter(48000).integrated_loudness(np.ascontiguousarray(wav.numpy().T))
     assert integrated_loudness(wav, 48000) == pytest.approx(expected, abs=1e-9)
+
+
+def test_generated_clips_that_reach_full_scale_are_scaled_to_peak_099() -> None:
+    from audiodiff.generate import guard_peak
+
+    quiet = 0.5 * torch.sin(torch.linspace(0, 100, 1000))[None]
+    out, gain = guard_peak(quiet)
+    assert out is quiet and gain == 1.0
+    loud = torch.cat([quiet, torch.tensor([[1.6, -2.0]])], dim=-1)
+    out, gain = guard_peak(loud)
+    assert gain == pytest.approx(0.99 / 2.0) and float(out.abs().max()) == pytest.approx(0.99)
+    torch.testing.assert_close(out, loud * gain)
