@@ -133,6 +133,8 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     cfg = ckpt["audiodiff"]["config"]
     card = {"global_step": ckpt.get("global_step"), "recipe": cfg.get("name"), "run_dir": cfg.get("run_dir"),
             "training_data": cfg.get("data", {}).get("corpus") or cfg.get("data", {}).get("manifest")}
+    if cfg.get("latent_cache"):
+        card["latent_cache"] = cfg["latent_cache"]  # the digest of the latent cache it was trained on
     return write_export(out, inference_state(ckpt["state_dict"]), self_contained(model_config(cfg)), card)
 
 

@@ -6,7 +6,8 @@ stages and resumes the unfinished one from its last checkpoint; `stage=<name>` r
 had finished: its runner resumes and re-exports). `stage_overrides` gives a stage extra overrides, e.g. the
 diffusion stage's `vocoder=trained`, which loads the vocoder the earlier stage exported. A stage whose export can go
 stale has a check in STAGE_CURRENT: the encode stage's latent cache is rebuilt when the representation or the data
-changed, even though it exported.
+changed, even though it exported, and a diffusion stage trained on the old cache then stops with a message instead
+of being skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ STAGE_RUNNERS: dict[str, str] = {
 # (stages not listed always do): a latent cache is stale once the representation or the data change.
 STAGE_CURRENT: dict[str, str] = {
     "encode": "audiodiff.latent_encoding:is_current",
+    "diffusion": "audiodiff.training:is_current",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, build_model
+from audiodiff.data.latent_cache import cache_digest
 from audiodiff.data.latent_datamodule import LatentDataModule
 from audiodiff.export import export_run, load_checkpoint
 from audiodiff.lightning.callbacks import AttributeAccuracy, AudioPreview
@@ -35,7 +37,7 @@ class ResumeMismatchError(ValueError):
 
 def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
     """Refuse to resume a run whose model or data configuration changed (a silent change is worse than a stop)."""
-    keys = [*MODEL_KEYS, *OPTIONAL_MODEL_KEYS, "data", "optim", "task", "seed"]
+    keys = [*MODEL_KEYS, *OPTIONAL_MODEL_KEYS, "data", "optim", "task", "seed", "latent_cache"]
 
     def comparable(cfg: dict[str, Any], key: str) -> Any:
         value = cfg.get(key)
@@ -43,12 +45,41 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> 
             value = {k: v for k, v in value.items() if k not in RESUMABLE_TASK_KEYS}
         return value
 
-    changed = [k for k in keys if comparable(saved, k) != comparable(current, k)]
+    # Checkpoints from before the latent cache was recorded have no digest to compare.
+    changed = [k for k in keys if comparable(saved, k) != comparable(current, k)
+               and not (k == "latent_cache" and k not in saved)]
     if changed:
         detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in changed)
+        if changed == ["latent_cache"]:
+            raise ResumeMismatchError(
+                f"{ckpt} was trained on another latent cache ({detail}): the encode stage rebuilt it for a changed "
+                f"representation or data. To retrain on the new cache, delete {ckpt.parent} and "
+                f"{ckpt.parent.parent / 'export'}, or use another run_name.")
         raise ResumeMismatchError(
             f"{ckpt} was trained with a different configuration ({detail}). Use another run_name for a new run, "
             f"or delete the run directory to start over.")
+
+
+def latent_cache_digest(cfg: DictConfig) -> str | None:
+    """Digest of the latent cache a `latents=cache` run reads (:func:`~audiodiff.data.latent_cache.cache_digest`);
+    None for runs on audio, or while the cache is missing (the datamodule then says so)."""
+    if cfg.data.get("_target_") != f"{LatentDataModule.__module__}.{LatentDataModule.__qualname__}":
+        return None
+    return cache_digest(cfg.data.cache)
+
+
+def is_current(cfg: DictConfig) -> bool:
+    """Whether the exported diffusion run of `cfg` was trained on the latent cache it reads now (always true for
+    runs on audio): a recipe's encode stage that rebuilt its cache makes the diffusion stage stale."""
+    digest = latent_cache_digest(cfg)
+    if digest is None:
+        return True
+    trained_on = json.loads((Path(cfg.run_dir) / "export" / "export.json").read_text()).get("latent_cache")
+    if trained_on != digest:
+        log.info("diffusion export in %s was trained on latent cache %s, the cache is now %s", cfg.run_dir,
+                 trained_on, digest)
+        return False
+    return True
 
 
 def trainer_plugins(cfg: DictConfig) -> list[Any]:
@@ -71,6 +102,9 @@ def train(cfg: DictConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
+    digest = latent_cache_digest(cfg)
+    if digest is not None:
+        resolved["latent_cache"] = digest  # checked on resume, recorded in the export (is_current)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)

@@ -21,7 +21,7 @@ from audiodiff.conditioning.timing import frame_mask
 from audiodiff.config import compose_config
 from audiodiff.data.datamodule import SKIP_LOG_NAME, AudioDataModule
 from audiodiff.data.dataset import read_skips
-from audiodiff.data.latent_cache import LatentCache, LatentCacheError, LatentCacheMismatchError
+from audiodiff.data.latent_cache import LatentCache, LatentCacheError, LatentCacheMismatchError, cache_digest
 from audiodiff.data.latent_datamodule import LatentDataModule
 from audiodiff.data.manifest import read_manifest, write_manifest
 from audiodiff.latent_encoding import build_representation
@@ -187,6 +187,29 @@ def test_diffusion_trains_on_the_cache_without_the_encoder(manifest: Path, encod
     exported = load_file(str(run / "export" / "model.safetensors"))
     for name, value in LatentCache(cache).representation_state().items():
         torch.testing.assert_close(exported[f"representation.{name}"], value)
+
+
+def test_a_diffusion_stage_trained_on_a_rebuilt_cache_is_stale_and_stops(manifest: Path, encoded: Path,
+                                                                        tmp_path: Path) -> None:
+    from audiodiff.training import ResumeMismatchError, is_current, train
+
+    run = _copy_run(encoded, tmp_path)
+    cfg = compose_config("train", ["recipe=debug", "data=manifest", f"data.manifest={manifest}", "latents=cache",
+                                   f"data.cache={run / 'encode' / 'cache'}", f"run_dir={run}", "trainer.max_steps=1",
+                                   "preview.every_n_steps=0", "preview.prompts=[]"])
+    train(cfg)
+    digest = cache_digest(run / "encode" / "cache")
+    assert json.loads((run / "export" / "export.json").read_text())["latent_cache"] == digest
+    assert is_current(cfg) and is_finished(cfg, "diffusion")
+    index_path = run / "encode" / "cache" / "cache.json"   # as if the encode stage rebuilt it for other weights
+    index = json.loads(index_path.read_text())
+    index["signature"]["representation"]["state"] = "0" * 64
+    index_path.write_text(json.dumps(index))
+    assert cache_digest(run / "encode" / "cache") != digest
+    assert not is_current(cfg) and not is_finished(cfg, "diffusion")
+    with pytest.raises(ResumeMismatchError, match=rf"trained on another latent cache \(latent_cache: was "
+                                                  rf"'{digest}', now '[0-9a-f]{{16}}'\).*delete .*checkpoints"):
+        train(cfg)
 
 
 def test_a_cache_without_text_states_leaves_captions_to_training(manifest: Path, tmp_path: Path) -> None:

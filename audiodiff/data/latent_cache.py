@@ -209,6 +209,15 @@ def read_index(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def cache_digest(folder: str | Path) -> str | None:
+    """Short sha256 of the signature of the finished cache in `folder` (None: no finished cache there). A model
+    trained on the cache records it, so that a rebuilt cache (another representation, other data) is noticed."""
+    index = read_index(folder)
+    if index is None:
+        return None
+    return hashlib.sha256(json.dumps(index["signature"], sort_keys=True).encode()).hexdigest()[:16]
+
+
 def new_index(signature: dict[str, Any], representation: Representation, splits: dict[str, dict[str, Any]],
               **extra: Any) -> dict[str, Any]:
     """The `cache.json` content of a cache just written."""
