@@ -12,17 +12,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from audiodiff.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, build_model
 from audiodiff.data.latent_cache import cache_digest
 from audiodiff.data.latent_datamodule import LatentDataModule
-from audiodiff.export import export_run, load_checkpoint
+from audiodiff.export import export_run
 from audiodiff.lightning.callbacks import AttributeAccuracy, AudioPreview
 from audiodiff.lightning.module import DiffusionTask
-from audiodiff.lightning.resume import AtomicCheckpointIO, RandomState
+from audiodiff.lightning.resume import AtomicCheckpointIO, RandomState, start_run
 from audiodiff.lightning.signals import GracefulStop
 
 log = logging.getLogger(__name__)
@@ -99,20 +98,9 @@ def train(cfg: DictConfig) -> Path:
     same batches, same noise, same weights as if it had not stopped.
     """
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
-    digest = latent_cache_digest(cfg)
-    if digest is not None:
-        resolved["latent_cache"] = digest  # checked on resume, recorded in the export (is_current)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
-        log.info("resuming from %s", last)
-    if rank_zero_only.rank == 0:  # launchers (torchrun, srun) start this function once per process
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    L.seed_everything(cfg.seed, workers=True)  # the same initial weights on every rank; RandomState then splits
+    digest = latent_cache_digest(cfg)  # checked on resume, recorded in the export (is_current)
+    resolved = start_run(cfg, run_dir, last, check_resume, {"latent_cache": digest} if digest else None)
     datamodule = instantiate(cfg.data, skip_log_dir=str(run_dir))
     model = build_model(cfg)
     if isinstance(datamodule, LatentDataModule):  # its setup refuses a cache made for another representation

@@ -23,13 +23,12 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from audiodiff.export import load_checkpoint, write_weights_folder
-from audiodiff.lightning.resume import RandomState
+from audiodiff.lightning.resume import RandomState, start_run
 from audiodiff.lightning.signals import GracefulStop
 from audiodiff.lightning.vocoder import VocoderTask, generator_config
 from audiodiff.training import ResumeMismatchError, trainer_plugins
@@ -92,21 +91,11 @@ def check_vocoder_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: P
 
 def start_stage(cfg: DictConfig, check_resume: Callable[[dict[str, Any], dict[str, Any], Path], None]
                 ) -> tuple[Path, dict[str, Any], Path]:
-    """Set up a manually optimised stage in `cfg.stage.run_dir`: create it, refuse (through `check_resume(saved,
-    current, ckpt)`) to resume a checkpoint trained with another configuration, write `config.yaml` on rank 0 and
-    seed every generator. Returns (run directory, resolved configuration, path of `last.ckpt`)."""
+    """Set up a manually optimised stage in `cfg.stage.run_dir` (:func:`~audiodiff.lightning.resume.start_run`).
+    Returns (run directory, resolved configuration, path of `last.ckpt`)."""
     run_dir = Path(cfg.stage.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
-        log.info("resuming from %s", last)
-    if rank_zero_only.rank == 0:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True)
-    return run_dir, resolved, last
+    return run_dir, start_run(cfg, run_dir, last, check_resume), last
 
 
 def build_discriminator(stage: DictConfig) -> CombinedDiscriminator:

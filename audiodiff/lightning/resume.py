@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from audiodiff.export import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +158,24 @@ class RandomState(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = state_dict
+
+
+def start_run(cfg: DictConfig, run_dir: Path, last: Path,
+              check_resume: Callable[[dict[str, Any], dict[str, Any], Path], None],
+              recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Set up a training run in `run_dir`: create it, refuse (through `check_resume(saved, current, last)`) to resume
+    a checkpoint `last` trained with another configuration, write `config.yaml` on rank 0 and seed every generator.
+
+    Returns the resolved configuration, with `recorded` added (facts about the inputs, such as the digest of a
+    latent cache, that the checkpoint keeps and a resume compares)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    resolved.update(recorded or {})
+    if last.exists():
+        check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
+        log.info("resuming from %s", last)
+    if rank_zero_only.rank == 0:  # launchers (torchrun, srun) start the run once per process
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)  # the same initial weights on every rank; RandomState then splits
+    return resolved

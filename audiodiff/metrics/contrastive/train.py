@@ -16,13 +16,11 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.config import CONF_DIR
-from audiodiff.export import load_checkpoint
-from audiodiff.lightning.resume import RandomState
+from audiodiff.lightning.resume import RandomState, start_run
 from audiodiff.lightning.signals import GracefulStop
 from audiodiff.metrics.contrastive.embedder import export_embedder
 from audiodiff.metrics.contrastive.model import ContrastiveConfig, ContrastiveModel
@@ -60,17 +58,8 @@ def train_embedder(cfg: DictConfig) -> Path:
     the current step with `checkpoints/last.ckpt` written and no export; the same call then resumes the run.
     """
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
     last = checkpoint_path(run_dir)
-    if last.exists():
-        check_resume(load_checkpoint(last)["audiodiff"]["config"], resolved, last)
-        log.info("resuming from %s", last)
-    if rank_zero_only.rank == 0:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    L.seed_everything(cfg.seed, workers=True)
+    resolved = start_run(cfg, run_dir, last, check_resume)
     datamodule = instantiate(cfg.data, skip_log_dir=str(run_dir))
     task = build_task(cfg, resolved)
     callbacks = [
