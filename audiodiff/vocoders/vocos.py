@@ -100,13 +100,15 @@ class Vocos(nn.Module):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        # A bin's centre frequency advances its phase by 2 pi k hop / n_fft per frame (kept modulo 2 pi).
-        advance = (torch.arange(n_bins, dtype=torch.float64) * hop_length / n_fft).remainder(1.0) * 2 * torch.pi
-        self.register_buffer("bin_advance", advance.float()[:, None], persistent=False)
-        # The prior X = L @ Z: Z fitted against the mel of the lobes, (filterbank @ L), as mel_to_linear does.
-        lobes = lobe_matrix(window_lobe(self.mel.window, n_fft, power=1.0), n_fft // 2 + 1)
-        self.register_buffer("prior_lobes", lobes.float(), persistent=False)
-        self.register_buffer("prior_basis", (self.mel.filterbank.double() @ lobes).float(), persistent=False)
+        if self.phase_increments:
+            # A bin's centre frequency advances its phase by 2 pi k hop / n_fft per frame (kept modulo 2 pi).
+            advance = (torch.arange(n_bins, dtype=torch.float64) * hop_length / n_fft).remainder(1.0) * 2 * torch.pi
+            self.register_buffer("bin_advance", advance.float()[:, None], persistent=False)
+        if prior_iters:
+            # The prior X = L @ Z: Z fitted against the mel of the lobes, (filterbank @ L), as mel_to_linear does.
+            lobes = lobe_matrix(window_lobe(self.mel.window, n_fft, power=1.0), n_bins)
+            self.register_buffer("prior_lobes", lobes.float(), persistent=False)
+            self.register_buffer("prior_basis", (self.mel.filterbank.double() @ lobes).float(), persistent=False)
 
     def num_samples(self, num_frames: int) -> int:
         """Output samples for ``num_frames`` mel frames: ``num_frames * hop_length``."""
