@@ -126,9 +126,10 @@ class VocoderTask(L.LightningModule):
         self.lambda_mel = lambda_mel
         self.lambda_stft = lambda_stft
         self.lambda_spectrum = lambda_spectrum
-        if lambda_spectrum and not hasattr(generator, "spectrum"):
+        if lambda_spectrum and (not hasattr(generator, "spectrum") or getattr(generator, "griffin_lim_iters", 0)):
             raise ValueError(f"VocoderTask: lambda_spectrum needs a generator that predicts an STFT (Vocos); "
-                             f"{type(generator).__name__} does not")
+                             f"{type(generator).__name__} does not (a Vocos with griffin_lim_iters > 0 leaves the "
+                             "phase to Griffin-Lim)")
         self.adversarial_start = adversarial_start
         self.grad_clip = grad_clip
         self.run_config = run_config or {}

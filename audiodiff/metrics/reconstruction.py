@@ -9,6 +9,8 @@ and the full-band log-mel L1 in nepers (64 Slaney bands, 1024-point FFT, hop 256
 Systems:
 
 - ``griffinlim``: the default mel representation's mel, inverted by the `vocoder=griffinlim` settings (32 iterations);
+- ``griffinlim:stft``: Griffin-Lim's 32 iterations from the clip's own STFT magnitude instead of the mel's inverse,
+  the bound of any vocoder that leaves the phase to Griffin-Lim;
 - ``vocoder:<folder>``: a vocoder stage's export, fed the mel it computes itself;
 - ``autoencoder:<folder>``: an autoencoder stage's export, encode then decode (a mel VAE is voiced by Griffin-Lim).
 
@@ -48,11 +50,27 @@ def griffinlim_system() -> System:
     return lambda wav: vocoder(mel.mel(wav[:, 0]))
 
 
+def stft_griffinlim_system() -> System:
+    """Griffin-Lim (32 iterations, the mel's STFT geometry) from the clip's true STFT magnitude."""
+    from audiodiff.vocoders.griffinlim import griffin_lim
+
+    window = torch.hann_window(1024)
+
+    def rebuild(wav: Tensor) -> Tensor:
+        magnitude = torch.stft(wav[:, 0], 1024, 256, window=window, center=True, return_complex=True).abs()
+        return griffin_lim(magnitude, 1024, 256, n_iter=32, length=wav.shape[-1], window=window)
+
+    return rebuild
+
+
 def build_system(spec: str) -> System:
-    """``griffinlim``, ``vocoder:<export folder>`` or ``autoencoder:<export folder>`` -> a rebuilding function."""
+    """``griffinlim``, ``griffinlim:stft``, ``vocoder:<export folder>`` or ``autoencoder:<export folder>`` -> a
+    rebuilding function."""
     kind, _, folder = spec.partition(":")
     if kind == "griffinlim" and not folder:
         return griffinlim_system()
+    if kind == "griffinlim" and folder == "stft":
+        return stft_griffinlim_system()
     if kind == "vocoder" and folder:
         from audiodiff.vocoders.trained import from_export
 
@@ -68,7 +86,8 @@ def build_system(spec: str) -> System:
                    if autoencoder.kind == "mel_vae" else None)
         representation = AutoencoderRepresentation(autoencoder, vocoder)
         return lambda wav: representation.decode(representation.encode(wav))
-    raise ValueError(f"systems: expected griffinlim, vocoder:<folder> or autoencoder:<folder>, got {spec!r}")
+    raise ValueError(f"systems: expected griffinlim, griffinlim:stft, vocoder:<folder> or autoencoder:<folder>, got "
+                     f"{spec!r}")
 
 
 @torch.inference_mode()

@@ -17,6 +17,8 @@ from audiodiff.audio.mel import MelNorm, MelScale, MelSpectrogram
 
 # Added to magnitudes before dividing, so that zero bins get a defined (zero) phase update.
 _EPS = 1e-16
+# The same for a differentiable run: |c| is computed as sqrt(|c|^2 + eps^2), whose gradient stays finite at 0.
+_GRAD_EPS = 1e-8
 # Richardson-Lucy works on the mel scaled to peak 1; this floor keeps its ratios finite.
 _RL_FLOOR = 1e-12
 
@@ -131,6 +133,7 @@ def griffin_lim(
     generator: torch.Generator | None = None,
     length: int | None = None,
     window: Tensor | None = None,
+    grad_iters: int | None = None,
 ) -> Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013, Algorithm 2): a waveform with STFT magnitude ``magnitude``.
 
@@ -148,6 +151,10 @@ def griffin_lim(
             result is deterministic.
         length: output length in samples; ``hop_length * (F - 1)`` when ``None``.
         window: ``[win_length]`` analysis/synthesis window; periodic Hann when ``None``.
+        grad_iters: for a ``magnitude`` that requires grad, how many of the last iterations pass gradients; the
+            phase reached before them is taken as a constant. ``None``: all of them. Backpropagating through many
+            iterations explodes (the momentum makes them sensitive to their start); ``0`` differentiates only the
+            final imposition of ``magnitude`` on the phase Griffin-Lim found.
 
     Returns:
         ``wav [B, T]`` in ``magnitude``'s dtype (float32 or float64) and device.
@@ -178,17 +185,36 @@ def griffin_lim(
     else:
         phase = torch.rand(magnitude.shape, generator=generator, dtype=dtype, device=generator.device)
         phase = phase.to(device) * (2.0 * math.pi)
-    spectrum = torch.polar(magnitude, phase)  # P_C2(c_0): target magnitude, initial phase
+    # Iterations from `tracked` on are recorded by autograd (out of place); the ones before run in place on
+    # detached buffers. Without a magnitude that requires grad, none are recorded.
+    differentiable = torch.is_grad_enabled() and magnitude.requires_grad
+    if not differentiable:
+        tracked = n_iter
+    else:
+        tracked = 0 if grad_iters is None else n_iter - min(max(grad_iters, 0), n_iter)
+    spectrum = torch.polar(magnitude if tracked == 0 else magnitude.detach(), phase)  # P_C2(c_0)
 
     previous = torch.zeros_like(spectrum)
-    for _ in range(n_iter):
-        wav = torch.istft(spectrum, center=True, **stft_args)
-        rebuilt = torch.stft(wav, center=True, pad_mode="reflect", return_complex=True, **stft_args)
-        # c_n = (1 + momentum) t_n - momentum t_{n-1}, written into the t_{n-1} buffer.
-        accelerated = previous.mul_(-momentum).add_(rebuilt, alpha=1.0 + momentum)
-        previous = rebuilt
-        # P_C2(c_n): keep the phase of c_n, impose the target magnitude.
-        spectrum = accelerated.mul_(magnitude / (accelerated.abs() + _EPS))
+    for step in range(n_iter):
+        in_place = step < tracked
+        with torch.set_grad_enabled(not in_place):
+            target = magnitude.detach() if in_place else magnitude
+            wav = torch.istft(spectrum, center=True, **stft_args)
+            rebuilt = torch.stft(wav, center=True, pad_mode="reflect", return_complex=True, **stft_args)
+            # c_n = (1 + momentum) t_n - momentum t_{n-1}, in place into the t_{n-1} buffer where allowed.
+            if in_place:
+                accelerated = previous.mul_(-momentum).add_(rebuilt, alpha=1.0 + momentum)
+            else:
+                accelerated = rebuilt * (1.0 + momentum) - previous * momentum
+            previous = rebuilt
+            # P_C2(c_n): keep the phase of c_n, impose the target magnitude.
+            if in_place:
+                spectrum = accelerated.mul_(target / (accelerated.abs() + _EPS))
+            else:  # |c| smoothed at 0, where its gradient is undefined (silent bins)
+                modulus = torch.sqrt(accelerated.real.square() + accelerated.imag.square() + _GRAD_EPS**2)
+                spectrum = accelerated * (target / modulus)
+    if differentiable and tracked == n_iter:  # grad_iters=0: the magnitude asked for, on the phase found
+        spectrum = torch.polar(magnitude, spectrum.angle())
     return torch.istft(spectrum, center=True, length=length, **stft_args)
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from audiodiff.audio.mel import MelScale, MelSpectrogram, log_compress
-from audiodiff.vocoders.griffinlim import lobe_matrix, mel_to_linear, window_lobe
+from audiodiff.vocoders.griffinlim import griffin_lim, lobe_matrix, mel_to_linear, window_lobe
 
 VOCOS_TARGET = "audiodiff.vocoders.vocos.Vocos"
 _MAX_LOG_MAGNITUDE = 100.0  # exp(100) ~ 1e43: the magnitude is clipped there, as in the reference code
@@ -64,6 +64,15 @@ class Vocos(nn.Module):
             and gets the same phase. ``True`` predicts, per bin, the phase advance from the previous frame (as a
             deviation from the bin's centre frequency, the phase vocoder's convention) plus a local offset, and
             sums the advances over frames, so steady partials keep advancing at their frequency over any length.
+        griffin_lim_iters: 0 predicts the phase (as above). ``n > 0`` predicts the magnitude only and recovers its
+            phase with ``n`` fast Griffin-Lim iterations from zero phase (:func:`~audiodiff.vocoders.griffinlim.
+            griffin_lim`, momentum 0.99): the network replaces Griffin-Lim's mel inverse with a learned magnitude,
+            and trains through the iterations, so that it learns the magnitude that Griffin-Lim turns into the
+            closest waveform (Griffin-Lim recovers the phase of a true STFT magnitude well, and of a mel inverse
+            poorly; recipes/sfx/README.md).
+        griffin_lim_grad_iters: how many of the last Griffin-Lim iterations pass gradients in training
+            (:func:`~audiodiff.vocoders.griffinlim.griffin_lim`'s ``grad_iters``; through many they explode). 0 trains
+            the magnitude on the phase Griffin-Lim found for it, held fixed.
     """
 
     power: float = 1.0  # the input is a magnitude mel
@@ -71,7 +80,7 @@ class Vocos(nn.Module):
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int = 64, f_min: float = 0.0,
                  f_max: float | None = None, mel_scale: MelScale = "slaney", log_floor: float = 1e-5,
                  dim: int = 512, intermediate_dim: int = 1536, num_layers: int = 8, prior_iters: int = 0,
-                 phase_increments: bool = False) -> None:
+                 phase_increments: bool = False, griffin_lim_iters: int = 0, griffin_lim_grad_iters: int = 0) -> None:
         super().__init__()
         if hop_length > n_fft:
             raise ValueError(f"Vocos: hop_length={hop_length} must not exceed n_fft={n_fft} (the inverse STFT "
@@ -81,24 +90,34 @@ class Vocos(nn.Module):
                              f"{intermediate_dim}, {num_layers}")
         if log_floor <= 0:
             raise ValueError(f"Vocos: log_floor must be > 0, got {log_floor}")
-        if prior_iters < 0:
-            raise ValueError(f"Vocos: prior_iters must be >= 0, got {prior_iters}")
+        for name, value in (("prior_iters", prior_iters), ("griffin_lim_iters", griffin_lim_iters)):
+            if value < 0:
+                raise ValueError(f"Vocos: {name} must be >= 0, got {value}")
+        if griffin_lim_iters and phase_increments:
+            raise ValueError("Vocos: phase_increments predicts a phase that griffin_lim_iters > 0 would discard; "
+                             "choose one")
         self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                                   f_min=f_min, f_max=f_max, power=1.0, scale=mel_scale, norm="slaney")
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
         self.log_floor, self.prior_iters, self.phase_increments = log_floor, prior_iters, bool(phase_increments)
+        self.griffin_lim_iters, self.griffin_lim_grad_iters = griffin_lim_iters, griffin_lim_grad_iters
         self.dim, self.intermediate_dim, self.num_layers = dim, intermediate_dim, num_layers
         self.embed = nn.Conv1d(n_mels, dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1.0 / num_layers) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
         n_bins = n_fft // 2 + 1
-        # Per bin: a log-magnitude and a phase, or a log-magnitude, a phase advance and a phase offset.
-        self.head = nn.Linear(dim, n_bins * (3 if self.phase_increments else 2))
+        # Per bin: a log-magnitude and a phase, a log-magnitude, a phase advance and a phase offset, or (phase from
+        # Griffin-Lim) a log-magnitude alone.
+        self.outputs_per_bin = 1 if griffin_lim_iters else 3 if self.phase_increments else 2
+        self.head = nn.Linear(dim, n_bins * self.outputs_per_bin)
         for module in self.modules():
             if isinstance(module, nn.Conv1d | nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+        if prior_iters:  # start from the prior itself: a zero log-magnitude residual (the head's first n_bins rows)
+            with torch.no_grad():
+                self.head.weight[:n_bins].zero_()
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         if self.phase_increments:
             # A bin's centre frequency advances its phase by 2 pi k hop / n_fft per frame (kept modulo 2 pi).
@@ -116,6 +135,15 @@ class Vocos(nn.Module):
 
     def spectrum(self, mel: Tensor) -> Tensor:
         """Linear-magnitude mel ``[B, n_mels, F]`` -> complex STFT ``[B, n_fft // 2 + 1, F]`` (float32)."""
+        log_magnitude, phase = self.predict(mel)
+        if phase is None:
+            raise ValueError("Vocos: with griffin_lim_iters > 0 the generator predicts no phase, hence no spectrum; "
+                             "call it instead (Griffin-Lim finds the phase)")
+        return torch.polar(torch.exp(log_magnitude.clamp(max=_MAX_LOG_MAGNITUDE)), phase)
+
+    def predict(self, mel: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Linear-magnitude mel ``[B, n_mels, F]`` -> (log-magnitude, phase), each ``[B, n_fft // 2 + 1, F]`` float32;
+        the phase is ``None`` with ``griffin_lim_iters > 0``."""
         if mel.ndim != 3 or mel.shape[1] != self.n_mels:
             raise ValueError(f"Vocos: expected a linear mel [B, n_mels={self.n_mels}, F], got shape "
                              f"{tuple(mel.shape)}")
@@ -123,15 +151,17 @@ class Vocos(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).float()
-        if self.phase_increments:
+        phase: Tensor | None = None
+        if self.griffin_lim_iters:
+            log_magnitude = x
+        elif self.phase_increments:
             log_magnitude, advance, offset = x.chunk(3, dim=1)
             phase = self.integrate_phase(advance) + offset
         else:
             log_magnitude, phase = x.chunk(2, dim=1)
         if self.prior_iters:
             log_magnitude = log_magnitude + self.log_prior(mel)
-        magnitude = torch.exp(log_magnitude.clamp(max=_MAX_LOG_MAGNITUDE))
-        return torch.polar(magnitude, phase)
+        return log_magnitude, phase
 
     def integrate_phase(self, advance: Tensor) -> Tensor:
         """Predicted advances ``[B, n_bins, F]`` (radians, relative to each bin's centre frequency) -> phase at each
@@ -150,8 +180,15 @@ class Vocos(nn.Module):
 
     def forward(self, mel: Tensor) -> Tensor:
         """Linear-magnitude mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop_length]`` at ``sample_rate`` Hz,
-        float32 (the inverse STFT runs in float32 under mixed precision too)."""
-        return self.inverse(self.spectrum(mel), mel.shape[-1])
+        float32 (the inverse STFT runs in float32 under mixed precision too). With ``griffin_lim_iters > 0`` the
+        phase comes from Griffin-Lim, whose last ``griffin_lim_grad_iters`` iterations pass gradients."""
+        if not self.griffin_lim_iters:
+            return self.inverse(self.spectrum(mel), mel.shape[-1])
+        log_magnitude, _ = self.predict(mel)
+        magnitude = torch.exp(log_magnitude.clamp(max=_MAX_LOG_MAGNITUDE))
+        return griffin_lim(magnitude, self.n_fft, self.hop_length, n_iter=self.griffin_lim_iters,
+                           length=self.num_samples(mel.shape[-1]), window=self.window.float(),
+                           grad_iters=self.griffin_lim_grad_iters)
 
     def inverse(self, spectrum: Tensor, num_frames: int) -> Tensor:
         """Complex STFT ``[B, n_fft // 2 + 1, F]`` -> waveform ``[B, num_frames * hop_length]`` (inverse STFT)."""
@@ -175,7 +212,9 @@ class Vocos(nn.Module):
                 "f_max": None if self.mel.f_max is None else float(self.mel.f_max), "mel_scale": str(self.mel.scale),
                 "log_floor": float(self.log_floor), "dim": int(self.dim),
                 "intermediate_dim": int(self.intermediate_dim), "num_layers": int(self.num_layers),
-                "prior_iters": int(self.prior_iters), "phase_increments": bool(self.phase_increments)}
+                "prior_iters": int(self.prior_iters), "phase_increments": bool(self.phase_increments),
+                "griffin_lim_iters": int(self.griffin_lim_iters),
+                "griffin_lim_grad_iters": int(self.griffin_lim_grad_iters)}
 
     def extra_repr(self) -> str:
         return (f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
