@@ -28,6 +28,7 @@ from audiodiff.metrics.attributes.music import (
     key_from_logits,
     load_style_model,
     score_music,
+    tempo_following,
 )
 from audiodiff.metrics.attributes.music_net import MIN_FRAMES, InstrumentNet
 
@@ -97,6 +98,31 @@ def test_the_style_range_settles_octave_errors():
     env = analyse_music(_click_track(140.0, 8.0, accent_every=2)).onset_envelope
     assert estimate_tempo(env, music.TEMPO_RANGES["ballad"]) == pytest.approx(70.0, rel=0.01)
     assert estimate_tempo(env, music.TEMPO_RANGES["techno"]) == pytest.approx(140.0, rel=0.01)
+
+
+def test_the_tempo_is_also_read_within_the_asked_style():
+    clicks = _click_track(140.0, 8.0, accent_every=2)
+    assert extract_music(clicks, SR, reference={"style": "ballad"})["tempo_in_asked_style"] == pytest.approx(70.0,
+                                                                                                        rel=0.01)
+    assert "tempo_in_asked_style" not in extract_music(clicks, SR)
+
+
+def test_tempo_following_is_zero_for_style_typical_tempi_and_clear_when_the_bpm_is_followed():
+    rng = np.random.default_rng(0)
+    truth = [{"style": style, "tempo": float(rng.integers(*music.TEMPO_RANGES[style]))}
+             for style in music.TEMPO_RANGES for _ in range(8)]
+    followed = [{"tempo_in_asked_style": t["tempo"] * (1 + 0.02 * rng.standard_normal())} for t in truth]
+    typical = [{"tempo_in_asked_style": sum(music.TEMPO_RANGES[t["style"]]) / 2 + rng.standard_normal()}
+               for t in truth]
+    good = tempo_following(followed, truth, permutations=2000)
+    assert good["n"] == len(truth) and good["spearman"] > 0.8 and good["p_value"] < 0.001
+    # Across styles the typical tempi alone correlate with the asked BPM; within styles they must not count.
+    chance = tempo_following(typical, truth, permutations=2000)
+    assert abs(chance["spearman"]) < 0.3 and chance["p_value"] > 0.01
+    few = tempo_following(followed[:2], truth[:2])
+    assert np.isnan(few["spearman"]) and few["n"] == 2
+    untempo = [{k: v for k, v in t.items() if k != "tempo"} for t in truth]  # captions that give no BPM
+    assert tempo_following(followed, untempo)["n"] == 0
 
 
 def _tones(midi_notes: list[int], seconds: float = 2.0) -> np.ndarray:

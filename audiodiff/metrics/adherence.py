@@ -24,6 +24,7 @@ class AdherenceResult:
     guidance: float
     scores: dict[str, dict[str, float]]  # attribute → {accuracy, n, chance}
     seconds: float  # wall time of generation + extraction
+    predictions: tuple[dict, ...] = ()  # what the extractor read from each clip, in prompt order
 
     @property
     def mean_accuracy(self) -> float:
@@ -68,7 +69,7 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
             out = pipe(chunk, duration=duration, steps=steps, guidance=guidance, seed=seed + lo, sampler=sampler)
         for clip, asked in zip(out.audio, truths[lo: lo + batch_size], strict=True):
             predicted.append(extract(clip[0].numpy(), out.sample_rate, reference=asked))
-    return AdherenceResult(guidance, score(predicted, truths), time.perf_counter() - start)
+    return AdherenceResult(guidance, score(predicted, truths), time.perf_counter() - start, tuple(predicted))
 
 
 def markdown_table(results: dict[str, list[AdherenceResult]]) -> str:

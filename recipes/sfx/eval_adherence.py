@@ -3,7 +3,9 @@
     python recipes/sfx/eval_adherence.py runs/sfx_quick/seed0 runs/sfx_quick/seed1 --n 300 --guidance 0 1 3
 
 Prints a markdown table (accuracy per attribute, chance level, mean over seeds with the min–max spread) and writes
-it with the raw numbers to --out (default: adherence.{md,json} beside the first model).
+it with the raw numbers to --out (default: adherence.{md,json} beside the first model). For the music corpus it also
+prints how the measured tempo follows the asked BPM within each style (`tempo_following`: Spearman correlation and
+its permutation p-value; 0 is chance).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import read_manifest
 from audiodiff.metrics.adherence import evaluate_adherence, held_out_prompts, markdown_table
+from audiodiff.metrics.attributes.music import tempo_following
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 
@@ -37,6 +40,7 @@ def main() -> None:
     prompts, truths = held_out_prompts(rows, args.n, args.seed, corpus=args.corpus)
     results: dict[str, list] = {}
     raw = []
+    lines: list[str] = []
     for model in args.models:
         pipe = AudioDiffusionPipeline.from_pretrained(model, device=args.device)
         for g in args.guidance:
@@ -45,7 +49,14 @@ def main() -> None:
             results.setdefault(label, []).append(res)
             raw.append({"model": str(model), **res.as_dict()})
             print(f"{model} {label}: mean {100 * res.mean_accuracy:.1f}% ({res.seconds:.0f} s)", flush=True)
-    table = markdown_table(results)
+            if args.corpus == "music" and g != 0:
+                following = tempo_following(res.predictions, truths)
+                raw[-1]["tempo_following"] = following
+                lines.append(f"- {model} {label}: tempo follows the asked BPM within styles with Spearman "
+                             f"{following['spearman']:.2f} (one-sided permutation p = {following['p_value']:.4f}, "
+                             f"n = {following['n']:.0f}; chance 0)")
+                print(lines[-1], flush=True)
+    table = markdown_table(results) + ("\n\n" + "\n".join(lines) if lines else "")
     header = (f"{len(prompts)} held-out prompts ({args.corpus}/{args.split}), models: {', '.join(args.models)}; "
               f"cells: mean over models (min–max)\n\n")
     print(header + table)

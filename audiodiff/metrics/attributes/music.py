@@ -33,6 +33,7 @@ from typing import Any
 
 import librosa
 import numpy as np
+from scipy.stats import rankdata
 
 from audiodiff.data.corpora.midi import GM_PROGRAM_NAMES, PITCH_CLASSES, STYLES
 from audiodiff.data.corpora.music import ATTRIBUTE_VALUES, INSTRUMENTS, TEMPO_RANGES
@@ -308,8 +309,9 @@ def load_instrument_model(path: Path = INSTRUMENT_MODEL_PATH) -> InstrumentNet:
 
 # --------------------------------------------------------------------------------------------- public API
 def extract_music(wav: object, sample_rate: int, reference: dict | None = None) -> dict[str, Any]:
-    """Every attribute of a music clip, read from its audio alone (`reference`, the prompt's attributes, is
-    accepted for symmetry with `extract_sfx` and not used: no music attribute depends on another).
+    """Every attribute of a music clip, read from its audio alone. With a `reference` (the prompt's attributes) that
+    names a style, ``tempo_in_asked_style`` is the tempo read within that style's range as well (what
+    :func:`tempo_following` correlates); every other attribute ignores it.
 
     Args:
         wav: ``[T]`` or ``[1, T]`` numpy array or torch tensor, float samples in [-1, 1].
@@ -317,7 +319,8 @@ def extract_music(wav: object, sample_rate: int, reference: dict | None = None) 
 
     Returns:
         ``{"style": str, "tempo": float BPM, "key": tonic name, "mode": "major"|"minor", "lead": str,
-        "chords": str, "instruments": [lead, chords, bass GM program names]}``.
+        "chords": str, "instruments": [lead, chords, bass GM program names]}``, and ``"tempo_in_asked_style"``
+        (float BPM) with a reference style.
     """
     x = mono_16k(wav, sample_rate, "extract_music")
     a = analyse_music(x)
@@ -325,7 +328,10 @@ def extract_music(wav: object, sample_rate: int, reference: dict | None = None) 
     tempo = estimate_tempo(a.onset_envelope, TEMPO_RANGES[style])
     tonic, mode = key_from_logits(load_key_model().logits(a.chroma))
     lead, chords = load_instrument_model().predict(a.log_mel)
-    return {
+    asked_style = (reference or {}).get("style")
+    extra = ({"tempo_in_asked_style": round(estimate_tempo(a.onset_envelope, TEMPO_RANGES[asked_style]), 1)}
+             if asked_style in TEMPO_RANGES else {})
+    return {**extra,
         "style": style,
         "tempo": round(tempo, 1),
         "key": tonic,
@@ -395,6 +401,49 @@ def score_music(predicted: Sequence[Mapping], truth: Sequence[Mapping]) -> dict[
                 chance = 1.0 / len(ATTRIBUTE_VALUES[name])
         out[name] = {"accuracy": correct / len(pairs), "n": len(pairs), "chance": chance}
     return out
+
+
+def tempo_following(predicted: Sequence[Mapping], truth: Sequence[Mapping], permutations: int = 10000,
+                    seed: int = 0) -> dict[str, float]:
+    """Whether the measured tempo moves with the BPM a prompt asks for, beyond what its style implies.
+
+    Over the prompts that give a BPM and a style: the Spearman correlation between the asked BPM and the tempo read
+    within the asked style's range (``tempo_in_asked_style``), each centred on its style's mean first, so that a
+    model playing every style at its typical tempo scores 0 whatever BPM is asked. ``p_value`` is one-sided, from
+    ``permutations`` shuffles of the asked BPMs within each style (the chance distribution of the correlation).
+
+    Returns:
+        ``{"spearman", "p_value", "n"}``; NaN correlation and p-value when fewer than 3 prompts qualify.
+    """
+    rows = [(t["style"], float(t["tempo"]), float(p["tempo_in_asked_style"]))
+            for p, t in zip(predicted, truth, strict=True)
+            if "tempo" in t and t.get("style") in TEMPO_RANGES and p.get("tempo_in_asked_style") is not None]
+    if len(rows) < 3:
+        return {"spearman": float("nan"), "p_value": float("nan"), "n": float(len(rows))}
+    styles = np.array([r[0] for r in rows])
+    asked, measured = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+    groups = [np.flatnonzero(styles == s) for s in np.unique(styles)]
+
+    def centred(values: np.ndarray) -> np.ndarray:
+        out = values.astype(np.float64).copy()
+        for index in groups:
+            out[index] -= out[index].mean()
+        return out
+
+    def spearman(a: np.ndarray, b: np.ndarray) -> float:
+        ra, rb = rankdata(a), rankdata(b)
+        return float(np.corrcoef(ra, rb)[0, 1]) if ra.std() > 0 and rb.std() > 0 else 0.0
+
+    y = centred(measured)
+    observed = spearman(centred(asked), y)
+    rng = np.random.default_rng(seed)
+    shuffled = asked.copy()
+    above = 0
+    for _ in range(permutations):
+        for index in groups:
+            shuffled[index] = rng.permutation(asked[index])
+        above += spearman(centred(shuffled), y) >= observed
+    return {"spearman": observed, "p_value": (above + 1) / (permutations + 1), "n": float(len(rows))}
 
 
 def _same(predicted: object, true: object) -> bool:
