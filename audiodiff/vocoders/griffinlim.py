@@ -198,21 +198,18 @@ def griffin_lim(
     for step in range(n_iter):
         in_place = step < tracked
         with torch.set_grad_enabled(not in_place):
-            target = magnitude.detach() if in_place else magnitude
             wav = torch.istft(spectrum, center=True, **stft_args)
             rebuilt = torch.stft(wav, center=True, pad_mode="reflect", return_complex=True, **stft_args)
-            # c_n = (1 + momentum) t_n - momentum t_{n-1}, in place into the t_{n-1} buffer where allowed.
+            # c_n = (1 + momentum) t_n - momentum t_{n-1}, then P_C2(c_n): keep the phase of c_n, impose the target
+            # magnitude. In place (into the t_{n-1} buffer) where nothing is recorded.
             if in_place:
                 accelerated = previous.mul_(-momentum).add_(rebuilt, alpha=1.0 + momentum)
-            else:
-                accelerated = rebuilt * (1.0 + momentum) - previous * momentum
-            previous = rebuilt
-            # P_C2(c_n): keep the phase of c_n, impose the target magnitude.
-            if in_place:
-                spectrum = accelerated.mul_(target / (accelerated.abs() + _EPS))
+                spectrum = accelerated.mul_(magnitude / (accelerated.abs() + _EPS))
             else:  # |c| smoothed at 0, where its gradient is undefined (silent bins)
+                accelerated = rebuilt * (1.0 + momentum) - previous * momentum
                 modulus = torch.sqrt(accelerated.real.square() + accelerated.imag.square() + _GRAD_EPS**2)
-                spectrum = accelerated * (target / modulus)
+                spectrum = accelerated * (magnitude / modulus)
+            previous = rebuilt
     if differentiable and tracked == n_iter:  # grad_iters=0: the magnitude asked for, on the phase found
         spectrum = torch.polar(magnitude, spectrum.angle())
     return torch.istft(spectrum, center=True, length=length, **stft_args)

@@ -109,8 +109,8 @@ class Vocos(nn.Module):
         n_bins = n_fft // 2 + 1
         # Per bin: a log-magnitude and a phase, a log-magnitude, a phase advance and a phase offset, or (phase from
         # Griffin-Lim) a log-magnitude alone.
-        self.outputs_per_bin = 1 if griffin_lim_iters else 3 if self.phase_increments else 2
-        self.head = nn.Linear(dim, n_bins * self.outputs_per_bin)
+        outputs_per_bin = 1 if griffin_lim_iters else 3 if self.phase_increments else 2
+        self.head = nn.Linear(dim, n_bins * outputs_per_bin)
         for module in self.modules():
             if isinstance(module, nn.Conv1d | nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
