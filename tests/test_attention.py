@@ -135,3 +135,22 @@ def test_attention_shape_errors_are_clear() -> None:
         attn(torch.randn(2, 8, 4), torch.randn(2, 3, 5))
     with pytest.raises(ValueError, match="mask must be"):
         attn(torch.randn(2, 8, 4), torch.randn(2, 3, 6), torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_self_attention_sees_order_only_with_rotary_positions() -> None:
+    """Without positions self-attention is permutation-equivariant (it sees a set of frames); rotary positions
+    make it depend on the order, and the same shift of every frame (no padding) leaves the scores unchanged."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 10)
+    perm = torch.randperm(10)
+    plain = _randomize(SelfAttention1d(16, heads=4))
+    torch.testing.assert_close(plain(x[..., perm]), plain(x)[..., perm], atol=1e-5, rtol=1e-5)
+    rotary = _randomize(SelfAttention1d(16, heads=4, rope_base=10000.0))
+    assert (rotary(x[..., perm]) - rotary(x)[..., perm]).abs().max() > 1e-2
+    rotary.load_state_dict(plain.state_dict())        # same weights: the positions are the only difference
+    assert (rotary(x) - plain(x)).abs().max() > 1e-2
+
+
+def test_rotary_self_attention_needs_even_head_size() -> None:
+    with pytest.raises(ValueError, match="even head size, got channels=12, heads=4"):
+        SelfAttention1d(12, heads=4, rope_base=10000.0)

@@ -11,22 +11,25 @@ import torch
 
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.denoisers import DiT1d, UNet1d
-from audiodiff.denoisers.dit import apply_rotary, rotary_tables
+from audiodiff.nn.attention import apply_rotary, rotary_tables
 from audiodiff.nn.blocks import Downsample1d, ResBlock1d, Upsample1d
 from audiodiff.nn.embeddings import SinusoidalEmbedding, TimestepEmbedding
 
 TINY = dict(channels=16, channel_mults=(1, 2), blocks_per_level=1, attn_levels=(1,), heads=2, context_dim=8)
 TINY_DIT = dict(width=16, depth=2, heads=2, context_dim=8, time_features=16)
+TINY_ROTARY = dict(TINY, attn_levels=(0, 1), rotary=True)   # the U-Net with rotary self-attention at every level
 
 
 def tiny(family: str = "unet", **overrides: object) -> UNet1d | DiT1d:
     torch.manual_seed(0)
     if family == "dit":
         return DiT1d(4, **{**TINY_DIT, **overrides})  # type: ignore[arg-type]
+    if family == "unet_rotary":
+        return UNet1d(4, **{**TINY_ROTARY, **overrides})  # type: ignore[arg-type]
     return UNet1d(4, **{**TINY, **overrides})  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["unet", "dit"])
+@pytest.fixture(params=["unet", "unet_rotary", "dit"])
 def family(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -176,7 +179,7 @@ def test_bad_inputs_raise_clear_errors(family: str) -> None:
         model(x, t, make_cond(e=6, pooled=8))
     with pytest.raises(ValueError, match="cross_attention=True needs cond"):
         tiny(family)(x, t, None)
-    if family == "unet":
+    if family != "dit":
         with pytest.raises(ValueError, match=r"attn_levels must lie in \[0, 1\]"):
             tiny(attn_levels=(2,))
     else:

@@ -17,25 +17,8 @@ from torch.utils.checkpoint import checkpoint
 
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.denoisers.checks import check_latents, check_noise_level, global_inputs, text_context
-from audiodiff.nn.attention import merge_heads, split_heads
+from audiodiff.nn.attention import apply_rotary, merge_heads, rotary_tables, split_heads
 from audiodiff.nn.embeddings import TimestepEmbedding
-
-
-def rotary_tables(length: int, head_dim: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
-    """cos, sin [length, head_dim] for rotary position embeddings (Su et al. 2021), half-split layout."""
-    if head_dim % 2:
-        raise ValueError(f"rotary positions need an even head dimension, got {head_dim}")
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x [B, H, N, Dh] by position: x·cos + rotate_half(x)·sin."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

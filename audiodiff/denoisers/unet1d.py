@@ -23,11 +23,11 @@ class _Stage(nn.Module):
     """`n_blocks` x ResBlock1d at one resolution, then optionally SelfAttention1d [-> CrossAttention1d]."""
 
     def __init__(self, in_ch: int, out_ch: int, n_blocks: int, emb_dim: int, dropout: float, attention: bool,
-                 heads: int, context_dim: int, cross_attention: bool) -> None:
+                 heads: int, context_dim: int, cross_attention: bool, rope_base: float | None) -> None:
         super().__init__()
         self.res = nn.ModuleList(ResBlock1d(in_ch if j == 0 else out_ch, out_ch, emb_dim, dropout)
                                  for j in range(n_blocks))
-        self.self_attn = SelfAttention1d(out_ch, heads) if attention else None
+        self.self_attn = SelfAttention1d(out_ch, heads, rope_base) if attention else None
         self.cross_attn = (CrossAttention1d(out_ch, context_dim, heads) if attention and cross_attention
                            else None)
 
@@ -47,10 +47,10 @@ class _Middle(nn.Module):
     """ResBlock -> SelfAttention [-> CrossAttention] -> ResBlock at the coarsest resolution."""
 
     def __init__(self, ch: int, emb_dim: int, dropout: float, heads: int, context_dim: int,
-                 cross_attention: bool) -> None:
+                 cross_attention: bool, rope_base: float | None) -> None:
         super().__init__()
         self.res1 = ResBlock1d(ch, ch, emb_dim, dropout)
-        self.self_attn = SelfAttention1d(ch, heads)
+        self.self_attn = SelfAttention1d(ch, heads, rope_base)
         self.cross_attn = CrossAttention1d(ch, context_dim, heads) if cross_attention else None
         self.res2 = ResBlock1d(ch, ch, emb_dim, dropout)
 
@@ -74,7 +74,8 @@ class UNet1d(nn.Module):
     (default `channels`); Linear projections of the pooled text embedding (`pooled_dim`) and of global
     features (`global_dim`) are added to it, and every residual block reads it as a scale and shift.
     The input is zero-padded on the right to a multiple of `patch * 2**(levels - 1)` (padding frames are
-    masked out of self-attention) and the output cropped back, so any L >= 1 works.
+    masked out of self-attention) and the output cropped back, so any L >= 1 works. With `rotary`, self-attention
+    adds rotary positions (base `rope_base`), so it can attend by distance in frames, e.g. one beat back.
 
     Worked example, defaults with in_channels=64 (64-band log-mel), 2 s at 125 frames/s (L = 250), batch 32,
     MiniLM tokens (context_dim 384): 8.38 M parameters (8.43 M with pooled_dim=384).
@@ -107,6 +108,8 @@ class UNet1d(nn.Module):
         gradient_checkpointing: bool = False,
         emb_dim: int | None = None,
         noise_level_scale: float = 1000.0,
+        rotary: bool = False,
+        rope_base: float = 10000.0,
     ) -> None:
         super().__init__()
         mults = tuple(int(m) for m in channel_mults)
@@ -139,7 +142,7 @@ class UNet1d(nn.Module):
             self.input = nn.Conv1d(in_channels, widths[0], patch, stride=patch)
 
         stage_args = dict(emb_dim=emb_dim, dropout=dropout, heads=heads, context_dim=context_dim,
-                          cross_attention=cross_attention)
+                          cross_attention=cross_attention, rope_base=rope_base if rotary else None)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         prev = widths[0]

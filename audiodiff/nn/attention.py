@@ -6,6 +6,7 @@ and add a zero-initialised output projection back to `x`, so a fresh block is th
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn.functional import scaled_dot_product_attention
 
@@ -29,13 +30,39 @@ def merge_heads(t: Tensor) -> Tensor:
     return t.transpose(1, 2).reshape(b, n, h * d)
 
 
-class SelfAttention1d(nn.Module):
-    """Multi-head self-attention across the L frames of `x: [B, C, L]`; output `x + Attn(GroupNorm(x))`."""
+def rotary_tables(length: int, head_dim: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos, sin [length, head_dim] for rotary position embeddings (Su et al. 2021), half-split layout."""
+    if head_dim % 2:
+        raise ValueError(f"rotary positions need an even head dimension, got {head_dim}")
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
 
-    def __init__(self, channels: int, heads: int = 4) -> None:
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate x [B, H, N, Dh] by position: x·cos + rotate_half(x)·sin."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class SelfAttention1d(nn.Module):
+    """Multi-head self-attention across the L frames of `x: [B, C, L]`; output `x + Attn(GroupNorm(x))`.
+
+    rope_base: rotary positions (:func:`rotary_tables`) on queries and keys with this base, so attention can
+    depend on how far apart two frames are (a beat period, a bar); None = no positions (the attention then
+    sees a set of frames, and only the surrounding convolutions place them).
+    """
+
+    def __init__(self, channels: int, heads: int = 4, rope_base: float | None = None) -> None:
         super().__init__()
         _check_heads(channels, heads, "SelfAttention1d")
+        if rope_base is not None and (channels // heads) % 2:
+            raise ValueError(f"SelfAttention1d: rotary positions need an even head size, got channels={channels}, "
+                             f"heads={heads}")
         self.heads = heads
+        self.rope_base = rope_base
         self.norm = group_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_module(nn.Linear(channels, channels))
@@ -47,6 +74,9 @@ class SelfAttention1d(nn.Module):
         """
         h = self.norm(x).transpose(1, 2)                                   # [B, L, C]
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(h).chunk(3, dim=-1))
+        if self.rope_base is not None:
+            rope = rotary_tables(h.shape[1], q.shape[-1], self.rope_base, h.device)
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         attn_mask = None
         if key_mask is not None:
             if key_mask.shape[-1] != x.shape[-1]:
