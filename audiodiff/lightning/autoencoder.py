@@ -18,36 +18,28 @@ with the multi-resolution STFT loss of Parallel WaveGAN (spectral convergence + 
 L1 of HiFi-GAN, least-squares GAN losses and feature matching (audiodiff.vocoders.losses). Before
 `adversarial_start` the discriminator is neither run nor stepped.
 
-Both use manual optimization with an exponential learning-rate decay, as :mod:`audiodiff.lightning.vocoder`: the
-discriminator's step is left out of `global_step`, so `trainer.max_steps`, checkpoint intervals, `adversarial_start`
-and `lr_decay_every` count batches.
+Both use manual optimization with an exponential learning-rate decay, as the vocoder stage
+(:mod:`audiodiff.lightning.gan`): `trainer.max_steps`, checkpoint intervals, `adversarial_start` and
+`lr_decay_every` count batches.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from audiodiff import __version__
 from audiodiff.autoencoders.base import VariationalAutoencoder
 from audiodiff.autoencoders.mel_vae import MelVAE
-from audiodiff.lightning.vocoder import uncounted_step
+from audiodiff.lightning.gan import GanTask
 from audiodiff.metrics.vocoder_quality import fit_length, reconstruction_errors
 from audiodiff.representations.mel import check_vocoder
-from audiodiff.vocoders.losses import (
-    MelL1Loss,
-    MultiResolutionSTFTLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-)
+from audiodiff.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +51,7 @@ def waveform_mel_loss(sample_rate: int) -> MelL1Loss:
     return MelL1Loss(sample_rate, n_fft=1024, hop_length=256, n_mels=64, f_min=0.0, f_max=None)
 
 
-class AutoencoderTask(L.LightningModule):
+class AutoencoderTask(GanTask):
     """Trains a :class:`~audiodiff.autoencoders.mel_vae.MelVAE` or
     :class:`~audiodiff.autoencoders.waveform_vae.WaveformVAE` on `batch["wav"]` [B, 1, T].
 
@@ -95,7 +87,6 @@ class AutoencoderTask(L.LightningModule):
                  lambda_stft: float = 1.0, lambda_mel: float = 1.0, lambda_adv: float = 0.1, lambda_fm: float = 5.0,
                  adversarial_start: int = 0, grad_clip: float | None = None, stats_batches: int = 8,
                  run_config: dict[str, Any] | None = None) -> None:
-        super().__init__()
         is_mel = isinstance(autoencoder, MelVAE)
         if is_mel and discriminator is not None:
             raise ValueError("AutoencoderTask: a mel VAE trains without a discriminator (pass None)")
@@ -106,36 +97,20 @@ class AutoencoderTask(L.LightningModule):
                              "None")
         if is_mel and vocoder is not None:
             check_vocoder(vocoder, autoencoder.mel.mel, autoencoder.log_floor)
-        if not 0.0 < lr_decay <= 1.0:
-            raise ValueError(f"AutoencoderTask: lr_decay must lie in (0, 1], got {lr_decay}")
-        if lr_decay_every is not None and lr_decay_every < 1:
-            raise ValueError(f"AutoencoderTask: lr_decay_every must be >= 1 step or None (per epoch), got "
-                             f"{lr_decay_every}")
         if min(kl_weight, lambda_stft, lambda_mel, lambda_adv, lambda_fm) < 0:
             raise ValueError("AutoencoderTask: loss weights must be >= 0, got "
                              f"{kl_weight=}, {lambda_stft=}, {lambda_mel=}, {lambda_adv=}, {lambda_fm=}")
-        if adversarial_start < 0:
-            raise ValueError(f"AutoencoderTask: adversarial_start must be >= 0, got {adversarial_start}")
-        if grad_clip is not None and grad_clip <= 0:
-            raise ValueError(f"AutoencoderTask: grad_clip must be > 0 or None, got {grad_clip}")
         if stats_batches < 1:
             raise ValueError(f"AutoencoderTask: stats_batches must be >= 1, got {stats_batches}")
-        self.automatic_optimization = False
+        super().__init__(discriminator, optimizer, lr_decay, lr_decay_every, adversarial_start, grad_clip, run_config)
         self.autoencoder = autoencoder
-        self.discriminator = discriminator
-        self.optimizer_factory = optimizer
         object.__setattr__(self, "_vocoder", vocoder)  # validation only: kept out of checkpoints and parameters
-        self.lr_decay = lr_decay
-        self.lr_decay_every = lr_decay_every
         self.kl_weight = kl_weight
         self.lambda_stft = lambda_stft
         self.lambda_mel = lambda_mel
         self.lambda_adv = lambda_adv
         self.lambda_fm = lambda_fm
-        self.adversarial_start = adversarial_start
-        self.grad_clip = grad_clip
         self.stats_batches = stats_batches
-        self.run_config = run_config or {}
         self.mel_loss = waveform_mel_loss(autoencoder.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss()
 
@@ -158,12 +133,8 @@ class AutoencoderTask(L.LightningModule):
         self.autoencoder.fit_input_statistics(wavs)
         log.info("fitted the autoencoder's input statistics on %d batches", len(wavs))
 
-    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
-        optimizers = [self.optimizer_factory(self.autoencoder.parameters())]
-        if self.discriminator is not None:
-            optimizers.append(self.optimizer_factory(self.discriminator.parameters()))
-        schedules = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay) for opt in optimizers]
-        return optimizers, schedules
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        return self.autoencoder.parameters()
 
     # ---- steps ----------------------------------------------------------------------------------------------
     def _mono(self, wav: Tensor) -> Tensor:
@@ -192,10 +163,6 @@ class AutoencoderTask(L.LightningModule):
         wav_hat = self.autoencoder.decode(posterior.sample() if sample else posterior.mean)
         return wav_hat[..., : wav.shape[-1]].float(), posterior.kl()
 
-    def _clip(self, optimizer: LightningOptimizer) -> None:
-        if self.grad_clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         wav = self._mono(batch["wav"])
         optimizers = self.optimizers()
@@ -207,7 +174,7 @@ class AutoencoderTask(L.LightningModule):
         else:
             wav_hat, kl = self._waveform_reconstruction(wav, sample=True)
             if adversarial:
-                self._discriminator_step(optimizers[1], wav, wav_hat, logs)
+                logs["train/loss_d"] = self.discriminator_step(optimizers[1], wav, wav_hat)
         with self.toggled_optimizer(opt_g):  # the discriminator's weights need no gradients here
             if self.is_mel:
                 loss = recon + self.kl_weight * kl
@@ -218,44 +185,19 @@ class AutoencoderTask(L.LightningModule):
                 loss = self.lambda_stft * stft + self.lambda_mel * mel + self.kl_weight * kl
                 logs.update({"train/stft": stft.detach(), "train/mel_l1": mel.detach()})
             if adversarial:
-                _, real_maps = self.discriminator(wav)
-                fake, fake_maps = self.discriminator(wav_hat)
-                adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real_maps, fake_maps)
+                adv, fm = self.adversarial_terms(wav, wav_hat)
                 loss = loss + self.lambda_adv * adv + self.lambda_fm * fm
                 logs.update({"train/adv": adv.detach(), "train/fm": fm.detach()})
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            self._clip(opt_g)
+            self.clip(opt_g)
             opt_g.step()  # global_step counts this step from here on
 
         logs.update({"train/kl": kl.detach(), "train/lr": float(opt_g.param_groups[0]["lr"])})
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=wav.shape[0])
         self.log("train/recon", recon.detach(), prog_bar=True, batch_size=wav.shape[0])
         self.log_dict(logs, batch_size=wav.shape[0])
-        if self.lr_decay_every is not None and self.global_step % self.lr_decay_every == 0:
-            self._decay_lr()
-
-    def _discriminator_step(self, opt_d: LightningOptimizer, wav: Tensor, wav_hat: Tensor,
-                            logs: dict[str, Tensor | float]) -> None:
-        with self.toggled_optimizer(opt_d):
-            real, _ = self.discriminator(wav)
-            fake, _ = self.discriminator(wav_hat.detach())
-            loss_d = discriminator_loss(real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            self._clip(opt_d)
-            with uncounted_step(opt_d):
-                opt_d.step()
-        logs["train/loss_d"] = loss_d.detach()
-
-    def on_train_epoch_end(self) -> None:
-        if self.lr_decay_every is None:
-            self._decay_lr()
-
-    def _decay_lr(self) -> None:
-        schedules = self.lr_schedulers()
-        for schedule in schedules if isinstance(schedules, list) else [schedules]:
-            schedule.step()
+        self.decay_lr_on_schedule()
 
     # ---- validation -----------------------------------------------------------------------------------------
     @torch.no_grad()

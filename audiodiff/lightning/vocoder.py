@@ -13,33 +13,23 @@ discriminator is neither run nor stepped: a mel-only warm-up that gives the disc
 first step, and spends a small CPU budget on the cheapest part of the objective. Both players use AdamW with
 HiFi-GAN's betas (0.8, 0.99) and an exponential learning-rate decay (0.999 per epoch in the paper).
 
-Steps: Lightning counts every manual ``optimizer.step()`` in ``trainer.global_step``, i.e. two per GAN batch. Here the
-discriminator's step is left out of that count, so ``global_step``, ``trainer.max_steps``, checkpoint intervals,
-``adversarial_start`` and ``lr_decay_every`` all count batches (generator steps), during warm-up and after alike.
+Steps count batches (generator steps), during warm-up and after alike: see :mod:`audiodiff.lightning.gan`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from audiodiff import __version__
+from audiodiff.lightning.gan import GanTask
 from audiodiff.metrics.vocoder_quality import metric_mel_loss, reconstruction_errors
-from audiodiff.vocoders.losses import (
-    MultiResolutionSTFTLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-    spectrum_loss,
-)
+from audiodiff.vocoders.losses import MultiResolutionSTFTLoss, spectrum_loss
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +38,7 @@ def generator_config(generator: nn.Module) -> dict[str, Any]:
     return generator.export_config()
 
 
-def _no_count() -> None:
-    """Stands in for Lightning's step-counting hooks around an optimizer step."""
-
-
-@contextmanager
-def uncounted_step(optimizer: LightningOptimizer) -> Iterator[None]:
-    """Within the block, ``optimizer.step()`` does not advance ``trainer.global_step``.
-
-    Lightning's manual-optimization loop wraps every ``LightningOptimizer.step`` in hooks that count it (and time it
-    in the profiler); with two optimizers a GAN batch would count twice. The strategy's own ``optimizer_step``
-    (precision plugins, gradient scaling) still runs.
-    """
-    before, after = optimizer._on_before_step, optimizer._on_after_step
-    optimizer._on_before_step = optimizer._on_after_step = _no_count
-    try:
-        yield
-    finally:
-        optimizer._on_before_step, optimizer._on_after_step = before, after
-
-
-class VocoderTask(L.LightningModule):
+class VocoderTask(GanTask):
     """Trains a vocoder generator (:data:`audiodiff.vocoders.trained.TRAINABLE`) with a GAN objective on
     ``batch["wav"] [B, 1, T]``.
 
@@ -104,24 +74,11 @@ class VocoderTask(L.LightningModule):
                  lambda_mel: float = 45.0, lambda_stft: float = 0.0, lambda_spectrum: float = 0.0,
                  adversarial_start: int = 0, grad_clip: float | None = None,
                  run_config: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        if not 0.0 < lr_decay <= 1.0:
-            raise ValueError(f"VocoderTask: lr_decay must lie in (0, 1], got {lr_decay}")
-        if lr_decay_every is not None and lr_decay_every < 1:
-            raise ValueError(f"VocoderTask: lr_decay_every must be >= 1 step or None (per epoch), got {lr_decay_every}")
+        super().__init__(discriminator, optimizer, lr_decay, lr_decay_every, adversarial_start, grad_clip, run_config)
         if lambda_stft < 0 or lambda_spectrum < 0:
             raise ValueError(f"VocoderTask: lambda_stft and lambda_spectrum must be >= 0, got {lambda_stft}, "
                              f"{lambda_spectrum}")
-        if adversarial_start < 0:
-            raise ValueError(f"VocoderTask: adversarial_start must be >= 0, got {adversarial_start}")
-        if grad_clip is not None and grad_clip <= 0:
-            raise ValueError(f"VocoderTask: grad_clip must be > 0 or None, got {grad_clip}")
-        self.automatic_optimization = False
         self.generator = generator
-        self.discriminator = discriminator
-        self.optimizer_factory = optimizer
-        self.lr_decay = lr_decay
-        self.lr_decay_every = lr_decay_every
         self.lambda_fm = lambda_fm
         self.lambda_mel = lambda_mel
         self.lambda_stft = lambda_stft
@@ -130,17 +87,11 @@ class VocoderTask(L.LightningModule):
             raise ValueError(f"VocoderTask: lambda_spectrum needs a generator that predicts an STFT (Vocos); "
                              f"{type(generator).__name__} does not (a Vocos with griffin_lim_iters > 0 leaves the "
                              "phase to Griffin-Lim)")
-        self.adversarial_start = adversarial_start
-        self.grad_clip = grad_clip
-        self.run_config = run_config or {}
         self.mel_loss = metric_mel_loss(generator.mel, generator.log_floor)
         self.stft_metric = MultiResolutionSTFTLoss()
 
-    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
-        opt_g = self.optimizer_factory(self.generator.parameters())
-        opt_d = self.optimizer_factory(self.discriminator.parameters())
-        schedules = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay) for opt in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedules
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        return self.generator.parameters()
 
     # ---- steps --------------------------------------------------------------------------------------------
     def _mono(self, wav: Tensor) -> Tensor:
@@ -170,10 +121,6 @@ class VocoderTask(L.LightningModule):
         window = torch.hann_window(g.n_fft, device=wav.device)
         return torch.stft(wav.float(), g.n_fft, g.hop_length, window=window, center=True, return_complex=True)
 
-    def _clip(self, optimizer: LightningOptimizer) -> None:
-        if self.grad_clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         wav = self._mono(batch["wav"])
@@ -186,16 +133,7 @@ class VocoderTask(L.LightningModule):
         logs: dict[str, Tensor | float] = {}
 
         if adversarial:
-            with self.toggled_optimizer(opt_d):
-                real, _ = self.discriminator(real_wav)
-                fake, _ = self.discriminator(fake_wav.detach())
-                loss_d = discriminator_loss(real, fake)
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(loss_d)
-                self._clip(opt_d)
-                with uncounted_step(opt_d):
-                    opt_d.step()
-            logs["train/loss_d"] = loss_d.detach()
+            logs["train/loss_d"] = self.discriminator_step(opt_d, real_wav, fake_wav)
 
         with self.toggled_optimizer(opt_g):  # the discriminator's weights need no gradients here
             loss_mel = self.mel_loss(wav_hat, wav)
@@ -211,31 +149,18 @@ class VocoderTask(L.LightningModule):
                 logs.update({"train/log_magnitude": spectrum.log_magnitude.detach(),
                              "train/phase": spectrum.phase.detach()})
             if adversarial:
-                _, real_maps = self.discriminator(real_wav)
-                fake, fake_maps = self.discriminator(fake_wav)
-                loss_adv = generator_adversarial_loss(fake)
-                loss_fm = feature_matching_loss(real_maps, fake_maps)
+                loss_adv, loss_fm = self.adversarial_terms(real_wav, fake_wav)
                 loss_g = loss_g + loss_adv + self.lambda_fm * loss_fm
                 logs.update({"train/adv": loss_adv.detach(), "train/fm": loss_fm.detach()})
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
-            self._clip(opt_g)
+            self.clip(opt_g)
             opt_g.step()  # global_step counts this step from here on
 
         logs.update({"train/loss_g": loss_g.detach(), "train/lr": float(opt_g.param_groups[0]["lr"])})
         self.log("train/mel_l1", loss_mel.detach(), prog_bar=True, batch_size=wav.shape[0])
         self.log_dict(logs, batch_size=wav.shape[0])
-        if self.lr_decay_every is not None and self.global_step % self.lr_decay_every == 0:
-            self._decay_lr()
-
-    def on_train_epoch_end(self) -> None:
-        if self.lr_decay_every is None:
-            self._decay_lr()
-
-    def _decay_lr(self) -> None:
-        schedules = self.lr_schedulers()
-        for schedule in schedules if isinstance(schedules, list) else [schedules]:
-            schedule.step()
+        self.decay_lr_on_schedule()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Reconstruction errors of held-out clips, averaged over clips and ranks."""
