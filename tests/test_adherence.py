@@ -1,11 +1,12 @@
 """Adherence scoring plumbing: held-out prompt selection and the multi-seed table."""
 
+import math
 from pathlib import Path
 
 import pytest
 
 from audiodiff.data.manifest import ManifestRow
-from audiodiff.metrics.adherence import AdherenceResult, held_out_prompts, markdown_table
+from audiodiff.metrics.adherence import AdherenceResult, above_chance_p_value, held_out_prompts, markdown_table
 
 
 def row(i: int) -> ManifestRow:
@@ -34,3 +35,15 @@ def test_table_reports_mean_and_spread_over_seeds():
     assert "| kind | 300 | 7% | 70% (60–80) |" in table
     assert "| count | 90 | 33% | 65% (60–70) |" in table
     assert "| **mean** | | | 68% (65–70) |" in table
+
+
+def test_above_chance_p_value_is_the_binomial_upper_tail() -> None:
+    """36 of 109 right where guessing scores 24%: P(X >= 36) for X ~ Binomial(109, 0.24), summed directly."""
+    n, hits, chance = 109, 36, 0.24
+    tail = sum(math.comb(n, k) * chance**k * (1 - chance) ** (n - k) for k in range(hits, n + 1))
+    assert above_chance_p_value(hits / n, n, chance) == pytest.approx(tail, rel=1e-9)
+    assert 0.01 < tail < 0.05                                    # two standard errors above chance
+    assert above_chance_p_value(0.24, n, chance) > 0.4           # at chance: no evidence
+    assert above_chance_p_value(0.5, 0, chance) == 1.0           # nothing scored
+    with pytest.raises(ValueError, match=r"chance must lie in \[0, 1\], got 1.5"):
+        above_chance_p_value(0.5, 10, 1.5)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 from tqdm import tqdm
 
 from audiodiff.data.manifest import ManifestRow
@@ -22,7 +23,7 @@ from audiodiff.pipeline import AudioDiffusionPipeline
 @dataclass(frozen=True)
 class AdherenceResult:
     guidance: float
-    scores: dict[str, dict[str, float]]  # attribute → {accuracy, n, chance}
+    scores: dict[str, dict[str, float]]  # attribute → {accuracy, n, chance, p_value}
     seconds: float  # wall time of generation + extraction
     predictions: tuple[dict, ...] = ()  # what the extractor read from each clip, in prompt order
 
@@ -33,6 +34,16 @@ class AdherenceResult:
     def as_dict(self) -> dict[str, Any]:
         return {"guidance": self.guidance, "scores": self.scores, "mean_accuracy": self.mean_accuracy,
                 "seconds": self.seconds}
+
+
+def above_chance_p_value(accuracy: float, n: int, chance: float) -> float:
+    """One-sided binomial p-value of scoring `accuracy` on `n` prompts where guessing scores `chance`: the
+    probability of at least ``round(accuracy * n)`` hits from n independent guesses. 1.0 when n is 0."""
+    if n <= 0:
+        return 1.0
+    if not 0.0 <= chance <= 1.0:
+        raise ValueError(f"above_chance_p_value: chance must lie in [0, 1], got {chance}")
+    return float(binomtest(round(accuracy * n), n, chance, alternative="greater").pvalue)
 
 
 def held_out_prompts(rows: list[ManifestRow], n: int, seed: int = 0,
@@ -56,6 +67,7 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
                        progress: bool = True) -> AdherenceResult:
     """Generate one clip per prompt at `guidance` (0 = unconditional) and score its attributes against `truths`.
 
+    Each attribute's score carries its one-sided binomial p-value against chance (:func:`above_chance_p_value`).
     Each attribute is scored on its own: the extractor reads the attributes of the kind the prompt asked for
     (a sweep's direction, a beep train's count) from the audio, while `kind` is scored by the classifier alone.
     """
@@ -69,7 +81,9 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
             out = pipe(chunk, duration=duration, steps=steps, guidance=guidance, seed=seed + lo, sampler=sampler)
         for clip, asked in zip(out.audio, truths[lo: lo + batch_size], strict=True):
             predicted.append(extract(clip[0].numpy(), out.sample_rate, reference=asked))
-    return AdherenceResult(guidance, score(predicted, truths), time.perf_counter() - start, tuple(predicted))
+    scores = {name: {**s, "p_value": above_chance_p_value(s["accuracy"], int(s["n"]), s["chance"])}
+              for name, s in score(predicted, truths).items()}
+    return AdherenceResult(guidance, scores, time.perf_counter() - start, tuple(predicted))
 
 
 def markdown_table(results: dict[str, list[AdherenceResult]]) -> str:

@@ -3,9 +3,9 @@
     python recipes/sfx/eval_adherence.py runs/sfx_quick/seed0 runs/sfx_quick/seed1 --n 300 --guidance 0 1 3
 
 Prints a markdown table (accuracy per attribute, chance level, mean over seeds with the min–max spread) and writes
-it with the raw numbers to --out (default: adherence.{md,json} beside the first model). For the music corpus it also
-prints how the measured tempo follows the asked BPM within each style (`tempo_following`: Spearman correlation and
-its permutation p-value; 0 is chance).
+it with the raw numbers to --out (default: adherence.{md,json} beside the first model), with each attribute's
+one-sided binomial p-value against chance. For the music corpus it also prints how the measured tempo follows the
+asked BPM within each style (`tempo_following`: Spearman correlation and its permutation p-value; 0 is chance).
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ def main() -> None:
             results.setdefault(label, []).append(res)
             raw.append({"model": str(model), **res.as_dict()})
             print(f"{model} {label}: mean {100 * res.mean_accuracy:.1f}% ({res.seconds:.0f} s)", flush=True)
+            if g != 0:
+                lines.append(f"- {model} {label}: one-sided binomial p against chance: " + ", ".join(
+                    f"{name} {s['p_value']:.2g}" for name, s in res.scores.items()))
+                print(lines[-1], flush=True)
             if args.corpus == "music" and g != 0:
                 following = tempo_following(res.predictions, truths)
                 raw[-1]["tempo_following"] = following
