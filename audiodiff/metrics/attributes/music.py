@@ -329,8 +329,10 @@ def extract_music(wav: object, sample_rate: int, reference: dict | None = None) 
     tonic, mode = key_from_logits(load_key_model().logits(a.chroma))
     lead, chords = load_instrument_model().predict(a.log_mel)
     asked_style = (reference or {}).get("style")
-    extra = ({"tempo_in_asked_style": round(estimate_tempo(a.onset_envelope, TEMPO_RANGES[asked_style]), 1)}
-             if asked_style in TEMPO_RANGES else {})
+    extra: dict[str, float] = {}
+    if asked_style in TEMPO_RANGES:
+        asked_tempo = tempo if asked_style == style else estimate_tempo(a.onset_envelope, TEMPO_RANGES[asked_style])
+        extra["tempo_in_asked_style"] = round(asked_tempo, 1)
     return {**extra,
         "style": style,
         "tempo": round(tempo, 1),
