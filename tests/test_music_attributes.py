@@ -116,11 +116,15 @@ def test_tempo_following_is_zero_for_style_typical_tempi_and_clear_when_the_bpm_
                for t in truth]
     good = tempo_following(followed, truth, permutations=2000)
     assert good["n"] == len(truth) and good["spearman"] > 0.8 and good["p_value"] < 0.001
+    assert good["accuracy"] > 0.8 and good["accuracy_p_value"] < 1e-6
+    assert good["chance"] == pytest.approx(np.mean([abs(sum(music.TEMPO_RANGES[t["style"]]) / 2 / t["tempo"] - 1)
+                                                    <= 0.04 for t in truth]))
     # Across styles the typical tempi alone correlate with the asked BPM; within styles they must not count.
     chance = tempo_following(typical, truth, permutations=2000)
     assert abs(chance["spearman"]) < 0.3 and chance["p_value"] > 0.01
+    assert abs(chance["accuracy"] - chance["chance"]) < 0.1 and chance["accuracy_p_value"] > 0.01
     few = tempo_following(followed[:2], truth[:2])
-    assert np.isnan(few["spearman"]) and few["n"] == 2
+    assert np.isnan(few["spearman"]) and np.isnan(few["accuracy"]) and few["n"] == 2
     untempo = [{k: v for k, v in t.items() if k != "tempo"} for t in truth]  # captions that give no BPM
     assert tempo_following(followed, untempo)["n"] == 0
 

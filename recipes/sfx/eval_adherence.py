@@ -53,12 +53,15 @@ def main() -> None:
                 lines.append(f"- {model} {label}: one-sided binomial p against chance: " + ", ".join(
                     f"{name} {s['p_value']:.2g}" for name, s in res.scores.items()))
                 print(lines[-1], flush=True)
-            if args.corpus == "music" and g != 0:
+            if args.corpus == "music":
                 following = tempo_following(res.predictions, truths)
                 raw[-1]["tempo_following"] = following
                 lines.append(f"- {model} {label}: tempo follows the asked BPM within styles with Spearman "
                              f"{following['spearman']:.2f} (one-sided permutation p = {following['p_value']:.4f}, "
-                             f"n = {following['n']:.0f}; chance 0)")
+                             f"n = {following['n']:.0f}; chance 0); read within the asked style's range it is within "
+                             f"4% of the asked BPM for {100 * following['accuracy']:.0f}% (chance "
+                             f"{100 * following['chance']:.0f}%, one-sided binomial p = "
+                             f"{following['accuracy_p_value']:.2g})")
                 print(lines[-1], flush=True)
     table = markdown_table(results) + ("\n\n" + "\n".join(lines) if lines else "")
     header = (f"{len(prompts)} held-out prompts ({args.corpus}/{args.split}), models: {', '.join(args.models)}; "

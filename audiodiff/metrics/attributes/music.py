@@ -33,7 +33,7 @@ from typing import Any
 
 import librosa
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import binomtest, rankdata
 
 from audiodiff.data.corpora.midi import GM_PROGRAM_NAMES, PITCH_CLASSES, STYLES
 from audiodiff.data.corpora.music import ATTRIBUTE_VALUES, INSTRUMENTS, TEMPO_RANGES
@@ -414,14 +414,26 @@ def tempo_following(predicted: Sequence[Mapping], truth: Sequence[Mapping], perm
     model playing every style at its typical tempo scores 0 whatever BPM is asked. ``p_value`` is one-sided, from
     ``permutations`` shuffles of the asked BPMs within each style (the chance distribution of the correlation).
 
+    ``accuracy`` is the share of those tempi within :data:`TEMPO_TOLERANCE` of the asked BPM, against ``chance``,
+    the share that guessing each style's typical tempo scores (as :func:`score_music`'s tempo chance);
+    ``accuracy_p_value`` is its one-sided binomial p-value. Unlike ``score_music``'s ``tempo``, which reads the tempo
+    within the *predicted* style's range, this reading does not depend on the style classifier: a clip of the asked
+    tempo whose style is misread (a ballad heard as a waltz) is not read an octave off.
+
     Returns:
-        ``{"spearman", "p_value", "n"}``; NaN correlation and p-value when fewer than 3 prompts qualify.
+        ``{"spearman", "p_value", "accuracy", "chance", "accuracy_p_value", "n"}``; NaN statistics when fewer than
+        3 prompts qualify.
     """
     rows = [(t["style"], float(t["tempo"]), float(p["tempo_in_asked_style"]))
             for p, t in zip(predicted, truth, strict=True)
             if "tempo" in t and t.get("style") in TEMPO_RANGES and p.get("tempo_in_asked_style") is not None]
     if len(rows) < 3:
-        return {"spearman": float("nan"), "p_value": float("nan"), "n": float(len(rows))}
+        return {**dict.fromkeys(["spearman", "p_value", "accuracy", "chance", "accuracy_p_value"], float("nan")),
+                "n": float(len(rows))}
+    hits = sum(tempo_within(m, a) for _, a, m in rows)
+    chance = sum(tempo_within(sum(TEMPO_RANGES[s]) / 2, a) for s, a, _ in rows) / len(rows)
+    accuracy = {"accuracy": hits / len(rows), "chance": chance,
+                "accuracy_p_value": float(binomtest(hits, len(rows), chance, alternative="greater").pvalue)}
     styles = np.array([r[0] for r in rows])
     asked, measured = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
     groups = [np.flatnonzero(styles == s) for s in np.unique(styles)]
@@ -445,7 +457,7 @@ def tempo_following(predicted: Sequence[Mapping], truth: Sequence[Mapping], perm
         for index in groups:
             shuffled[index] = rng.permutation(asked[index])
         above += spearman(centred(shuffled), y) >= observed
-    return {"spearman": observed, "p_value": (above + 1) / (permutations + 1), "n": float(len(rows))}
+    return {"spearman": observed, "p_value": (above + 1) / (permutations + 1), **accuracy, "n": float(len(rows))}
 
 
 def _same(predicted: object, true: object) -> bool:
