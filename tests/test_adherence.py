@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from audiodiff.data.manifest import ManifestRow
-from audiodiff.metrics.adherence import AdherenceResult, above_chance_p_value, held_out_prompts, markdown_table
+from audiodiff.metrics.adherence import AdherenceResult, held_out_prompts, markdown_table
+from audiodiff.metrics.attributes.score import above_chance_p_value
 
 
 def row(i: int) -> ManifestRow:

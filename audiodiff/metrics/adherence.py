@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
 from tqdm import tqdm
 
 from audiodiff.data.manifest import ManifestRow
 from audiodiff.metrics.attributes import asked_attributes, corpus_metrics
+from audiodiff.metrics.attributes.score import above_chance_p_value
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 
@@ -34,16 +34,6 @@ class AdherenceResult:
     def as_dict(self) -> dict[str, Any]:
         return {"guidance": self.guidance, "scores": self.scores, "mean_accuracy": self.mean_accuracy,
                 "seconds": self.seconds}
-
-
-def above_chance_p_value(accuracy: float, n: int, chance: float) -> float:
-    """One-sided binomial p-value of scoring `accuracy` on `n` prompts where guessing scores `chance`: the
-    probability of at least ``round(accuracy * n)`` hits from n independent guesses. 1.0 when n is 0."""
-    if n <= 0:
-        return 1.0
-    if not 0.0 <= chance <= 1.0:
-        raise ValueError(f"above_chance_p_value: chance must lie in [0, 1], got {chance}")
-    return float(binomtest(round(accuracy * n), n, chance, alternative="greater").pvalue)
 
 
 def held_out_prompts(rows: list[ManifestRow], n: int, seed: int = 0,

@@ -33,7 +33,7 @@ from typing import Any
 
 import librosa
 import numpy as np
-from scipy.stats import binomtest, rankdata
+from scipy.stats import rankdata
 
 from audiodiff.data.corpora.midi import GM_PROGRAM_NAMES, PITCH_CLASSES, STYLES
 from audiodiff.data.corpora.music import ATTRIBUTE_VALUES, INSTRUMENTS, TEMPO_RANGES
@@ -47,6 +47,7 @@ from audiodiff.metrics.attributes.features import (
     power_spectrogram,
 )
 from audiodiff.metrics.attributes.music_net import InstrumentNet
+from audiodiff.metrics.attributes.score import above_chance_p_value
 
 STYLE_MODEL_PATH = Path(__file__).with_name("music_style.json")
 KEY_MODEL_PATH = Path(__file__).with_name("music_key.json")
@@ -351,6 +352,11 @@ def extract_music(wav: object, sample_rate: int, reference: dict | None = None) 
 SCORED_ATTRIBUTES = ("style", "tempo", "key", "mode", "lead", "chords", "instruments")
 
 
+def typical_tempo(style: str) -> float:
+    """A style's typical tempo in BPM: the middle of its range (the guess that tempo chance levels assume)."""
+    return sum(TEMPO_RANGES[style]) / 2
+
+
 def tempo_within(predicted: object, true_bpm: float, tolerance: float = TEMPO_TOLERANCE) -> bool:
     """Whether ``predicted`` (a number, or None) lies within ``tolerance`` (relative) of ``true_bpm``."""
     if predicted is None or isinstance(predicted, bool) or not isinstance(predicted, int | float):
@@ -392,7 +398,7 @@ def score_music(predicted: Sequence[Mapping], truth: Sequence[Mapping]) -> dict[
             continue
         if name == "tempo":
             correct = sum(tempo_within(p, t) for p, t, _ in pairs)
-            chance = sum(tempo_within(sum(TEMPO_RANGES[row["style"]]) / 2, t) for _, t, row in pairs
+            chance = sum(tempo_within(typical_tempo(row["style"]), t) for _, t, row in pairs
                          if row.get("style") in TEMPO_RANGES) / len(pairs)
         else:
             correct = sum(_same(p, t) for p, t, _ in pairs)
@@ -431,9 +437,9 @@ def tempo_following(predicted: Sequence[Mapping], truth: Sequence[Mapping], perm
         return {**dict.fromkeys(["spearman", "p_value", "accuracy", "chance", "accuracy_p_value"], float("nan")),
                 "n": float(len(rows))}
     hits = sum(tempo_within(m, a) for _, a, m in rows)
-    chance = sum(tempo_within(sum(TEMPO_RANGES[s]) / 2, a) for s, a, _ in rows) / len(rows)
+    chance = sum(tempo_within(typical_tempo(s), a) for s, a, _ in rows) / len(rows)
     accuracy = {"accuracy": hits / len(rows), "chance": chance,
-                "accuracy_p_value": float(binomtest(hits, len(rows), chance, alternative="greater").pvalue)}
+                "accuracy_p_value": above_chance_p_value(hits / len(rows), len(rows), chance)}
     styles = np.array([r[0] for r in rows])
     asked, measured = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
     groups = [np.flatnonzero(styles == s) for s in np.unique(styles)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from scipy.stats import binomtest
+
 
 def score_predictions(
     predicted: Sequence[Mapping], truth: Sequence[Mapping], values: Mapping[str, Sequence]
@@ -53,3 +55,13 @@ def markdown_table(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> s
         ]
         lines.append(f"| {attr} | {100 * chance:.0f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def above_chance_p_value(accuracy: float, n: int, chance: float) -> float:
+    """One-sided binomial p-value of scoring `accuracy` on `n` prompts where guessing scores `chance`: the
+    probability of at least ``round(accuracy * n)`` hits from n independent guesses. 1.0 when n is 0."""
+    if n <= 0:
+        return 1.0
+    if not 0.0 <= chance <= 1.0:
+        raise ValueError(f"above_chance_p_value: chance must lie in [0, 1], got {chance}")
+    return float(binomtest(round(accuracy * n), n, chance, alternative="greater").pvalue)
