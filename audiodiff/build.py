@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.model import DiffusionModel, SamplerSettings
+from audiodiff.models.registry import build_component
 
 MODEL_KEYS = ("representation", "vocoder", "denoiser", "diffusion", "text_encoder", "sampler", "duration")
 OPTIONAL_MODEL_KEYS = ("timing",)
@@ -28,19 +28,22 @@ def model_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(cfg: DictConfig | dict[str, Any]) -> DiffusionModel:
-    """DiffusionModel from a config holding MODEL_KEYS (a full run config or an export's config.yaml)."""
-    mcfg = OmegaConf.create(model_config(cfg))
-    vocoder = instantiate(mcfg.vocoder) if mcfg.get("vocoder") is not None else None  # vocoder=none
-    representation = instantiate(mcfg.representation, vocoder=vocoder)
-    text_encoder = instantiate(mcfg.text_encoder)
-    timing = instantiate(mcfg.timing) if "timing" in mcfg else None
-    denoiser = OmegaConf.to_container(mcfg.denoiser, resolve=True)
+    """DiffusionModel from a config holding MODEL_KEYS (a full run config or an export's config.yaml).
+
+    Every part is built through the component registry (`audiodiff.models.registry`): a config naming any other
+    `_target_` is refused before anything is imported, so loading a downloaded model folder cannot run its code."""
+    mcfg = model_config(cfg)
+    vocoder = build_component(mcfg["vocoder"], "vocoder", "vocoder") if mcfg.get("vocoder") is not None else None
+    representation = build_component(mcfg["representation"], "representation", "representation", vocoder=vocoder)
+    text_encoder = build_component(mcfg["text_encoder"], "text_encoder", "text_encoder")
+    timing = build_component(mcfg["timing"], "timing", "timing") if "timing" in mcfg else None
+    denoiser = dict(mcfg["denoiser"])
     # `pooled_text`: also add the pooled caption embedding to the timestep embedding (beside cross-attention).
     pooled = denoiser.pop("pooled_text", True)
-    net = instantiate(denoiser, in_channels=representation.latent_channels, context_dim=text_encoder.dim,
-                      pooled_dim=text_encoder.dim if pooled else None,
-                      global_dim=timing.dim if timing is not None else None)
-    objective = instantiate(mcfg.diffusion)
-    sampler = SamplerSettings(**OmegaConf.to_container(mcfg.sampler, resolve=True))
-    return DiffusionModel(representation, net, text_encoder, objective, sampler, duration=float(mcfg.duration),
+    net = build_component(denoiser, "denoiser", "denoiser", in_channels=representation.latent_channels,
+                          context_dim=text_encoder.dim, pooled_dim=text_encoder.dim if pooled else None,
+                          global_dim=timing.dim if timing is not None else None)
+    objective = build_component(mcfg["diffusion"], "diffusion", "diffusion")
+    sampler = SamplerSettings(**mcfg["sampler"])
+    return DiffusionModel(representation, net, text_encoder, objective, sampler, duration=float(mcfg["duration"]),
                           timing=timing)

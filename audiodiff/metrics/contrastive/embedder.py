@@ -23,7 +23,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from hydra.utils import instantiate
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -33,6 +32,7 @@ from audiodiff.metrics.contrastive.model import ContrastiveConfig, ContrastiveMo
 from audiodiff.metrics.contrastive.task import CHECKPOINT_KIND, model_state
 from audiodiff.metrics.embedders.base import WavBatch, freeze, make_id, prepare_clips, settings_digest
 from audiodiff.metrics.embedding_cache import content_hash
+from audiodiff.models.registry import build_component
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
@@ -161,7 +161,7 @@ def load_embedder(folder: str | Path, device: str | torch.device = "cpu", batch_
     if not isinstance(config, dict) or not {"name", "model", "text_encoder"} <= set(config):
         raise ValueError(f"{config_file}: expected the keys name, model and text_encoder, got "
                          f"{sorted(config) if isinstance(config, dict) else type(config).__name__}")
-    text_encoder = instantiate(config["text_encoder"])
+    text_encoder = build_component(config["text_encoder"], f"{config_file}: text_encoder", "text_encoder")
     if not isinstance(text_encoder, TextEncoder):
         raise ValueError(f"{config_file}: text_encoder must build an audiodiff TextEncoder, got "
                          f"{type(text_encoder).__name__}")

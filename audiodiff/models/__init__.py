@@ -1,0 +1,1 @@
+"""Building models from configuration, the component registry and the export format."""

@@ -1,0 +1,120 @@
+"""Loading a model folder or checkpoint builds only audiodiff's registered components: a crafted config that names
+any other `_target_` is refused before it is imported, and the code it names never runs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from audiodiff.build import build_model
+from audiodiff.config import compose_config
+from audiodiff.models import registry
+from audiodiff.models.registry import (
+    COMPONENTS,
+    UnknownComponentError,
+    build_component,
+    component_kind,
+    register_component,
+)
+from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "export_v0_1"
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODEL_GROUPS = ("representation", "vocoder", "denoiser", "diffusion", "text_encoder", "timing", "autoencoder")
+
+
+def test_an_export_written_by_0_1_generates_the_audio_it_generated_then():
+    """tests/fixtures/export_v0_1 was exported, and its audio generated (seed 0, 25 steps, guidance 3), by
+    audiodiff 0.1.0 before the layered layout; the same request must give the same samples."""
+    pipe = AudioDiffusionPipeline.from_pretrained(FIXTURE / "model")
+    audio = pipe(["three loud high-pitched beeps"], duration=1.0, steps=25, guidance=3.0, seed=0).audio
+    expected = torch.from_numpy(np.load(FIXTURE / "audio_seed0_steps25.npy"))
+    assert audio.shape == expected.shape
+    torch.testing.assert_close(audio, expected, rtol=0.0, atol=1e-6)
+
+
+def test_every_model_target_in_conf_is_registered():
+    for group in MODEL_GROUPS:
+        for file in sorted((CONF / group).glob("*.yaml")):
+            node = yaml.safe_load(file.read_text()) or {}
+            target = node.get("_target_")
+            if target is not None:
+                assert component_kind(target) is not None, f"{file}: {target} is not a registered component"
+
+
+def _crafted_export(tmp_path: Path, part: str, node: dict) -> Path:
+    folder = tmp_path / "shared_model"
+    folder.mkdir()
+    config = yaml.safe_load((FIXTURE / "model" / "config.yaml").read_text())
+    config[part] = node
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "model.safetensors").write_bytes((FIXTURE / "model" / "model.safetensors").read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("part", ["denoiser", "vocoder", "text_encoder", "diffusion"])
+def test_a_crafted_export_config_is_refused_and_its_target_never_runs(tmp_path, part):
+    witness = tmp_path / "ran"
+    folder = _crafted_export(tmp_path, part, {"_target_": "os.system", "command": f"touch {witness}"})
+    with pytest.raises(ModelLoadError, match=r"_target_ 'os.system' is not a registered audiodiff"):
+        AudioDiffusionPipeline.from_pretrained(folder)
+    assert not witness.exists()
+
+
+def test_a_crafted_nested_target_is_refused(tmp_path):
+    """A target hidden inside a registered component's arguments (Hydra builds nested nodes) is refused too."""
+    witness = tmp_path / "ran"
+    node = {"_target_": "audiodiff.representations.autoencoder.from_config",
+            "autoencoder": {"_target_": "os.system", "command": f"touch {witness}"}, "sample_rate": 16000}
+    folder = _crafted_export(tmp_path, "representation", node)
+    with pytest.raises(ModelLoadError, match="representation.autoencoder: _target_ 'os.system'"):
+        AudioDiffusionPipeline.from_pretrained(folder)
+    assert not witness.exists()
+
+
+def test_a_crafted_checkpoint_config_is_refused(tmp_path):
+    witness = tmp_path / "ran"
+    config = yaml.safe_load((FIXTURE / "model" / "config.yaml").read_text())
+    config["denoiser"] = {"_target_": "subprocess.call", "args": ["touch", str(witness)]}
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"audiodiff": {"config": config}, "state_dict": {"ema.average.w": torch.zeros(1)}}, ckpt)
+    with pytest.raises(ModelLoadError, match="'subprocess.call' is not a registered audiodiff denoiser"):
+        AudioDiffusionPipeline.from_pretrained(ckpt)
+    assert not witness.exists()
+
+
+def test_a_registered_component_of_another_kind_is_refused():
+    """A denoiser node cannot build a vocoder, even a registered one."""
+    node = {"_target_": "audiodiff.vocoders.griffinlim.GriffinLimVocoder", "sample_rate": 16000}
+    with pytest.raises(UnknownComponentError, match="not a registered audiodiff denoiser"):
+        build_component(node, "denoiser", "denoiser")
+
+
+def test_hydra_call_keys_are_refused():
+    node = {"_target_": "audiodiff.diffusion.objectives.FlowMatching", "_args_": ["x"]}
+    with pytest.raises(ValueError, match="_args_ is not supported"):
+        build_component(node, "diffusion", "diffusion")
+
+
+def test_code_can_register_its_own_component(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTERED", {})
+    calls = []
+
+    def make(width: int) -> str:
+        calls.append(width)
+        return f"net{width}"
+
+    register_component("tests.my_denoiser", "denoiser", make)
+    assert build_component({"_target_": "tests.my_denoiser", "width": 3}, "denoiser", "denoiser") == "net3"
+    assert calls == [3]
+    with pytest.raises(ValueError, match="built in already"):
+        register_component(next(iter(COMPONENTS)), "denoiser", make)
+
+
+def test_build_model_matches_the_composed_config():
+    """The registry builds the same parts Hydra's instantiate did: a composed recipe builds and runs."""
+    model = build_model(compose_config("train", ["recipe=debug", "denoiser=dit_tiny"]))
+    assert type(model.net).__name__ == "DiT1d"
+    assert type(model.representation.vocoder).__name__ == "GriffinLimVocoder"
