@@ -16,18 +16,26 @@ float files are returned as stored (no clipping), but NaN/Inf samples are refuse
 Failures are typed (see :mod:`audiodiff.audio.errors`) and name the file:
 
 - missing path or a directory: :class:`AudioFileNotFound`;
-- zero-byte file, bytes that are not audio, a truncated file (header promises more than the file holds,
-  a FLAC or MP3 stream cut short, an Ogg stream without its end), an unsupported format:
-  :class:`AudioDecodeError`;
+- zero-byte file, bytes that are not audio, a truncated file (a FLAC or MP3 stream cut short, an Ogg stream
+  without its end, a WAV holding less than :data:`MIN_DECODED_FRACTION` of the frames its header declares), an
+  unsupported format: :class:`AudioDecodeError`;
 - NaN/Inf samples, zero frames, channel counts that cannot be converted: :class:`AudioContentError`.
+
+A WAV whose header overstates its data chunk (common in files written by real tools, and what a copy cut short
+leaves) is one rule, :func:`check_shortfall`, applied by both :func:`load_audio` and :func:`audio_info` (so the
+loader and ``python -m audiodiff.data.validate`` agree): libsndfile reads what the file holds without an error,
+so when at least :data:`MIN_DECODED_FRACTION` of the declared frames decode the clip is kept and the
+:class:`Shortfall` is noted (a logging warning from :func:`load_audio`, ``AudioInfo.shortfall`` from
+:func:`audio_info`); below that the file raises :class:`AudioDecodeError` naming declared vs decoded frames.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ from torch import Tensor
 from audiodiff.audio.errors import AudioContentError, AudioDecodeError, AudioEncodeError, AudioFileNotFound
 from audiodiff.audio.transforms import resample, to_channels
 
+log = logging.getLogger(__name__)
+
 # Decode this many frames per read so that a corrupt header claiming billions of frames cannot allocate them.
 _READ_BLOCK = 1 << 20
 # MP3 frame counts in the header may be estimates: only a shortfall beyond two MPEG frames (and 1%)
@@ -46,6 +56,8 @@ _READ_BLOCK = 1 << 20
 _MP3_SLACK_FRAMES = 2 * 1152
 # WAV/RF64 writers that stream to a pipe put a placeholder in the data size; these are not truncations.
 _STREAMING_SIZE_MIN = 0x7FFF0000
+# A WAV holding at least this fraction of the frames its header declares is loaded (with a note); less is refused.
+MIN_DECODED_FRACTION = 0.9
 
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
@@ -65,6 +77,59 @@ _AUDIOREAD_EXTENSIONS = frozenset(
 
 
 @dataclass(frozen=True)
+class Shortfall:
+    """A file that holds fewer frames than its header declares but enough to keep (see :func:`check_shortfall`).
+
+    Attributes:
+        declared_frames: sample frames per channel the header declares.
+        decoded_frames: sample frames per channel that decode (``< declared_frames``).
+    """
+
+    declared_frames: int
+    decoded_frames: int
+
+    @property
+    def percent(self) -> float:
+        """How much of the declared audio is missing, in percent of the declared frames."""
+        return 100.0 * (self.declared_frames - self.decoded_frames) / self.declared_frames
+
+    @property
+    def note(self) -> str:
+        """One line for a log or a report, e.g. ``"header declares 32000 frames, 31680 decode (1.0% short)..."``."""
+        return (
+            f"header declares {self.declared_frames} frames, {self.decoded_frames} decode ({self.percent:.1f}% "
+            f"short); loaded the {self.decoded_frames} frames that decode"
+        )
+
+
+def check_shortfall(path: str | Path, declared_frames: int, decoded_frames: int) -> Shortfall | None:
+    """The one rule for a file that holds fewer frames than its header declares.
+
+    Args:
+        path: the file, named in the error.
+        declared_frames: sample frames per channel the header declares.
+        decoded_frames: sample frames per channel that decode.
+
+    Returns:
+        ``None`` when nothing is missing, else the :class:`Shortfall` of a file that is kept because at least
+        :data:`MIN_DECODED_FRACTION` of the declared frames decode.
+
+    Raises:
+        AudioDecodeError: fewer than :data:`MIN_DECODED_FRACTION` of the declared frames decode.
+    """
+    if decoded_frames >= declared_frames:
+        return None
+    shortfall = Shortfall(declared_frames, decoded_frames)
+    if decoded_frames < MIN_DECODED_FRACTION * declared_frames:
+        raise AudioDecodeError(
+            path,
+            f"truncated: header declares {declared_frames} frames, only {decoded_frames} decode "
+            f"({shortfall.percent:.1f}% short; at least {MIN_DECODED_FRACTION:.0%} must decode)",
+        )
+    return shortfall
+
+
+@dataclass(frozen=True)
 class AudioInfo:
     """What a file's header says.
 
@@ -75,6 +140,8 @@ class AudioInfo:
         duration: ``frames / sample_rate`` in seconds.
         format: container, as libsndfile names it (``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``, ...).
         subtype: sample encoding (``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ...); ``""`` when unknown.
+        shortfall: set when the header declares more frames than the file holds but enough of them decode
+            (``frames`` is then what decodes); ``None`` otherwise.
     """
 
     sample_rate: int
@@ -83,6 +150,7 @@ class AudioInfo:
     duration: float
     format: str
     subtype: str = ""
+    shortfall: Shortfall | None = None
 
 
 def _check_file(path: Path) -> None:
@@ -103,14 +171,31 @@ def _libsndfile_message(error: Exception) -> str:
 
 
 def _truncation_in_log(log: str) -> str | None:
-    """Why libsndfile's parse log says the file was cut short, or ``None`` when it does not."""
-    for declared, actual in re.findall(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log, flags=re.MULTILINE):
-        declared_n, actual_n = int(declared), int(actual)
-        if actual_n < declared_n < _STREAMING_SIZE_MIN:
-            return f"truncated: header declares {declared_n} data bytes, file holds {actual_n}"
+    """Why libsndfile's parse log says the Ogg stream was cut short, or ``None`` when it does not."""
     if "File ended unexpectedly" in log:
         return "truncated: the Ogg stream ends without its end-of-stream page"
     return None
+
+
+def _declared_frames(log: str, frames: int) -> int | None:
+    """Frames per channel a WAV header declares when its data chunk claims more bytes than the file holds.
+
+    libsndfile clamps an overstated data chunk to the bytes present (``frames`` is what it will decode) and
+    notes ``data : DECLARED (should be HELD)`` in its parse log. Returns ``None`` when the log has no such
+    line, or the size is a streaming writer's placeholder (not a truncation).
+    """
+    sizes = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log, flags=re.MULTILINE)
+    if sizes is None:
+        return None
+    declared_bytes, held_bytes = int(sizes[1]), int(sizes[2])
+    if not held_bytes < declared_bytes < _STREAMING_SIZE_MIN:
+        return None
+    block_align = re.search(r"^\s*Block Align\s*:\s*(\d+)", log, flags=re.MULTILINE)
+    if block_align is not None and int(block_align[1]) > 0 and "Samples/Block" not in log:
+        return declared_bytes // int(block_align[1])  # linear PCM/float/law: one block per frame
+    if held_bytes == 0:
+        return None  # nothing to scale from; the file fails as zero frames of audio
+    return max(frames, round(frames * declared_bytes / held_bytes))  # block codecs (ADPCM, GSM): proportional
 
 
 def _open_error(path: Path, error: Exception) -> AudioDecodeError:
@@ -143,13 +228,23 @@ def audio_info(path: str | Path) -> AudioInfo:
     truncation = _truncation_in_log(log)
     if truncation is not None:
         raise AudioDecodeError(path, truncation)
+    declared = _declared_frames(log, info.frames)
+    if declared is not None:
+        shortfall = check_shortfall(path, declared, info.frames)
+        if shortfall is not None:
+            info = replace(info, shortfall=shortfall)
     if info.frames == 0:
         raise AudioContentError(path, "zero frames of audio")
     return info
 
 
-def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    """Decode every frame as float32 ``[T, C]``; raises typed errors for unreadable or truncated files."""
+def _decode_soundfile(path: Path) -> tuple[np.ndarray, int, Shortfall | None]:
+    """Decode every frame as float32 ``[T, C]``; raises typed errors for unreadable or truncated files.
+
+    Returns:
+        ``(samples [T, C], sample_rate in Hz, shortfall)``: ``shortfall`` is set for a WAV whose header
+        overstates its data chunk yet holds enough frames to keep (see :func:`check_shortfall`).
+    """
     try:
         handle = sf.SoundFile(path)
     except sf.LibsndfileError as error:
@@ -159,6 +254,9 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
         truncation = _truncation_in_log(handle.extra_info)
         if truncation is not None:
             raise AudioDecodeError(path, truncation)
+        declared = _declared_frames(handle.extra_info, header_frames)
+        if declared is not None:
+            check_shortfall(path, declared, header_frames)  # refuse before decoding what will be thrown away
         blocks: list[np.ndarray] = []
         try:
             while True:
@@ -178,7 +276,8 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
     slack = max(_MP3_SLACK_FRAMES, header_frames // 100) if fmt == "MP3" else 0
     if decoded < header_frames - slack:
         raise AudioDecodeError(path, f"truncated: header declares {header_frames} frames, decoded {decoded}")
-    return data, sample_rate
+    shortfall = None if declared is None else check_shortfall(path, declared, decoded)
+    return data, sample_rate, shortfall
 
 
 def _audioread_open(path: Path) -> Any:  # audioread has no public type for its file objects
@@ -222,10 +321,19 @@ def _decode_audioread(path: Path) -> tuple[np.ndarray, int]:
     return pcm.astype(np.float32) / 32768.0, sample_rate
 
 
+# (path, declared frames, decoded frames) of the shortfalls load_audio has logged in this process.
+_NOTED: set[tuple[str, int, int]] = set()
+
+
 def load_audio(
     path: str | Path, sample_rate: int | None = None, channels: int | None = None
 ) -> tuple[Tensor, int]:
     """Decode an audio file.
+
+    A WAV whose header declares more frames than the file holds is loaded when at least
+    :data:`MIN_DECODED_FRACTION` of them decode, with a logging warning naming the file, the declared and
+    decoded frames and the shortfall in percent (once per file and process: a dataset reloads its clips every
+    epoch); :func:`load_audio_noted` returns that note instead of logging it.
 
     Args:
         path: a file soundfile (or, failing that, audioread) can decode; see the module docstring.
@@ -241,14 +349,33 @@ def load_audio(
         AudioDecodeError: empty, truncated, not audio, or an unsupported format.
         AudioContentError: zero frames, NaN/Inf samples, or a channel count that cannot be converted.
     """
+    wav, file_rate, shortfall = load_audio_noted(path, sample_rate, channels)
+    if shortfall is not None:
+        key = (str(path), shortfall.declared_frames, shortfall.decoded_frames)
+        if key not in _NOTED:
+            _NOTED.add(key)
+            log.warning("%s: %s", path, shortfall.note)
+    return wav, file_rate
+
+
+def load_audio_noted(
+    path: str | Path, sample_rate: int | None = None, channels: int | None = None
+) -> tuple[Tensor, int, Shortfall | None]:
+    """:func:`load_audio`, returning the :class:`Shortfall` of a WAV that holds fewer frames than its header
+    declares (but enough to keep) instead of logging it.
+
+    Returns:
+        ``(wav [C, T] float32, sample_rate in Hz, shortfall or None)``; arguments and errors as :func:`load_audio`.
+    """
     if sample_rate is not None and sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if channels is not None and channels < 1:
         raise ValueError(f"channels must be >= 1, got {channels}")
     path = Path(path)
     _check_file(path)
+    shortfall: Shortfall | None = None
     try:
-        data, file_rate = _decode_soundfile(path)
+        data, file_rate, shortfall = _decode_soundfile(path)
     except AudioDecodeError:
         if path.suffix.lower() not in _AUDIOREAD_EXTENSIONS:
             raise
@@ -271,7 +398,7 @@ def load_audio(
     if sample_rate is not None and sample_rate != file_rate:
         wav = resample(wav, file_rate, sample_rate)
         file_rate = sample_rate
-    return wav.contiguous(), file_rate
+    return wav.contiguous(), file_rate, shortfall
 
 
 def save_audio(path: str | Path, wav: Tensor, sample_rate: int, subtype: str | None = None) -> Path:

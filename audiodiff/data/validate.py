@@ -7,6 +7,11 @@ For every row: the schema; that the audio file exists and decodes to finite samp
 :data:`DURATION_TOLERANCE` seconds of it. Every bad row is printed as ``MANIFEST:LINE: AUDIO: reason``, then a
 summary; the exit status is 1 when any row is bad (or the manifest has no rows), 0 otherwise, and 2 when the
 manifest cannot be read at all.
+
+A WAV whose header declares more frames than the file holds gets the loader's verdict
+(:func:`audiodiff.audio.io.check_shortfall`): bad when less than
+:data:`~audiodiff.audio.io.MIN_DECODED_FRACTION` of the declared frames decode; otherwise the row is fine and
+printed as ``MANIFEST:LINE: AUDIO: note: header declares ... frames, ... decode (...% short) ...``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import TextIO
 import torch
 
 from audiodiff.audio.errors import AudioError
-from audiodiff.audio.io import audio_info, load_audio
+from audiodiff.audio.io import audio_info, load_audio_noted
 from audiodiff.data.manifest import ManifestError, ManifestRow, iter_rows
 
 DURATION_TOLERANCE = 0.05  # seconds between a declared duration and the file's
@@ -38,11 +43,14 @@ class RowCheck:
         line: 1-based line number.
         audio: the resolved audio path (``""`` when the row did not parse).
         problem: why the row is bad, or ``None`` when it is fine.
+        note: something worth knowing about a usable file (it holds fewer frames than its header declares,
+            but enough to keep), or ``None``.
     """
 
     line: int
     audio: str
     problem: str | None
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,25 +76,40 @@ class ValidationReport:
     def ok(self) -> int:
         return self.rows - len(self.bad)
 
+    @property
+    def noted(self) -> tuple[RowCheck, ...]:
+        """Rows with a note, bad or not."""
+        return tuple(check for check in self.checks if check.note is not None)
+
 
 def check_audio(row: ManifestRow, decode: bool = True) -> str | None:
-    """Why ``row``'s audio file is unusable, or ``None`` when it is fine.
+    """Why ``row``'s audio file is unusable, or ``None`` when it is fine (see :func:`inspect_audio`)."""
+    return inspect_audio(row, decode)[0]
+
+
+def inspect_audio(row: ManifestRow, decode: bool = True) -> tuple[str | None, str | None]:
+    """Why ``row``'s audio file is unusable, and what is worth noting about it.
 
     Args:
         row: a schema-valid manifest row.
         decode: decode every sample (catches truncation and NaN/Inf samples); ``False`` reads the header only.
+
+    Returns:
+        ``(problem, note)``: ``problem`` is ``None`` when the file is fine; ``note`` names a shortfall the
+        loader accepts (a WAV holding fewer frames than its header declares, but enough to keep), else ``None``.
     """
     try:
-        if decode:  # load_audio refuses NaN/Inf samples and truncated streams
-            wav, sample_rate = load_audio(row.audio)
+        if decode:  # the loader refuses NaN/Inf samples and truncated streams
+            wav, sample_rate, shortfall = load_audio_noted(row.audio)
             frames = int(wav.shape[-1])
         else:
             info = audio_info(row.audio)
-            sample_rate, frames = info.sample_rate, info.frames
+            sample_rate, frames, shortfall = info.sample_rate, info.frames, info.shortfall
     except AudioError as error:
-        return error.reason
+        return error.reason, None
     except Exception as error:  # a validator reports whatever a decoder throws instead of dying on it
-        return f"unexpected {type(error).__name__} while reading: {error}"
+        return f"unexpected {type(error).__name__} while reading: {error}", None
+    note = None if shortfall is None else shortfall.note
     problems = []
     if row.sample_rate is not None and row.sample_rate != sample_rate:
         problems.append(f"declared sample_rate {row.sample_rate} Hz, the file has {sample_rate} Hz")
@@ -96,11 +119,11 @@ def check_audio(row: ManifestRow, decode: bool = True) -> str | None:
             f"declared duration {row.duration:.3f} s, the file lasts {duration:.3f} s "
             f"(tolerance {DURATION_TOLERANCE} s)"
         )
-    return "; ".join(problems) or None
+    return "; ".join(problems) or None, note
 
 
-def _check_one(job: tuple[ManifestRow, bool]) -> str | None:
-    return check_audio(*job)
+def _check_one(job: tuple[ManifestRow, bool]) -> tuple[str | None, str | None]:
+    return inspect_audio(*job)
 
 
 def _init_worker() -> None:
@@ -122,13 +145,14 @@ def _checks(
 
 
 def _merge(
-    rows: list[tuple[int, ManifestRow | None, str | None]], audio_problems: Iterator[str | None]
+    rows: list[tuple[int, ManifestRow | None, str | None]],
+    audio_verdicts: Iterator[tuple[str | None, str | None]],
 ) -> Iterator[RowCheck]:
     for line, row, schema_problem in rows:
         if row is None:
             yield RowCheck(line, "", schema_problem)
         else:
-            yield RowCheck(line, str(row.audio), next(audio_problems))
+            yield RowCheck(line, str(row.audio), *next(audio_verdicts))
 
 
 def validate_manifest(
@@ -201,12 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for check in report.bad:
+    for check in report.checks:
         where = f"{report.manifest}:{check.line}"
-        print(f"{where}: {check.audio}: {check.problem}" if check.audio else f"{where}: {check.problem}")
+        if not check.ok:
+            print(f"{where}: {check.audio}: {check.problem}" if check.audio else f"{where}: {check.problem}")
+        elif check.note is not None:
+            print(f"{where}: {check.audio}: note: {check.note}")
     if report.rows == 0:
         print(f"{report.manifest}: the manifest has no rows")
-    print(f"rows: {report.rows}, ok: {report.ok}, bad: {len(report.bad)}")
+    noted = sum(check.ok for check in report.noted)
+    with_notes = f" ({noted} ok with a note)" if noted else ""
+    print(f"rows: {report.rows}, ok: {report.ok}, bad: {len(report.bad)}{with_notes}")
     return 0 if report.rows and not report.bad else 1
 
 
