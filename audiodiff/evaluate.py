@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from audiodiff import cli
 from audiodiff.config import compose_config
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,7 @@ def run(cfg: DictConfig) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Compose conf/evaluate.yaml with `key=value` overrides. `recipe=` names a recipe (not the `recipe` config
-    group of training), so it is taken out before composing."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
-    cfg = compose_config("evaluate", [a for a in args if not a.startswith("recipe=")])
-    if recipes:
-        cfg.recipe = recipes[-1]
+def main(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     if cfg.compare is not None:
         from audiodiff.metrics.report import compare_reports
 
@@ -78,4 +71,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main("audiodiff.evaluate", "evaluate", main, __doc__)

@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -152,14 +151,18 @@ def self_contained(model_cfg: dict[str, Any]) -> dict[str, Any]:
     return {**model_cfg, "vocoder": inference_config(vocoder["folder"])}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
-    if "run" not in args or "out" not in args:
-        print("usage: python -m audiodiff.export run=<run dir or .ckpt> out=<folder>", file=sys.stderr)
-        return 2
-    print(export_run(args["run"], args["out"]))
-    return 0
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Export the run `cfg` (conf/export.yaml) names and print the folder."""
+    from audiodiff import cli
+
+    if cfg.run is None and cfg.recipe is None:
+        raise ValueError("run: expected a run directory or .ckpt (run=...) or recipe=<name>, got neither")
+    run = Path(cfg.run) if cfg.run is not None else cli.recipe_run_dir(cfg.recipe)
+    out = cfg.out if cfg.out is not None else (run.parent.parent if run.is_file() else run) / "export"
+    print(export_run(run, out))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from audiodiff import cli
+
+    cli.main("audiodiff.export", "export", main, __doc__)

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from audiodiff.config import CONF_DIR
+from audiodiff import cli
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,11 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"prompts: {path} does not exist")
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"prompts: {path} is not UTF-8 text (byte {err.start}: {err.reason})") from err
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or (path.suffix != ".jsonl" and line.lstrip().startswith("#")):
             continue
         if path.suffix != ".jsonl":
@@ -141,15 +144,16 @@ def run(cfg: DictConfig) -> list[Path]:
 
     from audiodiff.pipeline import AudioDiffusionPipeline
 
-    if cfg.model is None:
-        raise ValueError("model: expected an export folder, run directory or .ckpt (model=...), got nothing")
+    cli.numbers(cfg, {"steps": int, "guidance": float, "duration": float, "seed": int, "n": int, "batch_size": int,
+                      "loudness": float, "strength": float, "extend": float, "context": float})
+    model = model_path(cfg)
     if cfg.format not in ("wav", "flac"):
         raise ValueError(f"format: expected wav or flac, got {cfg.format!r}")
     if int(cfg.batch_size) < 1 or int(cfg.n) < 1:
         raise ValueError(f"batch_size and n: expected at least 1, got {cfg.batch_size} and {cfg.n}")
     mode = _mode(cfg)
     requests = plan(_rows(cfg), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
-    pipe = AudioDiffusionPipeline.from_pretrained(cfg.model, device=cfg.device)
+    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device)
     # sampler=<preset> selects a conf/sampler/ group: its settings apply unless steps=/guidance= say otherwise.
     preset = OmegaConf.to_container(cfg.sampler, resolve=True) if cfg.get("sampler") else {}
     name = preset.pop("name", None)
@@ -258,11 +262,25 @@ def _write(path: Path, wav: Any, sample_rate: int, sidecar: dict[str, Any]) -> P
     return path
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="generate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def model_path(cfg: DictConfig) -> str:
+    """`model=`, else the export of the run `recipe=` names (its seed-0 run unless `run=` names the run
+    directory); ValueError when neither is given."""
+    if cfg.model is not None:
+        return str(cfg.model)
+    if cfg.get("recipe") is not None:
+        export = cli.recipe_run_dir(cfg.recipe) / "export"
+        if not export.is_dir():
+            raise FileNotFoundError(f"recipe={cfg.recipe}: {export} does not exist; train it first "
+                                    f"(python -m audiodiff.train recipe={cfg.recipe}) or give model=<folder>")
+        return str(export)
+    raise ValueError("model: expected an export folder, run directory or .ckpt (model=...) or recipe=<name> "
+                     "(that recipe's trained run), got neither")
+
+
+def main(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     for path in run(cfg):
         print(path)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main("audiodiff.generate", "generate", main, __doc__)

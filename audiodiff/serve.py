@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import hydra
 from omegaconf import DictConfig
 
-from audiodiff.config import CONF_DIR
+from audiodiff import cli
 
 if TYPE_CHECKING:
     from audiodiff.web.server import StudioServer
@@ -22,17 +21,15 @@ log = logging.getLogger(__name__)
 
 def build_server(cfg: DictConfig) -> StudioServer:
     """Load the model named by `cfg.model` and bind the server to `cfg.host`:`cfg.port` (not yet serving)."""
+    from audiodiff.generate import model_path
     from audiodiff.pipeline import AudioDiffusionPipeline
     from audiodiff.web.server import Studio, StudioServer
 
-    if cfg.model is None:
-        raise ValueError("model: expected an export folder, run directory or .ckpt (model=...), got nothing")
-    pipe = AudioDiffusionPipeline.from_pretrained(cfg.model, device=cfg.device)
+    pipe = AudioDiffusionPipeline.from_pretrained(model_path(cfg), device=cfg.device)
     return StudioServer(Studio(pipe, keep=int(cfg.keep)), host=str(cfg.host), port=int(cfg.port))
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="serve", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     server = build_server(cfg)
     log.info("serving %s at %s (Ctrl+C stops)", cfg.model, server.url)
     print(f"open {server.url}", flush=True)
@@ -45,4 +42,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main("audiodiff.serve", "serve", main, __doc__)

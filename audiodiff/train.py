@@ -3,19 +3,16 @@ recipe's unfinished stages in order (`audiodiff.stages`), or the one `stage=` na
 
 from __future__ import annotations
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from audiodiff.config import CONF_DIR
+from audiodiff import cli
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def train(cfg: DictConfig, overrides: list[str]) -> None:
     from audiodiff.stages import run_stages
 
-    run_stages(list(HydraConfig.get().overrides.task))
+    run_stages(overrides)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main("audiodiff.train", "train", train, __doc__)

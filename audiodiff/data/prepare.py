@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
-import hydra
-from omegaconf import DictConfig
-
-from audiodiff.config import CONF_DIR
 from audiodiff.data.corpora import CORPORA, corpus_module, ensure_corpus
 
 
@@ -35,8 +32,8 @@ def prepare(
     return ensure_corpus(corpus, root, seed=seed, num_clips=num_clips, workers=workers)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Build the corpus `cfg` (conf/prepare.yaml) names and say where it is."""
     manifest = Path(cfg.root) / cfg.corpus / "manifest.jsonl"
     existed = manifest.exists() and not cfg.force
     start = time.perf_counter()
@@ -50,4 +47,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from audiodiff import cli
+
+    cli.main("audiodiff.data.prepare", "prepare", main, __doc__)

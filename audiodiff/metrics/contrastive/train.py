@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
@@ -19,7 +18,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from audiodiff.config import CONF_DIR
 from audiodiff.lightning.resume import RandomState, start_run
 from audiodiff.lightning.signals import GracefulStop
 from audiodiff.metrics.contrastive.embedder import export_embedder
@@ -84,10 +82,7 @@ def train_embedder(cfg: DictConfig) -> Path:
     return run_dir
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="embedder", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    train_embedder(cfg)
-
-
 if __name__ == "__main__":
-    main()
+    from audiodiff import cli
+
+    cli.main("audiodiff.metrics.contrastive.train", "embedder", lambda cfg, _: train_embedder(cfg), __doc__)
