@@ -198,21 +198,26 @@ def _make_row(obj: dict[str, Any], base: Path, line: int) -> ManifestRow:
     )
 
 
-def _open_manifest(path: Path) -> Iterator[tuple[int, str]]:
+def _open_manifest(path: Path) -> Iterator[tuple[int, bytes]]:
     if not path.is_file():
         got = "not a regular file" if path.exists() else "no such file"
         raise ManifestError(path, 0, "", "an existing manifest file", got)
-    with path.open("r", encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if text.strip():
-                yield number, text
+    with path.open("rb") as handle:  # decoded line by line, so a non-UTF-8 line is one bad row
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                yield number, raw
 
 
-def _decode_line(text: str) -> tuple[Any, str | None]:
+def _decode_line(raw: bytes) -> tuple[Any, tuple[str, str] | None]:
+    """(the line's JSON value, None), or (None, (expected, got)) for a line that is not UTF-8 JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, ("UTF-8 text", f"byte 0x{raw[error.start]:02x} at column {error.start + 1}")
     try:
         return json.loads(text), None
     except json.JSONDecodeError as error:
-        return None, f"{error.msg} at column {error.colno}"
+        return None, ("valid JSON", f"invalid JSON ({error.msg} at column {error.colno})")
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, ManifestRow | None, str | None]]:
@@ -242,9 +247,9 @@ def _parse_lines(path: Path) -> Iterator[tuple[int, ManifestRow | None, list[tup
     """``(line, row or None, problems)`` for every non-blank line."""
     base = path.absolute().parent
     for number, text in _open_manifest(path):
-        obj, json_error = _decode_line(text)
-        if json_error is not None:
-            yield number, None, [("", "valid JSON", f"invalid JSON ({json_error})")]
+        obj, bad = _decode_line(text)
+        if bad is not None:
+            yield number, None, [("", *bad)]
             continue
         problems = _row_problems(obj)
         yield number, (None if problems else _make_row(obj, base, number)), problems
