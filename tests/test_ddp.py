@@ -114,7 +114,6 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(run):
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["audiodiff"]["nonfinite_steps"] == 1
 
 
-@pytest.mark.slow
 def test_sigterm_to_rank_zero_stops_every_rank_and_the_rerun_is_exact(root, tmp_path):
     reference, run = tmp_path / "reference", tmp_path / "run"
     subprocess.run(ddp_command(root, reference, 6), cwd=TESTS.parent, env=ENV, check=True, capture_output=True,

@@ -156,7 +156,7 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
-@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("workers", [0, 2])
 def test_sigterm_then_rerun_equals_an_uninterrupted_run(root, tmp_path, workers):
     steps = 8  # two epochs; the stop at step 5 falls after the first batch of the second
     ref_run, ref_out = tmp_path / "reference", tmp_path / "reference_probe"
