@@ -3,8 +3,10 @@
 A recipe lists its stages (`stages: [vocoder, diffusion]`); each stage has a runner that trains (or resumes) it and
 ends by writing `<stage run dir>/export/export.json`, which marks it finished. Rerunning the command skips finished
 stages and resumes the unfinished one from its last checkpoint; `stage=<name>` runs that stage alone (again, if it
-had finished: its runner resumes and re-exports). `stage_overrides` gives a stage extra overrides, e.g. the
-diffusion stage's `vocoder=trained`, which loads the vocoder the earlier stage exported. A stage whose export can go
+had finished: its runner resumes and re-exports). A recipe sets a stage's values with `stage_settings.<stage>`, a
+node merged over `conf/stage/<stage>.yaml` when that stage runs (the command's own `stage.*` overrides still win),
+and its config-group choices with `stage_groups.<stage>`, e.g. the diffusion stage's `{vocoder: trained}`, which
+loads the vocoder the earlier stage exported. A stage whose export can go
 stale has a check in STAGE_CURRENT: the encode stage's latent cache is rebuilt when the representation or the data
 changed, even though it exported, and a diffusion stage trained on the old cache then stops with a message instead
 of being skipped.
@@ -17,7 +19,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from audiodiff.config import compose_config
 
@@ -70,12 +73,37 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+# `stage.<key>` nodes merged over the run's `<key>` node by the stage runners (conf/stage/*.yaml).
+MERGED_OVER_GROUP = ("data", "trainer")
+
+
 def stage_overrides(overrides: list[str], cfg: DictConfig, name: str) -> list[str]:
-    """The command's overrides for stage `name`: `stage=<name>` plus the recipe's `stage_overrides[name]`, which
-    win over the command's for the same key."""
-    extra = [str(o) for o in (cfg.get("stage_overrides") or {}).get(name, [])]
+    """The command's overrides for stage `name`: `stage=<name>` plus the recipe's `stage_groups[name]` choices
+    ({group: option}), which win over the command's for the same group."""
+    groups = (cfg.get("stage_groups") or {}).get(name) or {}
+    extra = [f"{group}={'null' if option is None else option}" for group, option in groups.items()]
     taken = {_key(o) for o in extra} | {"stage"}
     return [o for o in overrides if _key(o) not in taken] + [f"stage={name}", *extra]
+
+
+def compose_stage(overrides: list[str], cfg: DictConfig, name: str) -> DictConfig:
+    """The configuration stage `name` runs with: the command's overrides with the stage's group choices
+    (`stage_overrides`), then `stage_settings[name]` merged over the `stage` node, then the command's own `stage.*`
+    values again, so that the command wins. A setting the stage does not have is refused, naming it."""
+    stage_cfg = _compose(stage_overrides(overrides, cfg, name))
+    settings = (cfg.get("stage_settings") or {}).get(name)
+    if not settings:
+        return stage_cfg
+    command = OmegaConf.from_dotlist([o[len("stage."):] for o in overrides if o.startswith("stage.")])
+    for key in MERGED_OVER_GROUP:  # these take any key of the group they are merged over, checked there
+        if OmegaConf.is_dict(stage_cfg.stage.get(key)):
+            OmegaConf.set_struct(stage_cfg.stage[key], False)
+    try:
+        stage_cfg.stage = OmegaConf.merge(stage_cfg.stage, settings, command)
+    except OmegaConfBaseException as err:
+        raise ValueError(f"stage_settings.{name}: {' '.join(str(err).split())} (the settings of "
+                         f"conf/stage/{name}.yaml)") from err
+    return stage_cfg
 
 
 def _compose(overrides: list[str], name: str = "train") -> DictConfig:
@@ -112,7 +140,7 @@ def run_stages(overrides: list[str]) -> list[Path]:
         raise ValueError(f"stage={asked[-1]}: recipe {cfg.name!r} has the stages {stages}")
     ran = []
     for name in asked[-1:] or stages:
-        stage_cfg = _compose(stage_overrides(overrides, cfg, name))
+        stage_cfg = compose_stage(overrides, cfg, name)
         # Checked when the stage's turn comes, after the stages before it ran: a retrained autoencoder makes the
         # encode stage's cache stale.
         if not asked and is_finished(stage_cfg, name):

@@ -58,7 +58,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _command(manifest: Path, run: Path, *extra: str) -> list[str]:
     # debug_staged skips the text states to stay fast on the full corpus; here they are part of what is tested.
     return ["recipe=debug_staged", "data=manifest", f"data.manifest={manifest}", f"run_dir={run}",
-            "data.batch_size=2", "stage_overrides.encode=[]", *extra]
+            "data.batch_size=2", "stage_settings.encode.text_states=true", *extra]
 
 
 def _stage_cfg(manifest: Path, run: Path, *extra: str):

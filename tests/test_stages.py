@@ -3,8 +3,9 @@
 import pytest
 from omegaconf import OmegaConf
 
+from audiodiff.config import compose_config
 from audiodiff.data.corpora import ensure_corpus
-from audiodiff.stages import is_finished, run_stages, stage_overrides
+from audiodiff.stages import compose_stage, is_finished, run_stages, stage_overrides
 
 
 @pytest.fixture(scope="module")
@@ -14,13 +15,33 @@ def root(tmp_path_factory):
     return root
 
 
-def test_stage_overrides_win_over_the_command_for_their_keys():
-    cfg = OmegaConf.create({"stage_overrides": {"diffusion": ["vocoder=trained"]}})
+def test_stage_group_choices_win_over_the_command_for_their_groups():
+    cfg = OmegaConf.create({"stage_groups": {"diffusion": {"vocoder": "trained"}}})
     command = ["recipe=sfx", "vocoder=hifigan_v2", "stage=vocoder", "seed=1"]
     assert stage_overrides(command, cfg, "diffusion") == ["recipe=sfx", "seed=1", "stage=diffusion",
                                                           "vocoder=trained"]
     assert stage_overrides(command, cfg, "vocoder") == ["recipe=sfx", "vocoder=hifigan_v2", "seed=1",
                                                         "stage=vocoder"]
+
+
+def test_stage_settings_are_typed_values_merged_over_the_stage_and_the_command_wins():
+    command = ["recipe=sfx_vocos_gl_quick"]
+    cfg = compose_config("train", command)
+    stage = compose_stage(command, cfg, "vocoder").stage
+    assert stage.task.adversarial_start is None  # sfx_vocos_quick's "never", inherited
+    assert stage.task.lambda_spectrum == 0 and stage.task.lambda_stft == 20  # its own value, and the parent's
+    assert stage.optim.lr == 3.0e-4 and stage.trainer.val_check_interval == 500
+    assert stage.trainer.max_time == "00:00:15:00" and stage.data.num_workers == 1
+    assert stage.task.lambda_mel == 45.0  # conf/stage/vocoder.yaml's, untouched
+    command = ["recipe=sfx_vocos_gl_quick", "stage=vocoder", "stage.optim.lr=1e-4", "stage.task.lambda_stft=5"]
+    stage = compose_stage(command, compose_config("train", command), "vocoder").stage
+    assert stage.optim.lr == 1e-4 and stage.task.lambda_stft == 5
+
+
+def test_a_stage_setting_the_stage_does_not_have_is_named():
+    command = ["recipe=sfx_vocos_quick", "+stage_settings.vocoder.task.lambda_typo=3"]
+    with pytest.raises(ValueError, match=r"stage_settings.vocoder: .*lambda_typo.*conf/stage/vocoder.yaml"):
+        compose_stage(command, compose_config("train", command), "vocoder")
 
 
 def test_finished_stages_are_skipped_and_stage_reruns_one(root, tmp_path):

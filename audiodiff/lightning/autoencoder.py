@@ -85,7 +85,7 @@ class AutoencoderTask(GanTask):
                  optimizer: Callable[..., torch.optim.Optimizer], vocoder: nn.Module | None = None,
                  lr_decay: float = 0.999, lr_decay_every: int | None = None, kl_weight: float = 1e-4,
                  lambda_stft: float = 1.0, lambda_mel: float = 1.0, lambda_adv: float = 0.1, lambda_fm: float = 5.0,
-                 adversarial_start: int = 0, grad_clip: float | None = None, stats_batches: int = 8,
+                 adversarial_start: int | None = 0, grad_clip: float | None = None, stats_batches: int = 8,
                  run_config: dict[str, Any] | None = None) -> None:
         is_mel = isinstance(autoencoder, MelVAE)
         if is_mel and discriminator is not None:
@@ -168,7 +168,7 @@ class AutoencoderTask(GanTask):
         optimizers = self.optimizers()
         opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
         logs: dict[str, Tensor | float] = {}
-        adversarial = not self.is_mel and self.global_step >= self.adversarial_start
+        adversarial = not self.is_mel and self.adversarial
         if self.is_mel:
             _, _, (recon, _), kl = self._mel_reconstruction(wav, sample=True)
         else:

@@ -50,13 +50,13 @@ class GanTask(L.LightningModule):
         optimizer: partial optimizer constructor (Hydra ``_partial_: true``), called once per player.
         lr_decay: factor of the exponential learning-rate decay of both players.
         lr_decay_every: steps between decays; None decays at the end of every training epoch.
-        adversarial_start: steps before the discriminator comes in (0: from the first step).
+        adversarial_start: steps before the discriminator comes in (0: from the first step; None: never).
         grad_clip: maximum global 2-norm of each player's gradient, None for no clipping.
         run_config: the resolved run configuration, embedded in every checkpoint with the package version.
     """
 
     def __init__(self, discriminator: nn.Module | None, optimizer: Callable[..., torch.optim.Optimizer],
-                 lr_decay: float, lr_decay_every: int | None, adversarial_start: int, grad_clip: float | None,
+                 lr_decay: float, lr_decay_every: int | None, adversarial_start: int | None, grad_clip: float | None,
                  run_config: dict[str, Any] | None) -> None:
         super().__init__()
         name = type(self).__name__
@@ -64,8 +64,8 @@ class GanTask(L.LightningModule):
             raise ValueError(f"{name}: lr_decay must lie in (0, 1], got {lr_decay}")
         if lr_decay_every is not None and lr_decay_every < 1:
             raise ValueError(f"{name}: lr_decay_every must be >= 1 step or None (per epoch), got {lr_decay_every}")
-        if adversarial_start < 0:
-            raise ValueError(f"{name}: adversarial_start must be >= 0, got {adversarial_start}")
+        if adversarial_start is not None and adversarial_start < 0:
+            raise ValueError(f"{name}: adversarial_start must be >= 0 or None (never), got {adversarial_start}")
         if grad_clip is not None and grad_clip <= 0:
             raise ValueError(f"{name}: grad_clip must be > 0 or None, got {grad_clip}")
         self.automatic_optimization = False
@@ -76,6 +76,11 @@ class GanTask(L.LightningModule):
         self.adversarial_start = adversarial_start
         self.grad_clip = grad_clip
         self.run_config = run_config or {}
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether the discriminator takes part in the current step."""
+        return self.adversarial_start is not None and self.global_step >= self.adversarial_start
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters of the generating player (vocoder generator, autoencoder)."""

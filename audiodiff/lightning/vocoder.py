@@ -72,7 +72,7 @@ class VocoderTask(GanTask):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  lr_decay: float = 0.999, lr_decay_every: int | None = None, lambda_fm: float = 2.0,
                  lambda_mel: float = 45.0, lambda_stft: float = 0.0, lambda_spectrum: float = 0.0,
-                 adversarial_start: int = 0, grad_clip: float | None = None,
+                 adversarial_start: int | None = 0, grad_clip: float | None = None,
                  run_config: dict[str, Any] | None = None) -> None:
         super().__init__(discriminator, optimizer, lr_decay, lr_decay_every, adversarial_start, grad_clip, run_config)
         if lambda_stft < 0 or lambda_spectrum < 0:
@@ -129,7 +129,7 @@ class VocoderTask(GanTask):
         else:
             wav_hat = self.reconstruct(wav)
         real_wav, fake_wav = wav[:, None], wav_hat[:, None]
-        adversarial = self.global_step >= self.adversarial_start
+        adversarial = self.adversarial
         logs: dict[str, Tensor | float] = {}
 
         if adversarial:
