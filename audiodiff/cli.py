@@ -99,7 +99,7 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
 def run(tool: str, config_name: str, task: Callable[[DictConfig, list[str]], Any], doc: str | None,
         argv: Sequence[str] | None = None) -> int:
     """Run `task(cfg, overrides)` for `python -m <tool> argv...` as the module docstring says; returns the exit
-    status (0, 1 for an error, 130 when interrupted)."""
+    status: the int `task` returns (0 when it returns anything else), 1 for an error, 130 when interrupted."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
     overrides = [a for a in args if a not in ("--debug", "--help", "-h")]
@@ -124,8 +124,8 @@ def run(tool: str, config_name: str, task: Callable[[DictConfig, list[str]], Any
             for name in [o.split("=", 1)[1] for o in overrides if o.startswith("recipe=")]:
                 check_recipe(name)
             cfg = compose(config_name, overrides)
-        task(cfg, overrides)
-        return 0
+        status = task(cfg, overrides)  # a task may return its own exit status
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

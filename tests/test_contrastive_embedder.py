@@ -10,12 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from audiodiff import cli
 from audiodiff.audio.io import load_audio
 from audiodiff.conditioning.text import TextEncoder
 from audiodiff.config import compose_config
 from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import read_manifest
 from audiodiff.export import load_checkpoint
+from audiodiff.metrics.contrastive import evaluate as evaluate_module
 from audiodiff.metrics.contrastive import load_embedder
 from audiodiff.metrics.contrastive.evaluate import label_accuracy, retrieval_scores
 from audiodiff.metrics.contrastive.model import ContrastiveConfig, ContrastiveModel, info_nce
@@ -179,3 +181,24 @@ def test_label_accuracy_leave_one_out():
     emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.8, 0.2]])
     out = label_accuracy(emb, ["x", "x", "y", "y", "y"])  # the last row's nearest other is an "x"
     assert out == {"accuracy": 0.8, "chance": 0.6}
+
+
+def test_evaluate_command_help_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def run(argv: list[str]) -> int:
+        return cli.run("audiodiff.metrics.contrastive.evaluate", "contrastive_evaluate", evaluate_module.main,
+                       evaluate_module.__doc__, argv)
+
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m audiodiff.metrics.contrastive.evaluate [key=value ...]" in out
+    for setting in ("model: ???", "corpus: sfx", "manifest: null", "split: test", "'n': null", "label: kind",
+                    "seed: 0", "out: null"):
+        assert setting in out, out
+    for argv, message in ([[f"root={tmp_path}"], "error: required setting(s) not given: model=..."],
+                          [[f"model={tmp_path}", "n=abc"], "error: n: expected a whole number, got 'abc'"],
+                          [[f"model={tmp_path}", f"manifest={tmp_path / 'none.jsonl'}"],
+                           f"error: {tmp_path / 'none.jsonl'}: expected an existing manifest file"]):
+        assert run(argv) == 1
+        captured = capsys.readouterr()
+        assert len(captured.err.splitlines()) == 1 and captured.err.startswith(message), captured.err
+        assert "Traceback" not in captured.err + captured.out

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiodiff import cli
+from audiodiff.data import validate
 from audiodiff.data.manifest import (
     ManifestError,
     ManifestRow,
@@ -20,7 +22,13 @@ from audiodiff.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from audiodiff.data.validate import DURATION_TOLERANCE, main, validate_manifest
+from audiodiff.data.validate import DURATION_TOLERANCE, validate_manifest
+
+
+def main(argv: list[str]) -> int:
+    """`python -m audiodiff.data.validate ARGV...`, run in this process; returns the exit status."""
+    return cli.run("audiodiff.data.validate", "validate", validate.main, validate.__doc__, argv)
+
 
 SR = 8000
 
@@ -239,7 +247,7 @@ def test_validate_without_decoding_misses_only_sample_content(mixed_manifest: Pa
 
 def test_validate_main_exit_codes_and_output(mixed_manifest: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(mixed_manifest), "--workers", "2"]) == 1
+    assert main([f"manifest={mixed_manifest}", "workers=2"]) == 1
     out = capsys.readouterr().out.splitlines()
     reported = [line.split(":")[1] for line in out if line.startswith(str(mixed_manifest))]
     assert reported == ["2", "3", "4", "5", "6", "7"]
@@ -247,24 +255,55 @@ def test_validate_main_exit_codes_and_output(mixed_manifest: Path, tmp_path: Pat
     assert out[-1] == "rows: 8, ok: 2, bad: 6"
 
     good = _write_lines(tmp_path / "good.jsonl", [json.dumps({"audio": "good.wav", "caption": "fine"})])
-    assert main([str(good)]) == 0
+    assert main([f"manifest={good}"]) == 0
     assert capsys.readouterr().out.splitlines() == ["rows: 1, ok: 1, bad: 0"]
 
     empty = _write_lines(tmp_path / "empty.jsonl", [""])
-    assert main([str(empty)]) == 1
-    assert main([str(tmp_path / "absent.jsonl")]) == 2
-    assert "expected an existing manifest file" in capsys.readouterr().err
+    assert main([f"manifest={empty}"]) == 1
+    assert main([f"manifest={tmp_path / 'absent.jsonl'}"]) == 1  # an unreadable manifest: one error line
+    err = capsys.readouterr().err
+    absent = tmp_path / "absent.jsonl"
+    assert err.splitlines() == [f"error: {absent}: expected an existing manifest file, got no such file"]
+
+
+def test_validate_help_prints_its_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m audiodiff.data.validate [key=value ...]" in out
+    for setting in ("manifest: ???", "decode: true", "workers: 1"):
+        assert setting in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["workers=abc"], "error: workers: expected a whole number, got 'abc'"),
+    (["workers=0"], "error: workers: expected a whole number >= 1, got 0"),
+    (["decode=maybe"], "error: decode: expected true or false, got 'maybe'"),
+    ([], "error: required setting(s) not given: manifest=..."),
+    (["--no-decode"], "error: unknown option(s) ['--no-decode']"),
+    (["colour=red"], "error: Could not override 'colour'"),
+])
+def test_validate_bad_settings_end_in_one_error_line(mixed_manifest: Path, argv: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = [] if not argv or argv[0].startswith("-") else [f"manifest={mixed_manifest}"]
+    assert main([*manifest, *argv]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.splitlines()) == 1 and captured.err.startswith(message), captured.err
+    assert "Traceback" not in captured.err + captured.out
 
 
 def test_validate_cli_in_a_subprocess(mixed_manifest: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "audiodiff.data.validate", str(mixed_manifest), "--no-decode"],
+        [sys.executable, "-m", "audiodiff.data.validate", f"manifest={mixed_manifest}", "decode=false"],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(":")[1] for line in lines[:-1]] == ["2", "3", "5", "6", "7"]
     assert lines[-1] == "rows: 8, ok: 3, bad: 5"
+    done = subprocess.run([sys.executable, "-m", "audiodiff.data.validate", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Settings (conf/validate.yaml; ??? must be given):" in done.stdout and "manifest: ???" in done.stdout
 
 
 def test_duration_tolerance_boundary(tmp_path: Path) -> None:
@@ -281,7 +320,7 @@ def test_progress_lines_go_to_stderr(mixed_manifest: Path, monkeypatch: pytest.M
     from audiodiff.data import validate
 
     monkeypatch.setattr(validate, "_PROGRESS_EVERY_S", 0.0)
-    assert main([str(mixed_manifest), "--no-decode"]) == 1
+    assert main([f"manifest={mixed_manifest}", "decode=false"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "checked 1/8 rows (12%), 0 bad"
     assert err[-1] == "checked 7/8 rows (88%), 5 bad"  # the last row goes straight to the summary

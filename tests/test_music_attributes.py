@@ -10,10 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from audiodiff import cli
 from audiodiff.data.corpora import music
 from audiodiff.data.corpora.midi import PITCH_CLASSES
 from audiodiff.data.manifest import read_manifest
-from audiodiff.metrics.attributes import asked_attributes, corpus_metrics
+from audiodiff.metrics.attributes import asked_attributes, corpus_metrics, fit_music
 from audiodiff.metrics.attributes.fit_music import fit_key_profiles
 from audiodiff.metrics.attributes.music import (
     CHROMA_PARTS,
@@ -258,3 +259,17 @@ def test_tempo_is_scored_only_where_the_caption_gives_the_bpm(caption, asks_temp
     assert {k: v for k, v in asked.items() if k != "tempo"} == {"style": "waltz", "key": "F", "mode": "major"}
     assert attributes["tempo"] == 96                                    # the row itself is left alone
     assert asked_attributes("sfx", caption, attributes) == attributes   # other corpora: every attribute
+
+
+def test_fit_command_help_and_a_bad_value(tmp_path, capsys):
+    def run(argv):
+        return cli.run("audiodiff.metrics.attributes.fit_music", "fit_music", fit_music.main, fit_music.__doc__, argv)
+
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m audiodiff.metrics.attributes.fit_music [key=value ...]" in out
+    assert all(s in out for s in ("root: data", "griffinlim: 500", "epochs: 40", "workers: 2", "out_dir: null"))
+    assert run([f"root={tmp_path}", "workers=abc"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "error: workers: expected a whole number, got 'abc'\n"
+    assert "Traceback" not in captured.out

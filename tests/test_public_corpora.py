@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiodiff import cli
+from audiodiff.data import public
 from audiodiff.data.manifest import read_manifest
 from audiodiff.data.public import (
     ESC50_PHRASES,
@@ -21,11 +23,15 @@ from audiodiff.data.public import (
     build_musiccaps,
     build_song_describer,
     esc50_captions,
-    main,
 )
 from audiodiff.data.validate import validate_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "public"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m audiodiff.data.public ARGV...`, run in this process; returns the exit status."""
+    return cli.run("audiodiff.data.public", "public", public.main, public.__doc__, argv)
 
 
 def _clip(path: Path, fmt: str | None = None) -> Path:
@@ -148,8 +154,8 @@ def test_cli_writes_a_manifest_that_validates(tmp_path: Path, capsys: pytest.Cap
     for name in ["1-100032-A-0.wav", "5-200334-A-1.wav"]:
         _clip(audio / name)
     out = tmp_path / "manifests" / "esc50.jsonl"
-    code = main(["esc50", "--meta", str(FIXTURES / "esc50" / "meta" / "esc50.csv"), "--audio-dir", str(audio),
-                 "--out", str(out)])
+    code = main(["name=esc50", f"meta={FIXTURES / 'esc50' / 'meta' / 'esc50.csv'}", f"audio_dir={audio}",
+                 f"out={out}"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "esc50: 2 rows (test: 1, train: 1); 4 audio files missing" in printed
@@ -164,9 +170,11 @@ def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     audio = tmp_path / "audio"
     audio.mkdir()
     # No audio at all: exit status 1 and a message naming the folder.
-    assert main(["musiccaps", "--meta", str(FIXTURES / "musiccaps"), "--audio-dir", str(audio),
-                 "--out", str(tmp_path / "m.jsonl")]) == 1
-    assert f"none of the 3 clips in the metadata were found under {audio}" in capsys.readouterr().err
+    assert main(["name=musiccaps", f"meta={FIXTURES / 'musiccaps'}", f"audio_dir={audio}",
+                 f"out={tmp_path / 'm.jsonl'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: musiccaps: ") and len(err.splitlines()) == 1
+    assert f"none of the 3 clips in the metadata were found under {audio}" in err
     assert not (tmp_path / "m.jsonl").exists()
     # Wrong columns name the file, the expected and the missing columns.
     bad = tmp_path / "musiccaps-public.csv"
@@ -185,8 +193,32 @@ def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     folds.write_text(text)
     with pytest.raises(PublicCorpusError, match=r"4-181286-A-10.wav: field 'fold': expected 1-5, got '6'"):
         build_esc50(folds, audio)
-    with pytest.raises(SystemExit):
-        main(["esc50", "--meta", "m", "--audio-dir", "a", "--out", "o", "--valid-subset"])
+    assert main(["name=esc50", "meta=m", "audio_dir=a", "out=o", "valid_subset=true"]) == 1
+    assert capsys.readouterr().err == "error: valid_subset=true applies to song_describer only, got name=esc50\n"
+
+
+def test_cli_help_prints_its_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m audiodiff.data.public [key=value ...]" in out
+    for setting in ("name: ???", "meta: ???", "audio_dir: ???", "out: ???", "valid_subset: false"):
+        assert setting in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["name=wavcaps"], "error: unknown corpus 'wavcaps'; expected one of ['audiocaps', 'clotho', 'esc50',"),
+    (["name=esc50", "valid_subset=maybe"], "error: valid_subset: expected true or false, got 'maybe'"),
+    (["name=esc50", "--meta"], "error: unknown option(s) ['--meta']"),
+])
+def test_cli_bad_settings_end_in_one_error_line(tmp_path: Path, argv: list[str], message: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    paths = [f"meta={FIXTURES / 'esc50'}", f"audio_dir={tmp_path}", f"out={tmp_path / 'm.jsonl'}"]
+    assert main([*argv, *paths]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.splitlines()) == 1 and captured.err.startswith(message), captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert main(["name=esc50", f"meta={FIXTURES / 'esc50'}"]) == 1
+    assert capsys.readouterr().err == "error: required setting(s) not given: audio_dir=..., out=...\n"
 
 
 def test_latin1_metadata_is_read(tmp_path: Path) -> None:

@@ -9,17 +9,23 @@ import numpy as np
 import pytest
 import torch
 
+from audiodiff import cli
 from audiodiff.data.corpora import sfx
-from audiodiff.metrics.attributes import corpus_metrics
-from audiodiff.metrics.attributes.check import main as check_main
+from audiodiff.metrics.attributes import check as check_module
+from audiodiff.metrics.attributes import corpus_metrics, fit_sfx
 from audiodiff.metrics.attributes.classifier import SoftmaxClassifier, fit_softmax
-from audiodiff.metrics.attributes.cli import parse_overrides
 from audiodiff.metrics.attributes.features import loudness_lufs, segment_events
 from audiodiff.metrics.attributes.fit_sfx import fit
 from audiodiff.metrics.attributes.roundtrip import griffinlim_roundtrip
 from audiodiff.metrics.attributes.sfx import extract_sfx, score_attributes
 
 SR = 16000
+
+
+def check_main(argv: list[str]) -> int:
+    """`python -m audiodiff.metrics.attributes.check ARGV...`, run in this process; returns the exit status."""
+    return cli.run("audiodiff.metrics.attributes.check", "attributes_check", check_module.main, check_module.__doc__,
+                   argv)
 
 
 def _at_lufs(wav: np.ndarray, lufs: float) -> np.ndarray:
@@ -214,16 +220,16 @@ def test_fit_and_check_commands_on_a_small_corpus(tmp_path, capsys):
     out = fit(tmp_path, per_kind=4, griffinlim_per_kind=0, out=tmp_path / "kind.json")
     model = SoftmaxClassifier.load(out)
     assert model.classes == sfx.KINDS and len(model.features) == model.weights.shape[1]
-    check_main(["corpus=sfx", f"root={tmp_path}", "split=test", "n=4", "griffinlim=false"])
+    assert check_main(["corpus=sfx", f"root={tmp_path}", "split=test", "n=4", "griffinlim=false"]) == 0
     printed = capsys.readouterr().out
     assert "attribute accuracy on 4 clips" in printed and "| kind | 7% | 100.0% (4) |" in printed
-    check_main(["corpus=sfx", f"root={tmp_path}", "split=test", "n=2", "speckle_db=6"])
+    assert check_main(["corpus=sfx", f"root={tmp_path}", "split=test", "n=2", "speckle_db=6"]) == 0
     header = capsys.readouterr().out.splitlines()[2]
     assert header == "| attribute | chance | clean (n) | griffin-lim (n) | griffin-lim + 6 dB speckle (n) |"
-    with pytest.raises(SystemExit, match="n: expected int, got 'many'"):
-        parse_overrides(["n=many"], {"n": 1})
-    with pytest.raises(SystemExit, match="key in"):
-        parse_overrides(["colour=red"], {"n": 1})
+    assert check_main(["n=many"]) == 1
+    assert capsys.readouterr().err == "error: n: expected a whole number, got 'many'\n"
+    assert check_main(["colour=red"]) == 1
+    assert capsys.readouterr().err.startswith("error: Could not override 'colour'")
     extract, score = corpus_metrics("sfx")
     assert extract is extract_sfx and score is score_attributes
     with pytest.raises(ValueError, match="no attribute extractors for 'nope'"):
@@ -241,3 +247,20 @@ def test_reference_picks_which_attributes_are_read_but_never_the_kind():
     as_beeps = extract_sfx(wav, 16000, reference={"kind": "beeps", "pitch": "low", "count": 1, "loudness": "loud"})
     assert plain["kind"] == as_beeps["kind"] == "sweep" and plain["direction"] == "rising"
     assert "count" in as_beeps and "pitch" in as_beeps and "direction" not in as_beeps
+
+
+@pytest.mark.parametrize(("module", "config", "settings"), [
+    (check_module, "attributes_check", ["corpus: sfx", "root: data", "split: test", "'n': 400", "griffinlim: true",
+                                        "speckle_db: 0.0"]),
+    (fit_sfx, "fit_sfx", ["root: data", "per_kind: 150", "griffinlim_per_kind: 30", "out: null"]),
+])
+def test_command_help_and_bad_values(module, config, settings, tmp_path, capsys):
+    tool = module.__name__
+    assert cli.run(tool, config, module.main, module.__doc__, ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"usage: python -m {tool} [key=value ...]" in out and all(s in out for s in settings), out
+    bad = {"attributes_check": ["griffinlim=maybe"], "fit_sfx": ["per_kind=abc"]}[config]
+    assert cli.run(tool, config, module.main, module.__doc__, [f"root={tmp_path}", *bad]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.splitlines()) == 1 and captured.err.startswith("error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out

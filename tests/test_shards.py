@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
+from audiodiff import cli
 from audiodiff.config import compose_config
 from audiodiff.data import shards as shards_module
 from audiodiff.data.dataset import AudioCaptionDataset, EmptySplitError, NoReadableAudioError, read_skips
@@ -30,7 +31,6 @@ from audiodiff.data.shards import (
     ShardWriter,
     convert_manifest,
     iter_shard,
-    main,
     read_captions,
     read_index,
     shuffle_buffer,
@@ -389,13 +389,35 @@ def test_errors_name_the_problem(corpus: Path, tiny: Path, tmp_path: Path) -> No
     assert not (tmp_path / "z").exists()
 
 
+def _shards_cli(argv: list[str]) -> int:
+    """`python -m audiodiff.data.shards ARGV...`, run in this process; returns the exit status."""
+    return cli.run("audiodiff.data.shards", "shards", shards_module.main, shards_module.__doc__, argv)
+
+
 def test_command_line(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([f"manifest={corpus}", "shard_size=three", f"out={tmp_path}"]) == 2
-    assert "shard_size: expected an integer, got 'three'" in capsys.readouterr().err
-    assert main([f"manifest={corpus}"]) == 2
-    assert "missing ['out']" in capsys.readouterr().err
-    assert main([f"manifest={corpus}", f"out={tmp_path}", "size=3"]) == 2
-    assert main([f"manifest={tmp_path / 'none.jsonl'}", f"out={tmp_path}"]) == 1
+    def one_error_line(start: str) -> None:
+        captured = capsys.readouterr()
+        assert len(captured.err.splitlines()) == 1 and captured.err.startswith(start), captured.err
+        assert "Traceback" not in captured.err + captured.out
+
+    assert _shards_cli([f"manifest={corpus}", "shard_size=three", f"out={tmp_path}"]) == 1
+    one_error_line("error: shard_size: expected a whole number, got 'three'")
+    assert _shards_cli([f"manifest={corpus}"]) == 1
+    one_error_line("error: required setting(s) not given: out=...")
+    assert _shards_cli([f"manifest={corpus}", f"out={tmp_path}", "size=3"]) == 1
+    one_error_line("error: Could not override 'size'")
+    assert _shards_cli([f"manifest={tmp_path / 'none.jsonl'}", f"out={tmp_path}"]) == 1
+    one_error_line(f"error: {tmp_path / 'none.jsonl'}: expected an existing manifest file")
+    bad_only = write_manifest(tmp_path / "bad.jsonl", [{"audio": str(corpus.parent / "bad.wav"), "caption": "b",
+                                                        "split": "train"}])
+    assert _shards_cli([f"manifest={bad_only}", f"out={tmp_path / 'y'}"]) == 1
+    one_error_line(f"error: {bad_only}: none of the 1 clips of split 'train' could be read")
+    assert _shards_cli(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m audiodiff.data.shards [key=value ...]" in out
+    for setting in ("manifest: ???", "out: ???", "split: null", "shard_size: null", "max_shard_mb: null",
+                    "audio_format: original"):
+        assert setting in out
     out = tmp_path / "cli"
     done = subprocess.run([sys.executable, "-m", "audiodiff.data.shards", f"manifest={corpus}", f"out={out}",
                            "shard_size=4", "split=train"], capture_output=True, text=True, timeout=120)

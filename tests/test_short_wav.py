@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiodiff import cli
 from audiodiff.audio.errors import AudioDecodeError
 from audiodiff.audio.io import MIN_DECODED_FRACTION, Shortfall, audio_info, check_shortfall, load_audio
+from audiodiff.data import validate
 from audiodiff.data.dataset import AudioCaptionDataset
 from audiodiff.data.manifest import write_manifest
-from audiodiff.data.validate import main, validate_manifest
+from audiodiff.data.validate import validate_manifest
 
 SR = 16000
 FRAMES = 32000  # declared frames of every test file (2 s at SR)
@@ -182,7 +184,8 @@ def test_validator_cli_prints_notes_and_bad_rows(tmp_path: Path, capsys: pytest.
         rows.append({"audio": path.name, "caption": f"{percent_short}% short"})
     manifest = tmp_path / "mixed.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    assert main([str(manifest)]) == 1
+    argv = [f"manifest={manifest}"]
+    assert cli.run("audiodiff.data.validate", "validate", validate.main, validate.__doc__, argv) == 1
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4
     assert out[0].startswith(f"{manifest}:1: {tmp_path / 'cut1.wav'}: note: header declares {FRAMES} frames")

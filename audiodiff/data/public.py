@@ -1,9 +1,9 @@
 """Manifests for public captioned-audio corpora, from their own metadata files and audio you downloaded.
 
-``python -m audiodiff.data.public NAME --meta PATH --audio-dir DIR --out MANIFEST``
+``python -m audiodiff.data.public name=NAME meta=PATH audio_dir=DIR out=MANIFEST [valid_subset=false]``
 
-Nothing is downloaded here. ``--meta`` is the corpus's metadata file (or the folder holding it) and
-``--audio-dir`` the folder of audio files; rows are written for the clips found on disk and the missing ones
+Nothing is downloaded here. ``meta`` is the corpus's metadata file (or the folder holding it) and
+``audio_dir`` the folder of audio files; rows are written for the clips found on disk and the missing ones
 are counted. Every row carries ``split``, ``license`` and ``source``; ``data/README.md`` says where each
 corpus comes from, its licence and the file names expected.
 
@@ -21,12 +21,10 @@ corpus              metadata                                   splits
 
 from __future__ import annotations
 
-import argparse
 import ast
 import csv
 import io
 import os
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from audiodiff.data.manifest import write_manifest
+from audiodiff.settings import flag, text
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".webm"}
@@ -494,30 +493,23 @@ def build_manifest(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 manifest written, 1 nothing usable found)."""
-    description = "Write a manifest for a public corpus from its metadata and audio downloaded beforehand."
-    parser = argparse.ArgumentParser(prog="python -m audiodiff.data.public", description=description)
-    parser.add_argument("name", choices=sorted(BUILDERS), help="which corpus")
-    parser.add_argument("--meta", required=True, type=Path, help="the corpus's metadata file, or its folder")
-    parser.add_argument("--audio-dir", required=True, type=Path, help="folder of the downloaded audio files")
-    parser.add_argument("--out", required=True, type=Path, help="the JSONL manifest to write")
-    parser.add_argument("--valid-subset", action="store_true", help="song_describer: validated captions only")
-    args = parser.parse_args(argv)
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Write the manifest `cfg` (conf/public.yaml) asks for and print what was found. PublicCorpusError (a
+    ValueError) when nothing usable is found, ValueError for a bad setting."""
+    name = text(cfg, "name", required=True)
     options = {}
-    if args.valid_subset:
-        if args.name != "song_describer":
-            parser.error("--valid-subset applies to song_describer only")
+    if flag(cfg, "valid_subset"):
+        if name != "song_describer":
+            raise ValueError(f"valid_subset=true applies to song_describer only, got name={name}")
         options["valid_subset"] = True
-    try:
-        result = build_manifest(args.name, args.meta, args.audio_dir, args.out, **options)
-    except PublicCorpusError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    out = text(cfg, "out", required=True)
+    result = build_manifest(name, text(cfg, "meta", required=True), text(cfg, "audio_dir", required=True), out,
+                            **options)
     print(result.summary())
-    print(f"wrote {args.out}")
-    return 0
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from audiodiff import cli
+
+    cli.main("audiodiff.data.public", "public", main, __doc__)

@@ -1,7 +1,8 @@
 """Sharded training data: a manifest packed into tar files (the WebDataset layout) and a streaming dataset over them.
 
 ``python -m audiodiff.data.shards manifest=<manifest.jsonl> out=<folder> [split=train] [shard_size=N]
-[max_shard_mb=M] [audio_format=original|flac]`` converts every split of the manifest (or only ``split``).
+[max_shard_mb=M] [audio_format=original|flac]`` converts every split of the manifest (or only ``split``); see
+``conf/shards.yaml`` (or ``--help``) for the settings.
 
 Folder layout, one shard set per split:
 
@@ -31,7 +32,6 @@ import logging
 import math
 import os
 import re
-import sys
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -55,7 +55,8 @@ from audiodiff.data.dataset import (
     item_generator,
     make_item,
 )
-from audiodiff.data.manifest import ManifestError, ManifestRow, _make_row, _row_problems, read_manifest
+from audiodiff.data.manifest import ManifestRow, _make_row, _row_problems, read_manifest
+from audiodiff.settings import number, text, whole
 
 log = logging.getLogger(__name__)
 
@@ -773,47 +774,16 @@ class ShardDataset(IterableDataset[Item]):
 
 # -- command line --------------------------------------------------------------------------------------------
 
-USAGE = ("usage: python -m audiodiff.data.shards manifest=<manifest.jsonl> out=<folder> [split=<name>] "
-         "[shard_size=N] [max_shard_mb=M] [audio_format=original|flac]")
-
-
-def _parse_args(argv: Sequence[str]) -> dict[str, Any]:
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ValueError(f"expected key=value, got {arg!r}")
-        args[key] = value
-    unknown = sorted(set(args) - {"manifest", "out", "split", "shard_size", "max_shard_mb", "audio_format"})
-    if unknown:
-        raise ValueError(f"unknown argument(s) {unknown}")
-    missing = [key for key in ("manifest", "out") if not args.get(key)]
-    if missing:
-        raise ValueError(f"missing {missing}")
-    parsed: dict[str, Any] = {"manifest": args["manifest"], "out": args["out"], "split": args.get("split") or None,
-                              "audio_format": args.get("audio_format", "original")}
-    for key, kind in (("shard_size", int), ("max_shard_mb", float)):
-        if key in args:
-            try:
-                parsed[key] = kind(args[key])
-            except ValueError:
-                raise ValueError(f"{key}: expected {'an integer' if kind is int else 'a number'}, "
-                                 f"got {args[key]!r}") from None
-    return parsed
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2: bad arguments, 1: conversion failed)."""
-    try:
-        args = _parse_args(sys.argv[1:] if argv is None else argv)
-    except ValueError as error:
-        print(f"{error}\n{USAGE}", file=sys.stderr)
-        return 2
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Convert the manifest `cfg` (conf/shards.yaml) names and print a summary per split. ManifestError,
+    EmptySplitError or ValueError (a bad setting, or a split without one readable clip) otherwise."""
+    args = {"manifest": text(cfg, "manifest", required=True), "out": text(cfg, "out", required=True),
+            "split": text(cfg, "split"), "shard_size": whole(cfg, "shard_size"),
+            "max_shard_mb": number(cfg, "max_shard_mb"), "audio_format": text(cfg, "audio_format", required=True)}
     try:
         indexes = convert_manifest(**args)
-    except (ManifestError, EmptySplitError, NoReadableAudioError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except NoReadableAudioError as error:  # about the data, not the program: a user error
+        raise ValueError(str(error)) from error
     for split, index in indexes.items():
         names = f"{index.shards[0].name} .. {index.shards[-1].name}" if len(index.shards) > 1 else index.shards[0].name
         size = sum(shard.nbytes for shard in index.shards) / 2**20
@@ -823,9 +793,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  skipped {path}: {reason}")
         if len(index.skipped) > 20:
             print(f"  ... and {len(index.skipped) - 20} more, listed in {index_path(index.folder, split)}")
-    return 0
 
 
 if __name__ == "__main__":
+    from audiodiff import cli
+
     logging.basicConfig(level=logging.ERROR)  # skipped clips are summarised at the end rather than one by one
-    raise SystemExit(main())
+    cli.main("audiodiff.data.shards", "shards", main, __doc__)

@@ -1,12 +1,12 @@
 """Check a manifest and the audio it points to.
 
-``python -m audiodiff.data.validate MANIFEST [--no-decode] [--workers N]``
+``python -m audiodiff.data.validate manifest=MANIFEST [decode=true] [workers=1]``
 
 For every row: the schema; that the audio file exists and decodes to finite samples (header only with
-``--no-decode``); that a declared ``sample_rate`` equals the file's and a declared ``duration`` is within
+``decode=false``); that a declared ``sample_rate`` equals the file's and a declared ``duration`` is within
 :data:`DURATION_TOLERANCE` seconds of it. Every bad row is printed as ``MANIFEST:LINE: AUDIO: reason``, then a
-summary; the exit status is 1 when any row is bad (or the manifest has no rows), 0 otherwise, and 2 when the
-manifest cannot be read at all.
+summary; the exit status is 0 when every row is fine and 1 when any row is bad or the manifest has no rows. A
+manifest that cannot be read at all, or a bad setting, ends in one ``error: ...`` line and exit status 1 too.
 
 A WAV whose header declares more frames than the file holds gets the loader's verdict
 (:func:`audiodiff.audio.io.check_shortfall`): bad when less than
@@ -16,20 +16,20 @@ printed as ``MANIFEST:LINE: AUDIO: note: header declares ... frames, ... decode 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
 from audiodiff.audio.errors import AudioError
 from audiodiff.audio.io import audio_info, load_audio_noted
-from audiodiff.data.manifest import ManifestError, ManifestRow, iter_rows
+from audiodiff.data.manifest import ManifestRow, iter_rows
+from audiodiff.settings import flag, text, whole
 
 DURATION_TOLERANCE = 0.05  # seconds between a declared duration and the file's
 _PROGRESS_EVERY_S = 2.0  # seconds between progress lines on stderr
@@ -201,30 +201,12 @@ def _progress_printer(stream: TextIO) -> Callable[[int, int, int], None]:
     return report
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m audiodiff.data.validate",
-        description="Check a JSONL manifest: schema; audio exists, decodes, matches declared duration/rate.",
-    )
-    parser.add_argument("manifest", type=Path, help="the JSONL manifest to check")
-    parser.add_argument("--no-decode", action="store_true", help="read headers only (fast; misses NaN/Inf)")
-    parser.add_argument("--workers", type=int, default=1, help="processes decoding in parallel (default 1)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the validator; returns the exit status (0 all rows fine, 1 some row bad, 2 unreadable manifest)."""
-    args = _parser().parse_args(argv)
-    if args.workers < 1:
-        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
-        return 2
-    try:
-        progress = _progress_printer(sys.stderr)
-        decode = not args.no_decode
-        report = validate_manifest(args.manifest, decode=decode, workers=args.workers, progress=progress)
-    except ManifestError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def main(cfg: Any, overrides: list[str] | None = None) -> int:
+    """Check the manifest `cfg` (conf/validate.yaml) names; returns the exit status (0 all rows fine, 1 some row
+    bad or no rows). An unreadable manifest raises ManifestError, a bad setting ValueError."""
+    manifest = text(cfg, "manifest", required=True)
+    decode, workers = flag(cfg, "decode"), whole(cfg, "workers", minimum=1)
+    report = validate_manifest(manifest, decode=decode, workers=workers, progress=_progress_printer(sys.stderr))
     for check in report.checks:
         where = f"{report.manifest}:{check.line}"
         if not check.ok:
@@ -240,4 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from audiodiff import cli
+
+    cli.main("audiodiff.data.validate", "validate", main, __doc__)

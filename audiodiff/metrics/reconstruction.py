@@ -14,16 +14,17 @@ Systems:
 - ``vocoder:<folder>``: a vocoder stage's export, fed the mel it computes itself;
 - ``autoencoder:<folder>``: an autoencoder stage's export, encode then decode (a mel VAE is voiced by Griffin-Lim).
 
-Prints a markdown table and, with ``out=<file>.json``, writes the numbers.
+Prints a markdown table and, with ``out=<file>.json``, writes the numbers. Settings: ``conf/reconstruction.yaml``
+(``--help`` lists them).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import read_manifest
 from audiodiff.lightning.autoencoder import waveform_mel_loss
 from audiodiff.metrics.vocoder_quality import fit_length, reconstruction_errors
+from audiodiff.settings import text, whole
 from audiodiff.vocoders.losses import MultiResolutionSTFTLoss
 
 System = Callable[[Tensor], Tensor]  # wav [1, 1, T] -> wav_hat [1, T'] or [1, 1, T']
@@ -118,17 +120,33 @@ def markdown(results: dict[str, dict[str, float]], n: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
-    systems = [s.strip() for s in args.get("systems", "[griffinlim]").strip("[]").split(",") if s.strip()]
-    n = int(args.get("n", 100))
-    clips = held_out_clips(args.get("corpus", "sfx"), args.get("root", "data"), n, args.get("split", "test"))
+def systems_setting(value: Any) -> list[str]:
+    """The `systems` setting as a list of specs: a list (`systems=[griffinlim,vocoder:<folder>]`) or one string,
+    comma-separated."""
+    if isinstance(value, str):
+        value = value.strip("[]").split(",")
+    if value is None or isinstance(value, (int, float, bool)):
+        raise ValueError(f"systems: expected a list such as [griffinlim,vocoder:<folder>], got {value!r}")
+    systems = [str(s).strip() for s in value if str(s).strip()]
+    if not systems:
+        raise ValueError("systems: expected at least one system, got none")
+    return systems
+
+
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Score the systems `cfg` (conf/reconstruction.yaml) names and print the table (and write `out`)."""
+    systems = systems_setting(cfg.get("systems"))
+    n = whole(cfg, "n", minimum=1)
+    corpus, root = text(cfg, "corpus", required=True), text(cfg, "root", required=True)
+    clips = held_out_clips(corpus, root, n, text(cfg, "split", required=True))
     results = {spec: score_system(build_system(spec), clips) for spec in tqdm(systems, desc="systems", unit="system")}
     print(markdown(results, len(clips)))
-    if "out" in args:
-        Path(args["out"]).write_text(json.dumps({"clips": len(clips), "results": results}, indent=2) + "\n")
-    return 0
+    out = text(cfg, "out")
+    if out is not None:
+        Path(out).write_text(json.dumps({"clips": len(clips), "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from audiodiff import cli
+
+    cli.main("audiodiff.metrics.reconstruction", "reconstruction", main, __doc__)

@@ -7,30 +7,22 @@ Takes the first `n` rows of `split` from `<root>/<corpus>/manifest.jsonl` (build
 reads each clip's attributes back with the corpus extractor, and prints a markdown table (accuracy and n per
 attribute, chance level) for the clean audio and, with `griffinlim=true`, for the same clips decoded from
 their log-mel by the Griffin-Lim vocoder, as generated audio is, and with `speckle_db=8` for a mel
-speckled by 8 dB per bin before vocoding. Also prints the extraction time per clip.
+speckled by 8 dB per bin before vocoding. Also prints the extraction time per clip. Settings:
+`conf/attributes_check.yaml` (`--help` lists them).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 
 from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import read_manifest
 from audiodiff.metrics.attributes import corpus_metrics, markdown_table
-from audiodiff.metrics.attributes.cli import parse_overrides
-
-DEFAULTS: dict[str, object] = {
-    "corpus": "sfx",
-    "root": "data",
-    "split": "test",
-    "n": 400,
-    "griffinlim": True,
-    "speckle_db": 0.0,
-}
+from audiodiff.settings import flag, number, text, whole
 
 
 def check(
@@ -86,17 +78,18 @@ def check(
     return {"n": len(rows), "scores": results, "seconds per clip": timings}
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_overrides(sys.argv[1:] if argv is None else argv, DEFAULTS)
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Score the extractors as `cfg` (conf/attributes_check.yaml) says and print the tables."""
+    corpus, split = text(cfg, "corpus", required=True), text(cfg, "split", required=True)
     out = check(
-        str(args["corpus"]),
-        str(args["root"]),
-        str(args["split"]),
-        int(args["n"]),
-        bool(args["griffinlim"]),
-        float(args["speckle_db"]),
+        corpus,
+        text(cfg, "root", required=True),
+        split,
+        whole(cfg, "n", minimum=1),
+        flag(cfg, "griffinlim"),
+        number(cfg, "speckle_db", minimum=0.0),
     )
-    print(f"{args['corpus']} / {args['split']}: attribute accuracy on {out['n']} clips\n")
+    print(f"{corpus} / {split}: attribute accuracy on {out['n']} clips\n")
     print(markdown_table(out["scores"]))
     print(
         "\nextraction: "
@@ -105,4 +98,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from audiodiff import cli
+
+    cli.main("audiodiff.metrics.attributes.check", "attributes_check", main, __doc__)

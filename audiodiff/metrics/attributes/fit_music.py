@@ -1,6 +1,6 @@
 """Fit the music extractors' models on the corpus's train split.
 
-    python -m audiodiff.metrics.attributes.fit_music [root=data griffinlim=500 epochs=40 workers=2]
+    python -m audiodiff.metrics.attributes.fit_music [root=data griffinlim=500 epochs=40 workers=2 out_dir=null]
 
 Reads every train clip of `<root>/music/manifest.jsonl` (building the corpus if needed) and the Griffin-Lim
 reconstructions of the first `griffinlim` of them, half of them from a mel with 8 dB of speckle (so that
@@ -12,15 +12,16 @@ module:
   logit whose scores are the profile-chroma products of `KeyProfiles.logits`);
 - `music_instruments.npz`: the lead/chord `InstrumentNet`.
 
-Validation and test clips are never read. Takes about 25 minutes on 2 busy CPU cores.
+Validation and test clips are never read. Takes about 25 minutes on 2 busy CPU cores. Settings:
+`conf/fit_music.yaml` (`--help` lists them).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -30,7 +31,6 @@ from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.corpora.music import INSTRUMENTS, STYLE_NAMES
 from audiodiff.data.manifest import read_manifest
 from audiodiff.metrics.attributes.classifier import fit_softmax
-from audiodiff.metrics.attributes.cli import parse_overrides
 from audiodiff.metrics.attributes.music import (
     CHROMA_PARTS,
     INSTRUMENT_MODEL_PATH,
@@ -45,6 +45,7 @@ from audiodiff.metrics.attributes.music import (
 )
 from audiodiff.metrics.attributes.music_net import train_instrument_net
 from audiodiff.metrics.attributes.roundtrip import griffinlim_roundtrip
+from audiodiff.settings import text, whole
 
 STYLE_L2 = 1e-2  # weight decay of the style softmax on standardised features
 KEY_L2 = 1e-3  # weight decay of the key profiles
@@ -138,13 +139,14 @@ def fit(root: str | Path = "data", griffinlim: int = 500, epochs: int = 40, work
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_overrides(sys.argv[1:] if argv is None else argv,
-                           {"root": "data", "griffinlim": 500, "epochs": 40, "workers": 2, "out_dir": ""})
-    written = fit(str(args["root"]), int(args["griffinlim"]), int(args["epochs"]), int(args["workers"]),
-                  str(args["out_dir"]) or None)
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Fit and save the three models as `cfg` (conf/fit_music.yaml) says."""
+    written = fit(text(cfg, "root", required=True), whole(cfg, "griffinlim", minimum=0),
+                  whole(cfg, "epochs", minimum=1), whole(cfg, "workers", minimum=1), text(cfg, "out_dir"))
     print("wrote " + ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":
-    main()
+    from audiodiff import cli
+
+    cli.main("audiodiff.metrics.attributes.fit_music", "fit_music", main, __doc__)

@@ -1,19 +1,20 @@
 """Fit the sfx kind classifier (`sfx_kind.json`) on the corpus's train split.
 
-    python -m audiodiff.metrics.attributes.fit_sfx [root=data per_kind=150 griffinlim_per_kind=30]
+    python -m audiodiff.metrics.attributes.fit_sfx [root=data per_kind=150 griffinlim_per_kind=30 out=null]
 
 Reads the first `per_kind` train clips of each kind from `<root>/sfx/manifest.jsonl` (building the corpus
 if needed) and adds two Griffin-Lim reconstructions of the first `griffinlim_per_kind` of them: one from the
 clean mel and one from a mel with `NOISY_MEL_DB` of log-normal speckle, so that the classifier also knows
 vocoded and imperfectly generated audio. Fits `audiodiff.metrics.attributes.classifier.fit_softmax` on
-`kind_features` and writes the result next to this module. Val and test clips are never read.
+`kind_features` and writes the result next to this module (or to `out`). Val and test clips are never read.
+Settings: `conf/fit_sfx.yaml` (`--help` lists them).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -22,9 +23,9 @@ from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.corpora.sfx import KINDS
 from audiodiff.data.manifest import read_manifest
 from audiodiff.metrics.attributes.classifier import fit_softmax
-from audiodiff.metrics.attributes.cli import parse_overrides
 from audiodiff.metrics.attributes.roundtrip import griffinlim_roundtrip
 from audiodiff.metrics.attributes.sfx import FEATURE_NAMES, KIND_MODEL_PATH, analyse, kind_features
+from audiodiff.settings import text, whole
 
 L2 = 1e-3  # weight decay of the softmax fit on standardised features
 NOISY_MEL_DB = 8.0  # speckle (std in dB per mel bin) of the second vocoded copy; keeps kind accuracy at 99 %
@@ -60,13 +61,15 @@ def fit(
     return model.save(out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_overrides(
-        sys.argv[1:] if argv is None else argv,
-        {"root": "data", "per_kind": 150, "griffinlim_per_kind": 30, "out": str(KIND_MODEL_PATH)},
-    )
-    print(f"wrote {fit(args['root'], args['per_kind'], args['griffinlim_per_kind'], args['out'])}")
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Fit and save the classifier as `cfg` (conf/fit_sfx.yaml) says."""
+    out = text(cfg, "out") or KIND_MODEL_PATH
+    written = fit(text(cfg, "root", required=True), whole(cfg, "per_kind", minimum=1),
+                  whole(cfg, "griffinlim_per_kind", minimum=0), out)
+    print(f"wrote {written}")
 
 
 if __name__ == "__main__":
-    main()
+    from audiodiff import cli
+
+    cli.main("audiodiff.metrics.attributes.fit_sfx", "fit_sfx", main, __doc__)

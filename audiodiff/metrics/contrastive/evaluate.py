@@ -1,7 +1,7 @@
 """How well a contrastive embedder ties audio to text and separates sounds, on a manifest split it did not train on.
 
 `python -m audiodiff.metrics.contrastive.evaluate model=<export> [corpus=sfx root=data | manifest=<jsonl>]
-[split=test n=400 label=kind seed=0 out=<report.json>]`
+[split=test n=400 label=kind seed=0 out=<report.json>]` (settings: `conf/contrastive_evaluate.yaml`, or `--help`)
 
 Every caption of the chosen clips is a query against the clips' audio embeddings (text → audio retrieval):
 
@@ -18,7 +18,6 @@ Every caption of the chosen clips is a query against the clips' audio embeddings
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import ManifestRow, read_manifest
 from audiodiff.metrics.contrastive.embedder import ContrastiveEmbedder, load_embedder
 from audiodiff.metrics.memorization import nearest_neighbours
+from audiodiff.settings import text, whole
 
 
 def _unit(x: Any, name: str) -> np.ndarray:
@@ -109,25 +109,25 @@ def evaluate_rows(embedder: ContrastiveEmbedder, rows: list[ManifestRow], label:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
-    if "model" not in args:
-        print("usage: python -m audiodiff.metrics.contrastive.evaluate model=<export folder> [corpus=sfx root=data | "
-              "manifest=<jsonl>] [split=test n=400 label=kind seed=0 out=<report.json>]", file=sys.stderr)
-        return 2
-    manifest = args.get("manifest") or ensure_corpus(args.get("corpus", "sfx"), args.get("root", "data"))
-    rows = read_manifest(manifest, args.get("split", "test"))
-    n = int(args.get("n", len(rows)))
-    picked = [rows[i] for i in sorted(np.random.default_rng(int(args.get("seed", 0))).permutation(len(rows))[:n])]
-    label = args.get("label", "kind") or None
-    report = {"manifest": str(manifest), "split": args.get("split", "test"),
-              **evaluate_rows(load_embedder(args["model"]), picked, label)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if "out" in args:
-        Path(args["out"]).write_text(text + "\n")
-    return 0
+def main(cfg: Any, overrides: list[str] | None = None) -> None:
+    """Evaluate the embedder `cfg` (conf/contrastive_evaluate.yaml) names; print the report (and write `out`)."""
+    model = text(cfg, "model", required=True)
+    split, seed, n = text(cfg, "split", required=True), whole(cfg, "seed", minimum=0), whole(cfg, "n", minimum=1)
+    manifest = text(cfg, "manifest") or ensure_corpus(text(cfg, "corpus", required=True),
+                                                      text(cfg, "root", required=True))
+    rows = read_manifest(manifest, split)
+    n = len(rows) if n is None else n
+    picked = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[:n])]
+    label = text(cfg, "label")
+    report = {"manifest": str(manifest), "split": split, **evaluate_rows(load_embedder(model), picked, label)}
+    text_out = json.dumps(report, indent=2)
+    print(text_out)
+    out = text(cfg, "out")
+    if out is not None:
+        Path(out).write_text(text_out + "\n")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from audiodiff import cli
+
+    cli.main("audiodiff.metrics.contrastive.evaluate", "contrastive_evaluate", main, __doc__)
