@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-# In a checkout `audiodiff/conf` is a link to the repository's conf/; an installed package carries a copy.
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+from audiodiff.utils.paths import CONF_DIR
+
+__all__ = ["CONF_DIR", "compose_config"]
 
 
 def compose_config(name: str = "train", overrides: list[str] | None = None) -> DictConfig:

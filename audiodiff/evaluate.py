@@ -24,15 +24,15 @@ def load_embedders(spec: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     wanted = {name: source for name, source in spec.items() if source is not None}
     if not wanted:
         return {}
-    from audiodiff.metrics.embedders import load_embedder
+    from audiodiff.evaluation.embedders import load_embedder
 
     return {name: load_embedder(name, source, device=device) for name, source in wanted.items()}
 
 
 def run(cfg: DictConfig) -> Path:
     """Evaluate as `cfg` says; returns the report folder."""
-    from audiodiff.metrics.evaluation import EvalSettings, evaluate_model
-    from audiodiff.metrics.report import markdown_report, write_atomically
+    from audiodiff.evaluation.report import markdown_report, write_atomically
+    from audiodiff.evaluation.run import EvalSettings, evaluate_model
     from audiodiff.pipeline import AudioDiffusionPipeline
 
     if cfg.model is None:
@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> Path:
 
 def main(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     if cfg.compare is not None:
-        from audiodiff.metrics.report import compare_reports
+        from audiodiff.evaluation.report import compare_reports
 
         print(compare_reports(list(cfg.compare), force=bool(cfg.force)))
         return

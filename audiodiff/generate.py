@@ -263,10 +263,11 @@ def _write(path: Path, wav: Any, sample_rate: int, sidecar: dict[str, Any]) -> P
 
 
 def model_path(cfg: DictConfig) -> str:
-    """`model=`, else the export of the run `recipe=` names (its seed-0 run unless `run=` names the run
-    directory); ValueError when neither is given."""
+    """The export folder to load: `model=` (an export folder or run directory; a training checkpoint, or a run
+    that has not exported yet, is exported to a temporary folder first), else the export of the seed-0 run of
+    `recipe=`; ValueError when neither is given."""
     if cfg.model is not None:
-        return str(cfg.model)
+        return exported(Path(cfg.model))
     if cfg.get("recipe") is not None:
         export = cli.recipe_run_dir(cfg.recipe) / "export"
         if not export.is_dir():
@@ -275,6 +276,24 @@ def model_path(cfg: DictConfig) -> str:
         return str(export)
     raise ValueError("model: expected an export folder, run directory or .ckpt (model=...) or recipe=<name> "
                      "(that recipe's trained run), got neither")
+
+
+def exported(path: Path) -> str:
+    """`path` when it is an export folder or a run directory holding one; for a training checkpoint (or a run
+    directory whose training has not exported), its EMA weights exported to a temporary folder."""
+    from audiodiff.models.export_format import WEIGHTS
+
+    is_checkpoint = path.is_file() or (path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file()
+                                       and not (path / WEIGHTS).exists() and not (path / "export" / WEIGHTS).exists())
+    if not is_checkpoint:
+        return str(path)
+    import tempfile
+
+    from audiodiff.training.checkpoints import export_run
+
+    out = Path(tempfile.mkdtemp(prefix="audiodiff-export-")) / "export"
+    log.info("%s is a training checkpoint: exporting its EMA weights to %s", path, out)
+    return str(export_run(path, out))
 
 
 def main(cfg: DictConfig, overrides: list[str] | None = None) -> None:

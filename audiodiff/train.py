@@ -1,5 +1,5 @@
 """`python -m audiodiff.train recipe=<name> [stage=<name>] [overrides]`: compose the configuration and run the
-recipe's unfinished stages in order (`audiodiff.stages`), or the one `stage=` names."""
+recipe's unfinished stages in order (`audiodiff.training.stages`), or the one `stage=` names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from audiodiff import cli
 
 
 def train(cfg: DictConfig, overrides: list[str]) -> None:
-    from audiodiff.stages import run_stages
+    from audiodiff.training.stages import run_stages
 
     run_stages(overrides)
 

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from audiodiff.build import build_model
 from audiodiff.config import compose_config
+from audiodiff.models.build import build_model
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 

@@ -3,7 +3,7 @@ independent windows butted together (the seams a naive approach leaves).
 
     python bench/longform_seams.py model=runs/music_quick/seed0/export corpus=music n=8 duration=32
 
-Prompts are the first `n` held-out prompts of the corpus's test split. For each clip `audiodiff.metrics.seams`
+Prompts are the first `n` held-out prompts of the corpus's test split. For each clip `audiodiff.evaluation.seams`
 compares the largest flux within ±0.1 s of each join with the same statistic over the rest of the clip: a ratio
 near 1 (percentile near 50) means the joins are no more abrupt than the music around them.
 """
@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from audiodiff.data.corpora import ensure_corpus
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.data.manifest import read_manifest
-from audiodiff.metrics.adherence import held_out_prompts
-from audiodiff.metrics.seams import seam_score
+from audiodiff.evaluation.adherence import held_out_prompts
+from audiodiff.evaluation.seams import seam_score
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 

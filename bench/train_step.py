@@ -26,8 +26,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from audiodiff.build import build_model
 from audiodiff.conditioning.types import Conditioning
+from audiodiff.models.build import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash recipes/setup.sh
 py=.venv/bin/python
-$py -m audiodiff.data.prepare corpus=sfx
+$py -m audiodiff.prepare corpus=sfx
 $py -m audiodiff.train recipe=sfx_quick
 $py -m audiodiff.generate model=runs/sfx_quick/seed0/export prompt="three loud high-pitched beeps" seed=0 out=outputs
 ls -l outputs

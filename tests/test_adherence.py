@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from audiodiff.benchmarks.score import above_chance_p_value
 from audiodiff.data.manifest import ManifestRow
-from audiodiff.metrics.adherence import AdherenceResult, held_out_prompts, markdown_table
-from audiodiff.metrics.attributes.score import above_chance_p_value
+from audiodiff.evaluation.adherence import AdherenceResult, held_out_prompts, markdown_table
 
 
 def row(i: int) -> ManifestRow:

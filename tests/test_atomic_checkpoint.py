@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.export import load_checkpoint
-from audiodiff.lightning.resume import AtomicCheckpointIO, partial_path
-from audiodiff.training import train
+from audiodiff.training.diffusion.run import train
+from audiodiff.training.resume import AtomicCheckpointIO, partial_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +66,7 @@ def kill_while_saving(tmp_path: Path, main: str, args: list[str], hang_on_call: 
 def test_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
     target = tmp_path / "ckpt" / "last.ckpt"
     main = """
-        from audiodiff.lightning.resume import AtomicCheckpointIO
+        from audiodiff.training.resume import AtomicCheckpointIO
         writer = AtomicCheckpointIO()
         writer.save_checkpoint({"step": 1, "w": torch.arange(1000.0)}, sys.argv[3])
         writer.save_checkpoint({"step": 2, "w": torch.zeros(200_000)}, sys.argv[3])
@@ -115,7 +115,7 @@ def test_training_killed_while_saving_resumes_from_the_previous_checkpoint(tmp_p
     overrides = ["recipe=debug", f"data.root={root}", f"run_dir={run}", "trainer.max_steps=6"]
     main = """
         from audiodiff.config import compose_config
-        from audiodiff.training import train
+        from audiodiff.training.diffusion.run import train
         train(compose_config("train", sys.argv[3:]))
     """
     kill_while_saving(tmp_path, main, overrides, hang_on_call=2)  # checkpoints every 2 steps: the one of step 4

@@ -23,11 +23,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from audiodiff.autoencoder_training import check_autoencoder_resume, train_autoencoder
 from audiodiff.autoencoders import DiagonalGaussian, MelVAE, Snake, WaveformVAE
 from audiodiff.autoencoders.loading import build_autoencoder, load_autoencoder
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.export import load_checkpoint
 from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
 from audiodiff.representations.autoencoder import (
@@ -36,7 +35,8 @@ from audiodiff.representations.autoencoder import (
     from_export,
     inference_config,
 )
-from audiodiff.training import ResumeMismatchError, train
+from audiodiff.training.autoencoder.run import check_autoencoder_resume, train_autoencoder
+from audiodiff.training.diffusion.run import ResumeMismatchError, train
 from audiodiff.vocoders.griffinlim import GriffinLimVocoder
 
 SR = 16000

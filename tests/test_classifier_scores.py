@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import entropy
 
-from audiodiff.metrics.classifier_scores import inception_score, paired_kl
+from audiodiff.evaluation.classifier_scores import inception_score, paired_kl
 
 
 def random_distributions(rng: np.random.Generator, n: int, k: int, concentration: float = 0.3) -> np.ndarray:

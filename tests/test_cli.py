@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audiodiff import cli, evaluate, export, generate, serve, train
-from audiodiff.data import prepare
+from audiodiff import cli, evaluate, export, generate, prepare, serve, train
 
 FIXTURE_MODEL = Path(__file__).parent / "fixtures" / "export_v0_1" / "model"
 # (module, conf name, task): every entry point built on the runner.
@@ -18,7 +17,7 @@ TOOLS = {
     "audiodiff.evaluate": ("evaluate", evaluate.main),
     "audiodiff.export": ("export", export.main),
     "audiodiff.serve": ("serve", serve.main),
-    "audiodiff.data.prepare": ("prepare", prepare.main),
+    "audiodiff.prepare": ("prepare", prepare.main),
 }
 
 
@@ -85,7 +84,7 @@ def test_an_unknown_recipe_lists_the_recipes(capsys):
 
 
 def test_a_tool_without_recipes_refuses_one(capsys):
-    assert run("audiodiff.data.prepare", "corpus=sfx", "recipe=sfx_quick") == 1
+    assert run("audiodiff.prepare", "corpus=sfx", "recipe=sfx_quick") == 1
     one_error(capsys, "takes no recipe=")
 
 
@@ -99,7 +98,7 @@ def test_a_bad_override_value_is_named(capsys):
 
 
 def test_a_required_setting_left_unset_is_named(capsys):
-    assert run("audiodiff.data.prepare") == 1
+    assert run("audiodiff.prepare") == 1
     one_error(capsys, "corpus=...")
 
 

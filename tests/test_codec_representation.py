@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel, PreTrainedModel
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.export import load_checkpoint
 from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
 from audiodiff.representations.codec import CodecRepresentation
-from audiodiff.training import train
+from audiodiff.training.diffusion.run import train
 
 KINDS = ("encodec", "dac")
 # Hop 32 and 8 (EnCodec) / 16 (DAC) latent channels: a few thousand parameters each.

@@ -12,18 +12,18 @@ import torch.nn.functional as F
 
 from audiodiff import cli
 from audiodiff.audio.io import load_audio
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.conditioning.text import TextEncoder
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import read_manifest
+from audiodiff.evaluation.embedders.contrastive import evaluate as evaluate_module
+from audiodiff.evaluation.embedders.contrastive import load_embedder
+from audiodiff.evaluation.embedders.contrastive.evaluate import label_accuracy, retrieval_scores
+from audiodiff.evaluation.embedders.contrastive.model import ContrastiveConfig, ContrastiveModel, info_nce
 from audiodiff.export import load_checkpoint
-from audiodiff.metrics.contrastive import evaluate as evaluate_module
-from audiodiff.metrics.contrastive import load_embedder
-from audiodiff.metrics.contrastive.evaluate import label_accuracy, retrieval_scores
-from audiodiff.metrics.contrastive.model import ContrastiveConfig, ContrastiveModel, info_nce
-from audiodiff.metrics.contrastive.task import model_state
-from audiodiff.metrics.contrastive.train import train_embedder
-from audiodiff.training import ResumeMismatchError
+from audiodiff.training.diffusion.run import ResumeMismatchError
+from audiodiff.training.embedder.run import train_embedder
+from audiodiff.training.embedder.task import model_state
 
 TINY = ["model.channels=[16,16]", "model.embed_dim=32", "model.text_hidden=32", "data.batch_size=8",
         "data.num_workers=0", "data.segment_seconds=1.0", "trainer.val_check_interval=2",
@@ -185,12 +185,12 @@ def test_label_accuracy_leave_one_out():
 
 def test_evaluate_command_help_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def run(argv: list[str]) -> int:
-        return cli.run("audiodiff.metrics.contrastive.evaluate", "contrastive_evaluate", evaluate_module.main,
-                       evaluate_module.__doc__, argv)
+        return cli.run("audiodiff.evaluation.embedders.contrastive.evaluate", "contrastive_evaluate",
+                       evaluate_module.main, evaluate_module.__doc__, argv)
 
     assert run(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "usage: python -m audiodiff.metrics.contrastive.evaluate [key=value ...]" in out
+    assert "usage: python -m audiodiff.evaluation.embedders.contrastive.evaluate [key=value ...]" in out
     for setting in ("model: ???", "corpus: sfx", "manifest: null", "split: test", "'n': null", "label: kind",
                     "seed: 0", "out: null"):
         assert setting in out, out

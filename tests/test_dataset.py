@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from audiodiff.audio.io import load_audio
-from audiodiff.data import datamodule as datamodule_module
 from audiodiff.data.datamodule import SKIP_LOG_NAME, AudioDataModule, SkippedClipsReport
 from audiodiff.data.dataset import (
     AudioCaptionDataset,
@@ -311,17 +310,19 @@ def test_datamodule_test_split_captions_and_errors(corpus: Path) -> None:
         AudioDataModule(None, sample_rate=SR, segment_seconds=SEGMENT, batch_size=2)
 
 
-def test_datamodule_builds_the_named_corpus_on_first_use(corpus: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_datamodule_builds_the_named_corpus_on_first_use(corpus: Path, tmp_path: Path) -> None:
     calls = []
 
     def fake_ensure(name: str, root: str) -> Path:
         calls.append((name, root))
         return corpus
 
-    monkeypatch.setattr(datamodule_module, "ensure_corpus", fake_ensure)
+    without = AudioDataModule("", corpus="sfx", root=str(tmp_path), sample_rate=SR, segment_seconds=SEGMENT,
+                              batch_size=2, num_workers=0)
+    with pytest.raises(FileNotFoundError, match="python -m audiodiff.prepare corpus=sfx"):
+        without.prepare_data()  # no builder given: a missing corpus says how to build it
     dm = AudioDataModule("", corpus="sfx", root="somewhere", sample_rate=SR, segment_seconds=SEGMENT,
-                         batch_size=2, num_workers=0)
+                         batch_size=2, num_workers=0, corpus_builder=fake_ensure)
     dm.prepare_data()
     assert calls == [("sfx", "somewhere")]
     dm.setup("validate")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiodiff.data.corpora import ensure_corpus
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.export import load_checkpoint
 
 TESTS = Path(__file__).resolve().parent

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from audiodiff.audio.errors import AudioError
-from audiodiff.build import build_model
 from audiodiff.config import compose_config
 from audiodiff.diffusion.editing import keep_known, keep_mask, start_latents, strength_times
 from audiodiff.diffusion.objectives import FlowMatching, VPDiffusion
 from audiodiff.diffusion.samplers import SAMPLERS, get_sampler
-from audiodiff.metrics.seams import seam_score
+from audiodiff.evaluation.seams import seam_score
+from audiodiff.models.build import build_model
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 

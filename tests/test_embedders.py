@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from audiodiff.audio.io import save_audio
-from audiodiff.metrics.embedders import (
+from audiodiff.evaluation.embedders import (
     Classifier,
     Embedder,
     EmbedderName,
@@ -27,8 +27,8 @@ from audiodiff.metrics.embedders import (
     embedder_loader,
     load_embedder,
 )
-from audiodiff.metrics.embedders.base import batches_by_length, prepare_clips, weights_digest
-from audiodiff.metrics.embedding_cache import EmbeddingCache
+from audiodiff.evaluation.embedders.base import batches_by_length, prepare_clips, weights_digest
+from audiodiff.evaluation.embedding_cache import EmbeddingCache
 
 
 def _noise(seed: int, channels: int, samples: int, scale: float = 0.1) -> torch.Tensor:
@@ -47,7 +47,7 @@ def _tones(sample_rate: int, seconds: float) -> torch.Tensor:
 def test_registry_names_every_loader():
     from typing import get_args
 
-    from audiodiff.metrics.embedders.vggish import load_vggish
+    from audiodiff.evaluation.embedders.vggish import load_vggish
 
     assert embedder_loader("vggish") is load_vggish
     for name in get_args(EmbedderName):
@@ -95,7 +95,7 @@ def torchvggish():
 @pytest.fixture(scope="module")
 def vggish_pair(torchvggish):
     """(reference torchvggish VGG with random weights, our VGGish holding the same state dict)."""
-    from audiodiff.metrics.embedders.vggish import VGGish
+    from audiodiff.evaluation.embedders.vggish import VGGish
 
     torch.manual_seed(0)
     reference = torchvggish.torchvggish._vgg(postprocess=False).eval()
@@ -108,13 +108,13 @@ def vggish_pair(torchvggish):
 
 @pytest.fixture(scope="module")
 def vggish_embedder(vggish_pair):
-    from audiodiff.metrics.embedders.vggish import VGGishEmbedder
+    from audiodiff.evaluation.embedders.vggish import VGGishEmbedder
 
     return VGGishEmbedder(vggish_pair[1])
 
 
 def test_vggish_mel_matrix_matches_reference(torchvggish):
-    from audiodiff.metrics.embedders.vggish import vggish_mel_matrix
+    from audiodiff.evaluation.embedders.vggish import vggish_mel_matrix
 
     expected = torchvggish.mel_features.spectrogram_to_mel_matrix(
         num_mel_bins=64, num_spectrogram_bins=257, audio_sample_rate=16000, lower_edge_hertz=125,
@@ -123,7 +123,7 @@ def test_vggish_mel_matrix_matches_reference(torchvggish):
 
 
 def test_vggish_frontend_matches_waveform_to_examples(torchvggish):
-    from audiodiff.metrics.embedders.vggish import VGGishFrontend
+    from audiodiff.evaluation.embedders.vggish import VGGishFrontend
 
     stereo = np.random.default_rng(0).standard_normal((2, 16000 * 3 + 777)) * 0.1
     expected = torchvggish.vggish_input.waveform_to_examples(stereo.T, 16000, return_tensor=False)  # [3, 96, 64]
@@ -137,7 +137,7 @@ def test_vggish_frontend_matches_waveform_to_examples(torchvggish):
 
 
 def test_vggish_network_and_embedder_match_torchvggish(torchvggish, vggish_pair):
-    from audiodiff.metrics.embedders.vggish import VGGishEmbedder
+    from audiodiff.evaluation.embedders.vggish import VGGishEmbedder
 
     reference, ours = vggish_pair
     stereo = _noise(1, 2, 16000 * 2 + 5000)
@@ -157,7 +157,7 @@ def test_vggish_network_and_embedder_match_torchvggish(torchvggish, vggish_pair)
 
 
 def test_vggish_pca_postprocessing_matches_torchvggish(torchvggish, vggish_pair):
-    from audiodiff.metrics.embedders.vggish import VGGishEmbedder, VGGishPCA
+    from audiodiff.evaluation.embedders.vggish import VGGishEmbedder, VGGishPCA
 
     reference, ours = vggish_pair
     generator = torch.Generator().manual_seed(3)
@@ -175,7 +175,7 @@ def test_vggish_pca_postprocessing_matches_torchvggish(torchvggish, vggish_pair)
 
 
 def test_vggish_resamples_and_pads(vggish_embedder):
-    from audiodiff.metrics.embedders.vggish import MIN_SAMPLES
+    from audiodiff.evaluation.embedders.vggish import MIN_SAMPLES
 
     embedder = vggish_embedder
     at_16k = embedder.embed([_tones(16000, 2.0)], 16000)
@@ -189,7 +189,7 @@ def test_vggish_resamples_and_pads(vggish_embedder):
 
 
 def test_load_vggish_reads_torchvggish_files(tmp_path, vggish_pair, vggish_embedder):
-    from audiodiff.metrics.embedders.vggish import VGGishEmbedder, VGGishPCA, load_vggish, load_vggish_pca
+    from audiodiff.evaluation.embedders.vggish import VGGishEmbedder, VGGishPCA, load_vggish, load_vggish_pca
 
     reference, ours = vggish_pair
     generator = torch.Generator().manual_seed(4)
@@ -253,7 +253,7 @@ def _import_panns_models() -> types.ModuleType:
 @pytest.fixture(scope="module")
 def cnn14_pair():
     """(reference panns_inference Cnn14 with random weights and batch-norm statistics, our Cnn14 loaded from it)."""
-    from audiodiff.metrics.embedders.panns import cnn14_from_state_dict
+    from audiodiff.evaluation.embedders.panns import cnn14_from_state_dict
 
     torch.manual_seed(0)
     reference = _import_panns_models().Cnn14(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64,
@@ -271,7 +271,7 @@ def cnn14_pair():
 
 
 def test_cnn14_matches_panns_inference(cnn14_pair):
-    from audiodiff.metrics.embedders.panns import PannsEmbedder
+    from audiodiff.evaluation.embedders.panns import PannsEmbedder
 
     reference, ours = cnn14_pair
     stereo = [_noise(20, 2, 16000), _noise(21, 2, 12000), _noise(22, 2, 16000)]
@@ -291,7 +291,7 @@ def test_cnn14_matches_panns_inference(cnn14_pair):
 
 
 def test_load_panns_reads_the_official_checkpoint_layout(tmp_path, cnn14_pair):
-    from audiodiff.metrics.embedders.panns import PannsEmbedder, load_cnn14_state_dict, load_panns
+    from audiodiff.evaluation.embedders.panns import PannsEmbedder, load_cnn14_state_dict, load_panns
 
     reference, ours = cnn14_pair
     checkpoint = tmp_path / "Cnn14_mAP=0.431.pth"
@@ -315,7 +315,7 @@ def test_load_panns_reads_the_official_checkpoint_layout(tmp_path, cnn14_pair):
 
 
 def test_cnn14_pads_short_clips(cnn14_pair):
-    from audiodiff.metrics.embedders.panns import MIN_SAMPLES, PannsEmbedder
+    from audiodiff.evaluation.embedders.panns import MIN_SAMPLES, PannsEmbedder
 
     embedder = PannsEmbedder(cnn14_pair[1])
     short = _noise(24, 1, 4000)
@@ -362,7 +362,7 @@ def clap_parts():
 
 
 def test_clap_embeddings_match_the_model_forward(clap_parts):
-    from audiodiff.metrics.embedders.clap import ClapEmbedder
+    from audiodiff.evaluation.embedders.clap import ClapEmbedder
 
     model, extractor, tokenizer = clap_parts
     embedder = ClapEmbedder(model, extractor, tokenizer, batch_size=2)
@@ -383,7 +383,7 @@ def test_clap_embeddings_match_the_model_forward(clap_parts):
 
 
 def test_clap_is_deterministic_and_windows_long_clips(clap_parts):
-    from audiodiff.metrics.embedders.clap import ClapEmbedder
+    from audiodiff.evaluation.embedders.clap import ClapEmbedder
 
     embedder = ClapEmbedder(*clap_parts, batch_size=4)
     long_clip = _noise(33, 2, 40000)  # 2.5 windows of 1 s at 16 kHz, stereo
@@ -400,7 +400,7 @@ def test_clap_is_deterministic_and_windows_long_clips(clap_parts):
 
 def test_fused_clap_embeddings_do_not_depend_on_the_batch():
     pytest.importorskip("transformers")
-    from audiodiff.metrics.embedders.clap import ClapEmbedder
+    from audiodiff.evaluation.embedders.clap import ClapEmbedder
 
     embedder = ClapEmbedder(*_tiny_clap(fusion=True))
     clips = [_noise(35, 1, 12000), _noise(36, 1, 16000), _noise(37, 1, 8000)]
@@ -410,7 +410,7 @@ def test_fused_clap_embeddings_do_not_depend_on_the_batch():
 
 
 def test_clap_score_is_the_cosine_per_pair():
-    from audiodiff.metrics.embedders.clap import clap_score
+    from audiodiff.evaluation.embedders.clap import clap_score
 
     rng = np.random.default_rng(7)
     audio, text = rng.standard_normal((5, 8)), rng.standard_normal((5, 8))
@@ -424,7 +424,7 @@ def test_clap_score_is_the_cosine_per_pair():
 def test_load_clap_reads_a_local_folder(tmp_path, clap_parts):
     from transformers import ClapProcessor
 
-    from audiodiff.metrics.embedders.clap import ClapEmbedder
+    from audiodiff.evaluation.embedders.clap import ClapEmbedder
 
     model, extractor, tokenizer = clap_parts
     model.save_pretrained(tmp_path)
@@ -454,7 +454,7 @@ def _tiny_encodec(**overrides):
                                            "overlap": 0.01}], ids=["mono", "stereo-chunked-normalized"])
 def test_encodec_frames_are_what_encode_quantizes(overrides):
     pytest.importorskip("transformers")
-    from audiodiff.metrics.embedders.encodec import EncodecEmbedder
+    from audiodiff.evaluation.embedders.encodec import EncodecEmbedder
 
     model = _tiny_encodec(**overrides)
     channels = model.config.audio_channels
@@ -480,7 +480,7 @@ def test_encodec_frames_are_what_encode_quantizes(overrides):
 
 def test_encodec_converts_channels_and_loads_a_local_folder(tmp_path):
     pytest.importorskip("transformers")
-    from audiodiff.metrics.embedders.encodec import EncodecEmbedder
+    from audiodiff.evaluation.embedders.encodec import EncodecEmbedder
 
     model = _tiny_encodec()
     embedder = EncodecEmbedder(model)

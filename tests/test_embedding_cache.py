@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.metrics.embedding_cache import EmbeddingCache, content_hash
+from audiodiff.evaluation.embedding_cache import EmbeddingCache, content_hash
 
 
 def write_clips(folder: Path, n: int) -> list[Path]:

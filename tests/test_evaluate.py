@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from audiodiff.build import build_model, model_config
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
+from audiodiff.evaluation.report import ReportMismatchError, card_differences, compare_reports, spectrogram_grid
+from audiodiff.evaluation.run import EvalSettings, evaluate_model
 from audiodiff.export import write_export
-from audiodiff.metrics.evaluation import EvalSettings, evaluate_model
-from audiodiff.metrics.report import ReportMismatchError, card_differences, compare_reports, spectrogram_grid
+from audiodiff.models.build import build_model, model_config
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 
@@ -107,7 +107,7 @@ def test_spectrogram_grid_tiles_row_major(tmp_path):
 def test_training_logs_attribute_accuracy_periodically(setup, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from audiodiff.training import train
+    from audiodiff.training.diffusion.run import train
 
     root, _ = setup
     run_dir = tmp_path / "run"
@@ -121,7 +121,7 @@ def test_training_logs_attribute_accuracy_periodically(setup, tmp_path):
 
 
 def test_training_refuses_attribute_checks_without_a_corpus(tmp_path):
-    from audiodiff.training import train
+    from audiodiff.training.diffusion.run import train
 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("")

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from audiodiff.metrics.fad import fad, fad_bootstrap, fad_infinity, frechet_distance, gaussian_stats
+from audiodiff.evaluation.fad import fad, fad_bootstrap, fad_infinity, frechet_distance, gaussian_stats
 
 
 def random_spd(rng: np.random.Generator, e: int, ridge: float = 0.1) -> np.ndarray:

@@ -21,21 +21,16 @@ from omegaconf import OmegaConf
 from torch import nn
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-from audiodiff.representations.mel import MelRepresentation
-from audiodiff.vocoders.discriminators import (
+from audiodiff.adversarial.discriminators import (
     CombinedDiscriminator,
     MultiPeriodDiscriminator,
     MultiResolutionSTFTDiscriminator,
     MultiScaleDiscriminator,
 )
+from audiodiff.adversarial.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from audiodiff.representations.mel import MelRepresentation
 from audiodiff.vocoders.hifigan import HiFiGAN, convert_weight_norm, load_speecht5_state_dict, speecht5_kwargs
-from audiodiff.vocoders.losses import (
-    MelL1Loss,
-    MultiResolutionSTFTLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-)
+from audiodiff.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SR = 16000

@@ -24,10 +24,10 @@ from audiodiff.data.dataset import read_skips
 from audiodiff.data.latent_cache import LatentCache, LatentCacheError, LatentCacheMismatchError, cache_digest
 from audiodiff.data.latent_datamodule import LatentDataModule
 from audiodiff.data.manifest import read_manifest, write_manifest
-from audiodiff.latent_encoding import build_representation
-from audiodiff.lightning.module import fit_representation
 from audiodiff.representations.mel import MelRepresentation
-from audiodiff.stages import is_finished, run_stages
+from audiodiff.training.diffusion.task import fit_representation
+from audiodiff.training.encode import build_representation
+from audiodiff.training.stages import is_finished, run_stages
 
 SR = 16000
 TRAIN_SECONDS = [0.5, 0.75, 1.25, 0.75, 1.5, 0.5]  # equal lengths share an encoder batch
@@ -167,7 +167,7 @@ def test_diffusion_trains_on_the_cache_without_the_encoder(manifest: Path, encod
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from safetensors.torch import load_file
 
-    from audiodiff.training import train
+    from audiodiff.training.diffusion.run import train
 
     calls = []
     encode = MelRepresentation.encode
@@ -191,7 +191,7 @@ def test_diffusion_trains_on_the_cache_without_the_encoder(manifest: Path, encod
 
 def test_a_diffusion_stage_trained_on_a_rebuilt_cache_is_stale_and_stops(manifest: Path, encoded: Path,
                                                                         tmp_path: Path) -> None:
-    from audiodiff.training import ResumeMismatchError, is_current, train
+    from audiodiff.training.diffusion.run import ResumeMismatchError, is_current, train
 
     run = _copy_run(encoded, tmp_path)
     cfg = compose_config("train", ["recipe=debug", "data=manifest", f"data.manifest={manifest}", "latents=cache",
@@ -284,7 +284,7 @@ def test_an_unfinished_cache_is_never_read(manifest: Path, encoded: Path, tmp_pa
     assert (run / "encode" / "export" / "export.json").is_file()
     assert not is_finished(_stage_cfg(manifest, run), "encode")
     # A build that stops half-way leaves neither the marker nor the export.
-    import audiodiff.latent_encoding as encoding
+    import audiodiff.training.encode as encoding
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.metrics.memorization import calibrate_threshold, find_near_copies, nearest_neighbours
+from audiodiff.evaluation.memorization import calibrate_threshold, find_near_copies, nearest_neighbours
 
 
 def brute_force(query: np.ndarray, bank: np.ndarray, k: int, exclude: np.ndarray | None = None):

@@ -11,12 +11,10 @@ import soundfile as sf
 import torch
 
 from audiodiff import cli
-from audiodiff.data.corpora import music
-from audiodiff.data.corpora.midi import PITCH_CLASSES
-from audiodiff.data.manifest import read_manifest
-from audiodiff.metrics.attributes import asked_attributes, corpus_metrics, fit_music
-from audiodiff.metrics.attributes.fit_music import fit_key_profiles
-from audiodiff.metrics.attributes.music import (
+from audiodiff.benchmarks.attributes import asked_attributes, corpus_metrics
+from audiodiff.benchmarks.music import corpus as music
+from audiodiff.benchmarks.music import fit as fit_music
+from audiodiff.benchmarks.music.attributes import (
     CHROMA_PARTS,
     KEY_LABELS,
     ONSET_RATE,
@@ -31,7 +29,10 @@ from audiodiff.metrics.attributes.music import (
     score_music,
     tempo_following,
 )
-from audiodiff.metrics.attributes.music_net import MIN_FRAMES, InstrumentNet
+from audiodiff.benchmarks.music.fit import fit_key_profiles
+from audiodiff.benchmarks.music.instrument_net import MIN_FRAMES, InstrumentNet
+from audiodiff.benchmarks.music.midi import PITCH_CLASSES
+from audiodiff.data.manifest import read_manifest
 
 SR = 16000
 # Fewest correct answers out of 28 fresh clips (4 per style): the 95% target less about one clip of
@@ -217,7 +218,7 @@ def test_instrument_net_save_load_and_short_inputs(tmp_path):
 
 
 def test_missing_model_names_the_fit_command(tmp_path):
-    with pytest.raises(ModelMissingError, match="fit_music"):
+    with pytest.raises(ModelMissingError, match="audiodiff.benchmarks.music.fit"):
         load_style_model(tmp_path / "missing.json")
 
 
@@ -263,11 +264,11 @@ def test_tempo_is_scored_only_where_the_caption_gives_the_bpm(caption, asks_temp
 
 def test_fit_command_help_and_a_bad_value(tmp_path, capsys):
     def run(argv):
-        return cli.run("audiodiff.metrics.attributes.fit_music", "fit_music", fit_music.main, fit_music.__doc__, argv)
+        return cli.run("audiodiff.benchmarks.music.fit", "fit_music", fit_music.main, fit_music.__doc__, argv)
 
     assert run(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "usage: python -m audiodiff.metrics.attributes.fit_music [key=value ...]" in out
+    assert "usage: python -m audiodiff.benchmarks.music.fit [key=value ...]" in out
     assert all(s in out for s in ("root: data", "griffinlim: 500", "epochs: 40", "workers: 2", "out_dir: null"))
     assert run([f"root={tmp_path}", "workers=abc"]) == 1
     captured = capsys.readouterr()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiodiff.data.corpora import music
-from audiodiff.data.corpora.midi import (
+from audiodiff.benchmarks.music import corpus as music
+from audiodiff.benchmarks.music.midi import (
     DRUM_CHANNEL,
     PITCH_CLASSES,
     STYLES,
@@ -22,7 +22,7 @@ from audiodiff.data.corpora.midi import (
     arrange,
     to_midi,
 )
-from audiodiff.data.corpora.soundfont import SynthesisError, find_fluidsynth, find_soundfont, render_midi
+from audiodiff.benchmarks.music.soundfont import SynthesisError, find_fluidsynth, find_soundfont, render_midi
 from audiodiff.data.manifest import read_manifest
 
 SEED = 5

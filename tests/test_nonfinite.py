@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.diffusion.objectives import FlowMatching
 from audiodiff.export import load_checkpoint
-from audiodiff.training import train
+from audiodiff.training.diffusion.run import train
 
 
 @pytest.fixture(scope="module")

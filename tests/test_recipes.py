@@ -7,9 +7,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from audiodiff.build import build_model
 from audiodiff.config import CONF_DIR, compose_config
-from audiodiff.model import SamplerSettings
+from audiodiff.models.build import build_model
+from audiodiff.models.model import SamplerSettings
 
 RECIPES = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
 
@@ -109,7 +109,7 @@ def test_slurm_preset_requeues_on_sigusr1():
 
 
 def test_compile_switch_compiles_the_denoiser_in_place():
-    from audiodiff.lightning.module import DiffusionTask
+    from audiodiff.training.diffusion.task import DiffusionTask
 
     cfg = compose_config("train", ["recipe=debug", "task.compile=true"])
     model = build_model(cfg)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from audiodiff import cli
-from audiodiff.metrics import reconstruction
-from audiodiff.metrics.reconstruction import (
+from audiodiff.evaluation import reconstruction
+from audiodiff.evaluation.reconstruction import (
     build_system,
     griffinlim_system,
     markdown,
@@ -44,14 +44,14 @@ def test_systems_are_named_clearly_and_the_table_lists_them() -> None:
 
 
 def _run(argv: list[str]) -> int:
-    return cli.run("audiodiff.metrics.reconstruction", "reconstruction", reconstruction.main, reconstruction.__doc__,
+    return cli.run("audiodiff.evaluation.reconstruction", "reconstruction", reconstruction.main, reconstruction.__doc__,
                    argv)
 
 
 def test_command_help_lists_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "usage: python -m audiodiff.metrics.reconstruction [key=value ...]" in out
+    assert "usage: python -m audiodiff.evaluation.reconstruction [key=value ...]" in out
     for setting in ("corpus: sfx", "root: data", "split: test", "'n': 100", "systems:\n- griffinlim", "out: null"):
         assert setting in out, out
 

@@ -21,12 +21,12 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset, DistributedSampler
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.datamodule import ResumableDataLoader, ResumableSampler
 from audiodiff.data.dataset import EpochSampler
 from audiodiff.export import load_checkpoint
-from audiodiff.training import train
+from audiodiff.training.diffusion.run import train
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

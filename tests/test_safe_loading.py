@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from audiodiff.build import build_model
 from audiodiff.config import compose_config
 from audiodiff.models import registry
+from audiodiff.models.build import build_model
 from audiodiff.models.registry import (
     COMPONENTS,
     UnknownComponentError,
@@ -19,6 +19,7 @@ from audiodiff.models.registry import (
     register_component,
 )
 from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
+from audiodiff.training.checkpoints import export_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "export_v0_1"
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -80,8 +81,11 @@ def test_a_crafted_checkpoint_config_is_refused(tmp_path):
     config["denoiser"] = {"_target_": "subprocess.call", "args": ["touch", str(witness)]}
     ckpt = tmp_path / "last.ckpt"
     torch.save({"audiodiff": {"config": config}, "state_dict": {"ema.average.w": torch.zeros(1)}}, ckpt)
+    with pytest.raises(ModelLoadError, match="a training checkpoint .* export it first"):
+        AudioDiffusionPipeline.from_pretrained(ckpt)  # the pipeline reads export folders only
+    out = export_run(ckpt, tmp_path / "export")  # exporting copies the config; it builds nothing
     with pytest.raises(ModelLoadError, match="'subprocess.call' is not a registered audiodiff denoiser"):
-        AudioDiffusionPipeline.from_pretrained(ckpt)
+        AudioDiffusionPipeline.from_pretrained(out)
     assert not witness.exists()
 
 

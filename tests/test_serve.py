@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from audiodiff.audio.image import spectrogram_image
-from audiodiff.build import build_model, model_config
 from audiodiff.config import compose_config
 from audiodiff.export import write_export
+from audiodiff.models.build import build_model, model_config
 from audiodiff.pipeline import AudioDiffusionPipeline, describe
 from audiodiff.serve import build_server
 from audiodiff.web.server import SPECTROGRAM_BANDS, SPECTROGRAM_FLOOR, Studio, StudioServer, display_mel

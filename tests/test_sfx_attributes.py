@@ -10,21 +10,22 @@ import pytest
 import torch
 
 from audiodiff import cli
-from audiodiff.data.corpora import sfx
-from audiodiff.metrics.attributes import check as check_module
-from audiodiff.metrics.attributes import corpus_metrics, fit_sfx
-from audiodiff.metrics.attributes.classifier import SoftmaxClassifier, fit_softmax
-from audiodiff.metrics.attributes.features import loudness_lufs, segment_events
-from audiodiff.metrics.attributes.fit_sfx import fit
-from audiodiff.metrics.attributes.roundtrip import griffinlim_roundtrip
-from audiodiff.metrics.attributes.sfx import extract_sfx, score_attributes
+from audiodiff.benchmarks import check as check_module
+from audiodiff.benchmarks.attributes import corpus_metrics
+from audiodiff.benchmarks.classifier import SoftmaxClassifier, fit_softmax
+from audiodiff.benchmarks.features import loudness_lufs, segment_events
+from audiodiff.benchmarks.roundtrip import griffinlim_roundtrip
+from audiodiff.benchmarks.sfx import corpus as sfx
+from audiodiff.benchmarks.sfx import fit as fit_sfx
+from audiodiff.benchmarks.sfx.attributes import extract_sfx, score_attributes
+from audiodiff.benchmarks.sfx.fit import fit
 
 SR = 16000
 
 
 def check_main(argv: list[str]) -> int:
-    """`python -m audiodiff.metrics.attributes.check ARGV...`, run in this process; returns the exit status."""
-    return cli.run("audiodiff.metrics.attributes.check", "attributes_check", check_module.main, check_module.__doc__,
+    """`python -m audiodiff.benchmarks.check ARGV...`, run in this process; returns the exit status."""
+    return cli.run("audiodiff.benchmarks.check", "attributes_check", check_module.main, check_module.__doc__,
                    argv)
 
 
@@ -237,8 +238,8 @@ def test_fit_and_check_commands_on_a_small_corpus(tmp_path, capsys):
 
 
 def test_reference_picks_which_attributes_are_read_but_never_the_kind():
-    from audiodiff.data.corpora import sfx as corpus
-    from audiodiff.metrics.attributes.sfx import extract_sfx
+    from audiodiff.benchmarks.sfx import corpus
+    from audiodiff.benchmarks.sfx.attributes import extract_sfx
 
     rng = np.random.default_rng(5)
     attrs = {"kind": "sweep", "direction": "rising", "loudness": "loud"}

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiodiff.data.corpora import sfx
-from audiodiff.data.corpora.captions import fill, tidy
-from audiodiff.data.corpora.sfx_captions import _WORDS
+from audiodiff.benchmarks.captions import fill, tidy
+from audiodiff.benchmarks.features import FRAME_RATE, loudness_lufs, power_spectrogram, segment_events
+from audiodiff.benchmarks.sfx import corpus as sfx
+from audiodiff.benchmarks.sfx.captions import _WORDS
 from audiodiff.data.manifest import read_manifest
-from audiodiff.data.prepare import prepare
-from audiodiff.metrics.attributes.features import FRAME_RATE, loudness_lufs, power_spectrogram, segment_events
+from audiodiff.prepare import prepare
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,8 @@ def test_same_seed_same_audio_and_captions():
 
 def test_captions_do_not_depend_on_string_hashing():
     code = (
-        "import numpy as np, hashlib; from audiodiff.data.corpora import sfx; r = np.random.default_rng(0); "
+        "import numpy as np, hashlib; from audiodiff.benchmarks.sfx import corpus as sfx; "
+        "r = np.random.default_rng(0); "
         "print(hashlib.md5('|'.join(sfx.render_caption(sfx.sample_attributes(r), r, i % 2 == 0) "
         "for i in range(200)).encode()).hexdigest())"
     )
@@ -305,7 +306,7 @@ def test_prepare_builds_once_and_cli_reports(tmp_path):
         [
             sys.executable,
             "-m",
-            "audiodiff.data.prepare",
+            "audiodiff.prepare",
             "corpus=sfx",
             f"root={tmp_path}",
             "num_clips=14",

@@ -508,7 +508,7 @@ def test_debug_recipe_trains_on_shards(tmp_path: Path) -> None:
     assert cfg.data._target_ == "audiodiff.data.shard_datamodule.ShardDataModule"
     assert cfg.data.segment_seconds == 1.0 and cfg.data.num_workers == 0
     from audiodiff.export import load_checkpoint
-    from audiodiff.training import train
+    from audiodiff.training.diffusion.run import train
 
     train(cfg)
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")

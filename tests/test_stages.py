@@ -3,9 +3,9 @@
 import pytest
 from omegaconf import OmegaConf
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
-from audiodiff.stages import compose_stage, is_finished, run_stages, stage_overrides
+from audiodiff.training.stages import compose_stage, is_finished, run_stages, stage_overrides
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +98,8 @@ def test_the_embedder_stage_trains_the_recipes_own_evaluation_model(root, tmp_pa
     from omegaconf import open_dict
 
     from audiodiff.config import compose_config
-    from audiodiff.metrics.contrastive import load_embedder
-    from audiodiff.stages import train_recipe_embedder
+    from audiodiff.evaluation.embedders.contrastive import load_embedder
+    from audiodiff.training.stages import train_recipe_embedder
 
     run = tmp_path / "run"
     command = ["recipe=debug", f"data.root={root}", f"run_dir={run}", "stages=[embedder]"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.conditioning import TextEncoder
 from audiodiff.conditioning.cache import cached_states, encoder_signature, load_text_cache, save_text_cache
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.manifest import read_manifest
-from audiodiff.training import train
+from audiodiff.training.diffusion.run import train
 
 CAPTIONS = ["three loud beeps", "a quiet fading rumble", "", "a rising sweep"]
 

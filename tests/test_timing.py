@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.conditioning.timing import TimingConditioning, frame_mask
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.pipeline import AudioDiffusionPipeline
-from audiodiff.training import train
+from audiodiff.training.diffusion.run import train
 
 
 def test_features_hold_the_normalised_values_and_their_harmonics():

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from audiodiff.lightning.ema import EMA
-from audiodiff.lightning.module import warmup_cosine
-from audiodiff.training import ResumeMismatchError, check_resume
+from audiodiff.training.diffusion.run import ResumeMismatchError, check_resume
+from audiodiff.training.diffusion.task import warmup_cosine
+from audiodiff.training.ema import EMA
 
 
 def test_ema_follows_the_closed_form():
@@ -46,9 +46,9 @@ def test_resume_check_names_changed_keys(tmp_path):
 
 
 def test_caption_cache_matches_the_encoder_and_encodes_each_caption_once(monkeypatch):
-    from audiodiff.build import build_model
     from audiodiff.config import compose_config
-    from audiodiff.lightning.module import DiffusionTask
+    from audiodiff.models.build import build_model
+    from audiodiff.training.diffusion.task import DiffusionTask
 
     model = build_model(compose_config("train", ["recipe=debug"]))
     task = DiffusionTask(model, optimizer=torch.optim.AdamW)

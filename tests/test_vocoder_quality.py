@@ -1,4 +1,4 @@
-"""audiodiff.metrics.vocoder_quality: exact reconstructions score 0, worse ones more; librosa float64 agrees."""
+"""audiodiff.evaluation.vocoder_quality: exact reconstructions score 0, worse ones more; librosa float64 agrees."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audiodiff.audio.mel import MelSpectrogram
-from audiodiff.metrics.vocoder_quality import metric_mel_loss, vocoder_quality
+from audiodiff.evaluation.vocoder_quality import metric_mel_loss, vocoder_quality
 from audiodiff.vocoders.griffinlim import GriffinLimVocoder
 
 SR = 16000

@@ -22,11 +22,11 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.export import load_checkpoint
-from audiodiff.training import ResumeMismatchError
-from audiodiff.vocoder_training import build_discriminator, check_vocoder_resume, train_vocoder
+from audiodiff.training.diffusion.run import ResumeMismatchError
+from audiodiff.training.vocoder.run import build_discriminator, check_vocoder_resume, train_vocoder
 from audiodiff.vocoders.hifigan import HiFiGAN
 
 STEPS = 5

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
-from audiodiff.data.corpora import ensure_corpus
+from audiodiff.evaluation.vocoder_quality import metric_mel_loss
 from audiodiff.export import load_checkpoint, self_contained
-from audiodiff.metrics.vocoder_quality import metric_mel_loss
-from audiodiff.vocoder_training import train_vocoder
+from audiodiff.training.vocoder.run import train_vocoder
 from audiodiff.vocoders.griffinlim import GriffinLimVocoder, mel_to_linear, window_lobe
 from audiodiff.vocoders.hifigan import HiFiGAN
 from audiodiff.vocoders.losses import anti_wrap, spectrum_loss
@@ -179,7 +179,7 @@ def test_with_griffin_lim_phase_and_a_zero_residual_it_is_the_griffin_lim_vocode
 
 
 def test_griffin_lim_phase_has_no_spectrum_and_refuses_predicted_phases() -> None:
-    from audiodiff.lightning.vocoder import VocoderTask
+    from audiodiff.training.vocoder.task import VocoderTask
 
     vocos = tiny(griffin_lim_iters=8)
     with pytest.raises(ValueError, match="predicts no phase, hence no spectrum"):
@@ -195,7 +195,7 @@ def test_griffin_lim_phase_has_no_spectrum_and_refuses_predicted_phases() -> Non
 def test_training_through_griffin_lim_improves_its_output() -> None:
     """The vocoder stage's step for a Griffin-Lim-phase generator: the output's mel loss, backpropagated through
     the last Griffin-Lim step, fits the magnitude; from a zero residual (Griffin-Lim itself) it gets better."""
-    from audiodiff.lightning.vocoder import VocoderTask
+    from audiodiff.training.vocoder.task import VocoderTask
 
     torch.manual_seed(0)
     vocos = Vocos(SR, N_FFT, HOP, n_mels=64, f_max=8000.0, dim=32, intermediate_dim=64, num_layers=2,
@@ -234,7 +234,7 @@ def test_spectrum_loss_is_zero_for_the_clip_and_ignores_whole_turns_and_silent_b
 
 
 def test_spectrum_losses_need_a_generator_that_predicts_one() -> None:
-    from audiodiff.lightning.vocoder import VocoderTask
+    from audiodiff.training.vocoder.task import VocoderTask
 
     hifigan = HiFiGAN(SR, N_FFT, HOP, upsample_rates=[8, 8, 4], upsample_kernel_sizes=[16, 16, 8],
                       upsample_initial_channel=16, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1]])

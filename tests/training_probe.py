@@ -27,8 +27,8 @@ from typing import Any
 import lightning as L
 import torch
 
-import audiodiff.lightning.callbacks as preview_module
-from audiodiff.lightning.signals import GracefulStop
+import audiodiff.training.callbacks as preview_module
+from audiodiff.training.signals import GracefulStop
 
 
 def digest(*modules: torch.nn.Module) -> str:

@@ -263,3 +263,61 @@ def log_compress(mel: Tensor, floor: float = 1e-5) -> Tensor:
 def log_decompress(log_mel: Tensor) -> Tensor:
     """Inverse of :func:`log_compress` (``exp``); values that were below the floor come back as the floor."""
     return torch.exp(log_mel)
+
+
+class NormalisedLogMel(torch.nn.Module):
+    """z = (log(max(mel, floor)) − mean) / std per mel band, and back to a linear-magnitude mel.
+
+    wav: [B, 1, T] at `sample_rate` Hz ↔ z: [B, n_mels, T // hop_length + 1] (centred framing). The mel is a
+    magnitude (power 1) spectrogram with Slaney-normalised bands; `mean`/`std` [n_mels] are buffers fitted once on
+    training audio (:meth:`fit_statistics`), so they travel with checkpoints and exports. The mel representation and
+    the mel VAE both build on it.
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 64,
+                 f_min: float = 0.0, f_max: float | None = 8000.0, scale: MelScale = "slaney",
+                 log_floor: float = 1e-5) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.n_mels = n_mels
+        self.log_floor = log_floor
+        self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                                  f_min=f_min, f_max=f_max, power=1.0, scale=scale, norm="slaney")
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.fitted)
+
+    def log_mel(self, wav: Tensor) -> Tensor:
+        """wav [B, 1, T] → unnormalised log-mel [B, n_mels, F] (natural log, floored at `log_floor`)."""
+        if wav.dim() != 3 or wav.shape[1] != 1:
+            raise ValueError(f"{type(self).__name__}.encode: expected wav [B, 1, T], got {tuple(wav.shape)}")
+        return log_compress(self.mel(wav[:, 0].float()), floor=self.log_floor)
+
+    @torch.no_grad()
+    def fit_statistics(self, wavs: list[Tensor]) -> None:
+        """Per-band mean and std of the log-mel over a list of wav batches [B, 1, T]."""
+        logmel = torch.cat([self.log_mel(w.to(self.mean.device)).transpose(1, 2).reshape(-1, self.n_mels)
+                            for w in wavs])
+        self.mean.copy_(logmel.mean(0))
+        self.std.copy_(logmel.std(0).clamp_min(1e-3))
+        self.fitted.fill_(True)
+
+    def encode(self, wav: Tensor) -> Tensor:
+        """wav [B, 1, T] → z [B, n_mels, F], roughly zero-mean unit-variance per band."""
+        return (self.log_mel(wav) - self.mean[:, None]) / self.std[:, None]
+
+    def decode_mel(self, z: Tensor) -> Tensor:
+        """z [B, n_mels, F] → linear-magnitude mel [B, n_mels, F].
+
+        Log-magnitudes are clamped to [log(log_floor), log(n_fft)]: below the floor encoding never goes, and no
+        full-scale signal's STFT magnitude exceeds n_fft, so the clamp only catches latents no audio produces
+        (an untrained or diverged model) before exp() overflows.
+        """
+        log_mel = z.float() * self.std[:, None] + self.mean[:, None]
+        return torch.exp(log_mel.clamp(math.log(self.log_floor), math.log(self.n_fft)))

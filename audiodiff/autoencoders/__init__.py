@@ -5,7 +5,7 @@
 - :class:`~audiodiff.autoencoders.waveform_vae.WaveformVAE`: Oobleck/DAC-style strided convolutions with snake
   activations straight from and back to the waveform.
 
-Trained by :mod:`audiodiff.autoencoder_training`; used through
+Trained by :mod:`audiodiff.training.autoencoder.run`; used through
 :class:`audiodiff.representations.autoencoder.AutoencoderRepresentation`.
 """
 

@@ -1,6 +1,6 @@
 """Build an autoencoder from its configuration and read an autoencoder export folder (inference only, no training code).
 
-An export folder (written by :func:`audiodiff.autoencoder_training.export_autoencoder`) holds `model.safetensors`
+An export folder (written by :func:`audiodiff.training.autoencoder.run.export_autoencoder`) holds `model.safetensors`
 (inference weights: weight norm folded in, the mel VAE's log-mel statistics included), `config.yaml` with
 `autoencoder:` (constructor arguments and `_target_`) and `export.json`.
 """

@@ -3,7 +3,7 @@
 The layout follows the autoencoder of latent diffusion (Rombach et al. 2022, Section 3.1 and Appendix G: ResNet
 blocks with group norm and SiLU, strided downsampling, a KL-regularised bottleneck) in one dimension, with the mel
 bands as input channels, as in AudioLDM's mel VAE (Liu et al. 2023) but compressing time only. Its own
-:class:`~audiodiff.representations.mel.MelRepresentation` (no vocoder) computes the normalised log-mel; that mel's
+:class:`~audiodiff.audio.mel.NormalisedLogMel` computes the normalised log-mel; that mel's
 statistics are fitted once before training and stored with the weights. Waveforms come back through the mel
 representation's vocoder (:class:`audiodiff.representations.autoencoder.AutoencoderRepresentation`).
 """
@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from audiodiff.audio.mel import MelScale
+from audiodiff.audio.mel import MelScale, NormalisedLogMel
 from audiodiff.autoencoders.base import DiagonalGaussian, VariationalAutoencoder, ceil_div, is_power_of_two
-from audiodiff.representations.mel import MelRepresentation
 
 MEL_VAE_TARGET = "audiodiff.autoencoders.mel_vae.MelVAE"
 
@@ -63,7 +62,7 @@ class MelVAE(VariationalAutoencoder):
 
     Args:
         sample_rate, n_fft, hop_length, n_mels, f_min, f_max, scale, log_floor: the log-mel (as
-            :class:`~audiodiff.representations.mel.MelRepresentation`; a vocoder must match them).
+            :class:`~audiodiff.audio.mel.NormalisedLogMel`; a vocoder must match them).
         latent_channels: D.
         downsample: r, the time compression: a power of two (4 or 8 in the shipped configurations).
         channels: width at the mel frame rate.
@@ -81,8 +80,8 @@ class MelVAE(VariationalAutoencoder):
         if latent_channels < 1 or channels < 1 or num_res_blocks < 0:
             raise ValueError(f"MelVAE: need latent_channels >= 1, channels >= 1, num_res_blocks >= 0; got "
                              f"{latent_channels}, {channels}, {num_res_blocks}")
-        self.mel = MelRepresentation(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
-                                     f_min=f_min, f_max=f_max, scale=scale, log_floor=log_floor)
+        self.mel = NormalisedLogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                                    f_min=f_min, f_max=f_max, scale=scale, log_floor=log_floor)
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, DistributedSampler
 
-from audiodiff.data.corpora import ensure_corpus
 from audiodiff.data.dataset import AudioCaptionDataset, EmptySplitError, EpochSampler, collate, read_skips
 from audiodiff.data.manifest import read_manifest
 
@@ -169,6 +168,7 @@ class AudioDataModule(lightning.LightningDataModule):
         test_split: str = "test",
         corpus: str | None = None,
         root: str = "data",
+        corpus_builder: Callable[[str, str | Path], Path] | None = None,
         val_batch_size: int | None = None,
         persistent_workers: bool = True,
         skip_log_dir: str | None = None,
@@ -183,8 +183,11 @@ class AudioDataModule(lightning.LightningDataModule):
             num_workers: DataLoader worker processes (0: load in the main process).
             seed: seeds crops, caption choices and the shuffling order.
             train_split, val_split, test_split: manifest ``split`` values of the three stages.
-            corpus: built-in corpus (see :mod:`audiodiff.data.corpora`), built under ``root`` on first use.
+            corpus: built-in corpus (see :mod:`audiodiff.benchmarks`), read from ``<root>/<corpus>/manifest.jsonl``.
             root: folder of the built-in corpora.
+            corpus_builder: ``(corpus, root) -> manifest`` building a corpus that is not there yet (the training
+                runners pass :func:`audiodiff.benchmarks.ensure_corpus`); without one a missing corpus is an error
+                that says how to build it.
             val_batch_size: batch size of validation and test (default ``batch_size``).
             persistent_workers: keep workers alive between epochs (ignored when ``num_workers`` is 0).
             skip_log_dir: folder of ``skipped_clips.tsv``; default the trainer's log dir, else a temp dir.
@@ -198,10 +201,11 @@ class AudioDataModule(lightning.LightningDataModule):
             )
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(ignore=["corpus_builder"], logger=False)
         self.manifest = manifest or None
         self.corpus = corpus
         self.root = root
+        self.corpus_builder = corpus_builder
         self.sample_rate = sample_rate
         self.channels = channels
         self.segment_seconds = segment_seconds
@@ -222,15 +226,20 @@ class AudioDataModule(lightning.LightningDataModule):
     def prepare_data(self) -> None:
         """Build the built-in corpus when it is used and not there yet (runs on one process per node)."""
         if self.manifest is None:
-            assert self.corpus is not None
-            ensure_corpus(self.corpus, self.root)
+            self.manifest_path()
 
     def manifest_path(self) -> Path:
-        """The manifest in use (building the built-in corpus first if it is not there)."""
+        """The manifest in use (building the built-in corpus first if it is not there and a builder was given)."""
         if self.manifest is not None:
             return Path(self.manifest)
         assert self.corpus is not None
-        return Path(ensure_corpus(self.corpus, self.root))
+        if self.corpus_builder is not None:
+            return Path(self.corpus_builder(self.corpus, self.root))
+        manifest = Path(self.root) / self.corpus / "manifest.jsonl"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{manifest}: the built-in corpus {self.corpus!r} is not built; build it with "
+                                    f"python -m audiodiff.prepare corpus={self.corpus} root={self.root}")
+        return manifest
 
     @property
     def skip_log(self) -> Path:

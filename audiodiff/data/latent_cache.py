@@ -1,6 +1,6 @@
 """The latent cache on disk: whole clips encoded once by a representation, with their captions and attributes.
 
-Folder layout (the encode stage writes it to `<run_dir>/encode/cache/`, see :mod:`audiodiff.latent_encoding`):
+Folder layout (the encode stage writes it to `<run_dir>/encode/cache/`, see :mod:`audiodiff.training.encode`):
 
 - `<split>-00000.safetensors`, ...: shards of whole clips (no crop, no padding): `latents` float32 [frames, D]
   (time-major, so that a clip is one contiguous block), `offsets` int64 [clips + 1] (clip i is

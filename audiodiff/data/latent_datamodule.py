@@ -125,7 +125,7 @@ class LatentDataModule(AudioDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._expected is None or self.segment_frames is None:
             raise RuntimeError("LatentDataModule.setup: call bind(representation, config) first, so that the cache "
-                               "is checked against the run's representation (audiodiff.training.train does)")
+                               "is checked against the run's representation (the diffusion stage's train does)")
         check_signature(self.cache_dir, self.cache.signature, self._expected)
         super().setup(stage)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from audiodiff.data.manifest import write_manifest
-from audiodiff.settings import flag, text
+from audiodiff.utils.settings import flag, text
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".webm"}

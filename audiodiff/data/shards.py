@@ -56,7 +56,7 @@ from audiodiff.data.dataset import (
     make_item,
 )
 from audiodiff.data.manifest import ManifestRow, _make_row, _row_problems, read_manifest
-from audiodiff.settings import number, text, whole
+from audiodiff.utils.settings import number, text, whole
 
 log = logging.getLogger(__name__)
 

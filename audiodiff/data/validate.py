@@ -29,7 +29,7 @@ import torch
 from audiodiff.audio.errors import AudioError
 from audiodiff.audio.io import audio_info, load_audio_noted
 from audiodiff.data.manifest import ManifestRow, iter_rows
-from audiodiff.settings import flag, text, whole
+from audiodiff.utils.settings import flag, text, whole
 
 DURATION_TOLERANCE = 0.05  # seconds between a declared duration and the file's
 _PROGRESS_EVERY_S = 2.0  # seconds between progress lines on stderr

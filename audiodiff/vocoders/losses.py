@@ -1,16 +1,17 @@
-"""Losses for GAN vocoders.
+"""Reconstruction losses of vocoders and autoencoders (the GAN terms are in :mod:`audiodiff.adversarial.losses`).
 
 HiFi-GAN (Kong, Kim & Bae 2020, Eq. 1-6) trains the generator ``G`` against discriminators ``D_k`` with
 
     L_G = sum_k L_adv(G; D_k) + lambda_fm * L_fm + lambda_mel * L_mel,    lambda_fm = 2, lambda_mel = 45
     L_D = sum_k L_adv(D_k; G)
 
-using :func:`generator_adversarial_loss`, :func:`feature_matching_loss` and :class:`MelL1Loss`, and
-:func:`discriminator_loss` for ``L_D``. :class:`MultiResolutionSTFTLoss` (Yamamoto, Song & Kim 2020, "Parallel
-WaveGAN", Eq. 1-5) is the auxiliary spectral loss of Parallel WaveGAN-style recipes.
+using :func:`~audiodiff.adversarial.losses.generator_adversarial_loss`,
+:func:`~audiodiff.adversarial.losses.feature_matching_loss` and :class:`MelL1Loss`, and
+:func:`~audiodiff.adversarial.losses.discriminator_loss` for ``L_D``. :class:`MultiResolutionSTFTLoss` (Yamamoto,
+Song & Kim 2020, "Parallel WaveGAN", Eq. 1-5) is the auxiliary spectral loss of Parallel WaveGAN-style recipes.
 
 One training step, with ``G`` a :class:`audiodiff.vocoders.hifigan.HiFiGAN`, ``D`` a
-:class:`audiodiff.vocoders.discriminators.CombinedDiscriminator` and ``wav: [B, T]``::
+:class:`audiodiff.adversarial.discriminators.CombinedDiscriminator` and ``wav: [B, T]``::
 
     wav_hat = G(G.mel(wav))[..., : wav.shape[-1]]
     real, _ = D(wav); fake, _ = D(wav_hat.detach())
@@ -29,51 +30,6 @@ import torch
 from torch import Tensor, nn
 
 from audiodiff.audio.mel import MelScale, MelSpectrogram, log_compress
-
-
-def discriminator_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:
-    """Least-squares GAN discriminator loss (Mao et al. 2017; HiFi-GAN Eq. 1), summed over sub-discriminators:
-    ``sum_k mean((1 - D_k(x))^2) + mean(D_k(G(s))^2)``. Pass ``fake_logits`` computed on a detached ``G(s)``."""
-    if len(real_logits) != len(fake_logits) or not real_logits:
-        raise ValueError(
-            f"discriminator_loss: need as many real as fake logits (>= 1), got {len(real_logits)} and "
-            f"{len(fake_logits)}"
-        )
-    loss = real_logits[0].new_zeros(())
-    for real, fake in zip(real_logits, fake_logits, strict=True):
-        loss = loss + (1.0 - real).square().mean() + fake.square().mean()
-    return loss
-
-
-def generator_adversarial_loss(fake_logits: Sequence[Tensor]) -> Tensor:
-    """Least-squares GAN generator loss (HiFi-GAN Eq. 2), summed over sub-discriminators:
-    ``sum_k mean((1 - D_k(G(s)))^2)``."""
-    if not fake_logits:
-        raise ValueError("generator_adversarial_loss: need at least one logits tensor")
-    loss = fake_logits[0].new_zeros(())
-    for fake in fake_logits:
-        loss = loss + (1.0 - fake).square().mean()
-    return loss
-
-
-def feature_matching_loss(
-    real_features: Sequence[Sequence[Tensor]], fake_features: Sequence[Sequence[Tensor]]
-) -> Tensor:
-    """Feature matching (Larsen et al. 2016; HiFi-GAN Eq. 4): ``sum_k sum_i mean|D_k^i(x) - D_k^i(G(s))|`` over
-    every sub-discriminator ``k`` and layer ``i``. The real features are detached: only ``G`` learns from it.
-    HiFi-GAN weighs it by ``lambda_fm = 2``."""
-    if len(real_features) != len(fake_features) or not real_features:
-        raise ValueError(
-            f"feature_matching_loss: need as many real as fake feature lists (>= 1), got {len(real_features)} and "
-            f"{len(fake_features)}"
-        )
-    loss = fake_features[0][0].new_zeros(())
-    for k, (reals, fakes) in enumerate(zip(real_features, fake_features, strict=True)):
-        if len(reals) != len(fakes):
-            raise ValueError(f"feature_matching_loss: discriminator {k} has {len(reals)} real, {len(fakes)} fake maps")
-        for real, fake in zip(reals, fakes, strict=True):
-            loss = loss + (real.detach() - fake).abs().mean()
-    return loss
 
 
 class MelL1Loss(nn.Module):

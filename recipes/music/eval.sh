@@ -9,7 +9,7 @@ model=${1:?usage: bash recipes/music/eval.sh <model folder> [overrides]}
 shift
 embedder=runs/embedder_music/export
 if [ ! -f "$embedder/export.json" ]; then
-  $py -m audiodiff.metrics.contrastive.train data=music text_cache_file=data/music/text_pooled.safetensors
+  $py -m audiodiff.training.embedder.run data=music text_cache_file=data/music/text_pooled.safetensors
 fi
 $py -m audiodiff.evaluate model="$model" recipe=music n=200 seed=0 embedders.contrastive="$embedder" \
   fad_infinity=true "$@"

@@ -9,7 +9,7 @@ model=${1:?usage: bash recipes/sfx/eval.sh <model folder> [overrides]}
 shift
 embedder=runs/embedder_sfx/export
 if [ ! -f "$embedder/export.json" ]; then
-  $py -m audiodiff.metrics.contrastive.train data=sfx text_cache_file=data/sfx/text_pooled.safetensors
+  $py -m audiodiff.training.embedder.run data=sfx text_cache_file=data/sfx/text_pooled.safetensors
 fi
 $py -m audiodiff.evaluate model="$model" recipe=sfx n=200 seed=0 embedders.contrastive="$embedder" \
   fad_infinity=true "$@"

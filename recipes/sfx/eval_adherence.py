@@ -14,10 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-from audiodiff.data.corpora import ensure_corpus
+from audiodiff.benchmarks import ensure_corpus
+from audiodiff.benchmarks.music.attributes import tempo_following
 from audiodiff.data.manifest import read_manifest
-from audiodiff.metrics.adherence import evaluate_adherence, held_out_prompts, markdown_table
-from audiodiff.metrics.attributes.music import tempo_following
+from audiodiff.evaluation.adherence import evaluate_adherence, held_out_prompts, markdown_table
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 

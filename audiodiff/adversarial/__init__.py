@@ -1,0 +1,1 @@
+"""Discriminators and GAN losses, shared by the vocoder and autoencoder stages."""

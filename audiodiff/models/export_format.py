@@ -1,0 +1,91 @@
+"""The export format: a model folder holding `model.safetensors` (inference weights) beside `config.yaml` (the
+resolved model configuration, every `_target_` a registered component) and `export.json` (package version and
+provenance), written atomically. `AudioDiffusionPipeline.from_pretrained` reads it without any training code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from audiodiff import __version__
+from audiodiff.representations.autoencoder import inference_config as autoencoder_inference_config
+from audiodiff.utils.files import atomic_folder
+from audiodiff.vocoders.trained import FROM_EXPORT_TARGETS
+from audiodiff.vocoders.trained import inference_config as vocoder_inference_config
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+
+
+def write_weights_folder(out: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any],
+                         info: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> Path:
+    """Write `out/` atomically (`audiodiff.utils.files.atomic_folder`): `model.safetensors` (state), `config.yaml`
+    (config), `export.json` (package version and `info`) and any further text `files` ({name: text}), so readers
+    see the old folder or the complete new one, never a mixture."""
+    out = Path(out)
+    with atomic_folder(out) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": "pt", "audiodiff_version": __version__})
+        (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        (tmp / "export.json").write_text(json.dumps({"audiodiff_version": __version__, **(info or {})},
+                                                    indent=2) + "\n")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+    return out
+
+
+def write_export(out: str | Path, state: dict[str, torch.Tensor], model_cfg: dict[str, Any],
+                 card: dict[str, Any] | None = None) -> Path:
+    """A diffusion model's export folder (`write_weights_folder`) with its `model_card.md`."""
+    info = {"audiodiff_version": __version__, **(card or {})}
+    return write_weights_folder(out, state, model_cfg, card, {"model_card.md": _model_card(model_cfg, info)})
+
+
+def _model_card(model_cfg: dict[str, Any], info: dict[str, Any]) -> str:
+    rep = model_cfg["representation"]
+    lines = [
+        "# audiodiff model", "",
+        f"- audiodiff version: {info['audiodiff_version']}",
+        f"- representation: `{rep.get('_target_')}` at {rep.get('sample_rate')} Hz",
+        f"- denoiser: `{model_cfg['denoiser'].get('_target_')}`",
+        f"- objective: `{model_cfg['diffusion'].get('_target_')}` ({model_cfg['diffusion'].get('prediction')})",
+        f"- text encoder: `{model_cfg['text_encoder'].get('name_or_path')}`",
+        f"- default clip length: {model_cfg['duration']} s",
+        f"- default sampler: {model_cfg['sampler']}",
+    ]
+    for key in ("recipe", "run_dir", "global_step", "training_data"):
+        if key in info:
+            lines.append(f"- {key.replace('_', ' ')}: {info[key]}")
+    lines += ["", "Load with `AudioDiffusionPipeline.from_pretrained(<this folder>)`.", ""]
+    return "\n".join(lines)
+
+
+def self_contained(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model config with a vocoder or autoencoder loaded from an earlier stage's export folder replaced by its
+    architecture: the trained weights travel in the export's `representation.*` entries, so no folder is needed."""
+    model_cfg = {**model_cfg, "representation": autoencoder_inference_config(model_cfg["representation"])}
+    vocoder = model_cfg.get("vocoder") or {}
+    if vocoder.get("_target_") not in FROM_EXPORT_TARGETS:
+        return model_cfg
+    return {**model_cfg, "vocoder": vocoder_inference_config(vocoder["folder"])}
+
+
+def read_export(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config, state) of an export folder; FileNotFoundError naming what is missing, ValueError for a config that
+    is not a mapping. Reads data only: `config.yaml` with a safe YAML loader, weights from safetensors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model folder")
+    missing = [name for name in (CONFIG, WEIGHTS) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: not a model export folder (no {' or '.join(missing)}); a training run is "
+                                f"exported with `python -m audiodiff.export run=<run dir>`")
+    config = yaml.safe_load((folder / CONFIG).read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{folder / CONFIG}: expected a mapping of model settings, got {type(config).__name__}")
+    return config, load_file(str(folder / WEIGHTS))

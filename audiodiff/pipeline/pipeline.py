@@ -1,0 +1,366 @@
+"""Inference API: load an exported model folder (or a training run) and turn prompts into audio.
+
+    pipe = AudioDiffusionPipeline.from_pretrained("runs/sfx/seed0/export")
+    out = pipe(["three short high beeps"], duration=3.0, steps=25, guidance=3.0, seed=0)
+    out.audio  # [B, C, T] float32 at out.sample_rate Hz
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from audiodiff.diffusion.editing import keep_mask, strength_times
+from audiodiff.models.build import build_model
+from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export
+from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
+
+AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
+MIN_INPUT_SECONDS = 0.1
+WINDOW_SEED_STRIDE = 1_000_003  # window j of a long-form clip draws from seed + j · stride
+
+
+class ModelLoadError(ValueError):
+    """A model folder or checkpoint that is missing, incomplete or does not fit the code."""
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    audio: Tensor  # [B, C, T] float32
+    sample_rate: int  # Hz
+    settings: SamplerSettings
+    seeds: list[int]
+    duration: float  # seconds
+    joins: tuple[float, ...] = ()  # seconds where a continuation / long-form window's new content begins
+
+
+class AudioDiffusionPipeline:
+    """Prompt → waveform with a trained DiffusionModel (EMA weights)."""
+
+    def __init__(self, model: DiffusionModel, model_id: str = "") -> None:
+        self.model = model.eval()
+        self.model_id = model_id
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> AudioDiffusionPipeline:
+        """Load an export folder (config.yaml + model.safetensors), or a training run directory through the
+        `export/` folder training wrote into it. A training checkpoint is not loaded here: `python -m
+        audiodiff.export run=<run dir or .ckpt>` turns it into an export folder (the generate command and the web
+        page do that for you). Building resolves only registered components (`audiodiff.models.registry`)."""
+        path = Path(path)
+        if not path.exists():
+            raise ModelLoadError(f"{path}: no such model folder")
+        folder = path
+        if path.is_dir() and not (path / WEIGHTS).exists() and (path / "export" / WEIGHTS).exists():
+            folder = path / "export"  # a run directory whose training finished
+        if path.is_file() or (path.is_dir() and not (folder / WEIGHTS).exists() and not (folder / CONFIG).exists()
+                              and (path / "checkpoints").is_dir()):
+            raise ModelLoadError(f"{path}: a training checkpoint or an unexported run, not a model folder; export it "
+                                 f"first: python -m audiodiff.export run={path}")
+        try:
+            cfg, state = read_export(folder)
+        except (FileNotFoundError, ValueError) as err:
+            raise ModelLoadError(str(err)) from err
+        try:
+            model = build_model(cfg)
+        except Exception as err:  # an unknown target, a missing key, a size that does not fit
+            raise ModelLoadError(f"{folder}: cannot build the model from its config: {err}") from err
+        load_inference_state(model, state, str(folder))
+        return cls(model.to(device), model_id=str(path))
+
+    def __call__(self, prompts: str | list[str], duration: float | None = None, steps: int | None = None,
+                 guidance: float | None = None, seed: int | list[int] = 0, sampler: str | None = None,
+                 negative_prompts: str | list[str] | None = None, progress: bool = False,
+                 **options: Any) -> GenerationOutput:
+        """Generate one clip per prompt (prompt i with seed `seed + i`, or seed[i] for a list). Unset settings fall
+        back to the model's defaults; `options` are further SamplerSettings fields (spacing, eta, s_churn,
+        guidance_rescale, guidance_interval, shift). A single negative prompt applies to every prompt.
+        progress: show a progress bar over sampler steps."""
+        prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
+                                                                   sampler, options)
+        duration = self.check_request(prompts, duration, negative_prompts)
+        with _StepBar(settings.steps, progress) as bar:
+            wav = self.model.generate(prompts, duration, settings, seed=seeds, negative_prompts=negative_prompts,
+                                      callback=bar.callback)
+        return GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration)
+
+    def variation(self, audio: AudioInput, prompts: str | list[str], strength: float = 0.5,
+                  steps: int | None = None, guidance: float | None = None, seed: int | list[int] = 0,
+                  sampler: str | None = None, negative_prompts: str | list[str] | None = None,
+                  progress: bool = False, **options: Any) -> GenerationOutput:
+        """Audio-to-audio: `audio` noised to level `strength` ∈ (0, 1] and denoised towards each prompt (SDEdit).
+
+        audio: a file, or samples [C, T] / [B, C, T] at `sample_rate` Hz (one clip for all prompts, or one each).
+        Strength near 0 returns (a re-synthesis of) the input, 1 ignores it. Runs round(steps · strength) steps.
+        """
+        prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
+                                                                   sampler, options)
+        self.check_request(prompts, None, negative_prompts)
+        strength_times(torch.zeros(2), strength)  # checks strength before any work
+        wav = self.load_input(audio, len(prompts))
+        z, seconds = self._encode_window(wav)
+        with _StepBar(max(1, round(settings.steps * strength)), progress) as bar:
+            z = self.model.sample_latents(prompts, z.shape[-1], seeds, settings, negative_prompts,
+                                          seconds_total=seconds, init=z, strength=strength, callback=bar.callback)
+        return self._output(z, seconds, settings, seeds)
+
+    def inpaint(self, audio: AudioInput, prompts: str | list[str], start: float, end: float,
+                crossfade: float = 0.1, steps: int | None = None, guidance: float | None = None,
+                seed: int | list[int] = 0, sampler: str | None = None,
+                negative_prompts: str | list[str] | None = None, progress: bool = False,
+                **options: Any) -> GenerationOutput:
+        """Regenerate seconds [start, end) of `audio` for each prompt, keeping the rest (known-region replacement,
+        `audiodiff.diffusion.editing`); works with any trained model, U-Net or DiT.
+
+        crossfade: seconds on each side of the range over which kept content blends into generated content.
+        The whole clip is decoded again, so kept parts are the decoder's rendering of the input's latents.
+        """
+        prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
+                                                                   sampler, options)
+        self.check_request(prompts, None, negative_prompts)
+        wav = self.load_input(audio, len(prompts))
+        length = wav.shape[-1] / self.sample_rate
+        if not 0.0 <= start < end <= length + 1e-9:
+            raise ValueError(f"inpaint range: expected 0 <= start < end <= {length:.3f} s (the clip's length), "
+                             f"got start {start}, end {end}")
+        z, seconds = self._encode_window(wav)
+        rate = self.model.representation.frame_rate
+        first, last = int(start * rate), min(z.shape[-1], max(int(start * rate) + 1, int(math.ceil(end * rate))))
+        keep = keep_mask(z.shape[-1], [(first, last)], round(crossfade * rate))
+        with _StepBar(settings.steps, progress) as bar:
+            z = self.model.sample_latents(prompts, z.shape[-1], seeds, settings, negative_prompts,
+                                          seconds_total=seconds, init=z, keep=keep, callback=bar.callback)
+        return self._output(z, seconds, settings, seeds)
+
+    def continuation(self, audio: AudioInput, prompts: str | list[str], seconds: float,
+                     context: float | None = None, crossfade: float = 0.1, steps: int | None = None,
+                     guidance: float | None = None, seed: int | list[int] = 0, sampler: str | None = None,
+                     negative_prompts: str | list[str] | None = None, progress: bool = False,
+                     **options: Any) -> GenerationOutput:
+        """Extend `audio` forward by `seconds`, window by window (see `long_form`); the output holds the input
+        (re-decoded) followed by the continuation. context: seconds of what precedes that each window sees
+        (default half the model's window)."""
+        prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
+                                                                   sampler, options)
+        self.check_request(prompts, None, negative_prompts)
+        if not seconds > 0:
+            raise ValueError(f"seconds: expected a positive length to add, got {seconds}")
+        wav = self.load_input(audio, len(prompts))
+        prefix = self.model.representation.encode(wav.to(self.device))
+        total = wav.shape[-1] / self.sample_rate + seconds
+        return self._windowed(prompts, negative_prompts, settings, seeds, total, prefix, context, crossfade,
+                              progress)
+
+    def long_form(self, prompts: str | list[str], duration: float, context: float | None = None,
+                  crossfade: float = 0.1, steps: int | None = None, guidance: float | None = None,
+                  seed: int | list[int] = 0, sampler: str | None = None,
+                  negative_prompts: str | list[str] | None = None, progress: bool = False,
+                  **options: Any) -> GenerationOutput:
+        """Audio longer than the model's window: the first window is generated, then each next window keeps the
+        last `context` seconds of what exists (default half the window) and generates the rest, blending over
+        `crossfade` seconds at the join; the whole latent sequence is decoded at once, so no decoder seams.
+        Window j of prompt i uses seed `seeds[i] + j · 1000003`."""
+        prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
+                                                                   sampler, options)
+        self.check_request(prompts, None, negative_prompts)
+        if not duration > 0:
+            raise ValueError(f"duration: expected a positive number of seconds, got {duration}")
+        return self._windowed(prompts, negative_prompts, settings, seeds, float(duration), None, context, crossfade,
+                              progress)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.net.parameters()).device
+
+    def load_input(self, audio: AudioInput, count: int) -> Tensor:
+        """Input audio (at least 0.1 s) as [count, C, T] float32 at `sample_rate` Hz: a file is decoded, resampled
+        and its channels matched; a tensor ([T], [C, T] or [B, C, T] with B = 1 or count) must already be at
+        `sample_rate`."""
+        rep = self.model.representation
+        if isinstance(audio, str | Path):
+            from audiodiff.audio.io import load_audio
+
+            audio, _ = load_audio(audio, sample_rate=self.sample_rate, channels=rep.channels)
+        if not isinstance(audio, Tensor):
+            raise TypeError(f"audio: expected a file path or a tensor, got {type(audio).__name__}")
+        wav = audio.detach().float().cpu()
+        wav = wav.view(1, 1, -1) if wav.dim() == 1 else wav.unsqueeze(0) if wav.dim() == 2 else wav
+        if wav.dim() != 3 or wav.shape[0] not in (1, count):
+            raise ValueError(f"audio: expected [T], [C, T] or [B, C, T] with B = 1 or {count} (one per prompt), "
+                             f"got shape {tuple(audio.shape)}")
+        if wav.shape[1] != rep.channels:
+            raise ValueError(f"audio: this model takes {rep.channels} channel(s), got {wav.shape[1]}")
+        if wav.shape[-1] < self.sample_rate * MIN_INPUT_SECONDS:
+            raise ValueError(f"audio: {wav.shape[-1]} samples ({wav.shape[-1] / self.sample_rate:.3f} s) is too short; "
+                             f"expected at least {MIN_INPUT_SECONDS} s")
+        if not torch.isfinite(wav).all():
+            raise ValueError("audio: holds NaN or infinite samples")
+        return wav.expand(count, -1, -1).contiguous()
+
+    def _request(self, prompts: str | list[str], negative_prompts: str | list[str] | None, seed: int | list[int],
+                 steps: int | None, guidance: float | None, sampler: str | None,
+                 options: dict[str, Any]) -> tuple[list[str], list[str] | None, SamplerSettings, list[int]]:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if isinstance(negative_prompts, str):
+            negative_prompts = [negative_prompts] * len(prompts)
+        return prompts, negative_prompts, self.settings(steps, guidance, sampler, **options), seed_list(seed,
+                                                                                                        len(prompts))
+
+    def _encode_window(self, wav: Tensor) -> tuple[Tensor, float]:
+        """Latents [B, D, L] of wav [B, C, T] (padded to the window for a timing-conditioned model) and its length
+        in seconds."""
+        seconds = wav.shape[-1] / self.sample_rate
+        if seconds > self.model.max_duration + 1e-9:
+            raise ValueError(f"audio: {seconds:.2f} s is longer than this model's maximum of "
+                             f"{self.model.max_duration} s (continuation and long_form go further)")
+        if self.model.timing is not None:
+            wav = torch.nn.functional.pad(wav, (0, int(round(self.model.duration * self.sample_rate)) - wav.shape[-1]))
+        return self.model.representation.encode(wav.to(self.device)), seconds
+
+    def _output(self, z: Tensor, seconds: float, settings: SamplerSettings, seeds: list[int]) -> GenerationOutput:
+        wav = self.model.representation.decode(z).float().cpu()
+        samples = int(round(seconds * self.sample_rate))
+        wav = torch.nn.functional.pad(wav, (0, max(0, samples - wav.shape[-1])))[..., :samples]
+        return GenerationOutput(wav, self.sample_rate, settings, seeds, seconds)
+
+    def _windowed(self, prompts: list[str], negative_prompts: list[str] | None, settings: SamplerSettings,
+                  seeds: list[int], seconds: float, prefix: Tensor | None, context: float | None, crossfade: float,
+                  progress: bool) -> GenerationOutput:
+        """`seconds` of audio built from model windows, each after the first (or after `prefix` latents) keeping
+        the last `context` seconds of what exists."""
+        rep, window_seconds = self.model.representation, self.model.duration
+        window = rep.num_frames(window_seconds)
+        context = window_seconds / 2 if context is None else float(context)
+        keep_frames, fade = round(context * rep.frame_rate), round(crossfade * rep.frame_rate)
+        if not (0 < context < window_seconds and 0 < keep_frames < window):
+            raise ValueError(f"context: expected more than 0 and less than the model's window of {window_seconds} s, "
+                             f"got {context} s")
+        if not 0 <= fade < keep_frames:
+            raise ValueError(f"crossfade: expected 0 <= crossfade < context ({context} s), got {crossfade} s")
+        total = rep.num_frames(seconds) + 1
+        have = window if prefix is None else prefix.shape[-1]
+        windows = (prefix is None) + math.ceil(max(0, total - have) / (window - keep_frames))
+        z = prefix
+        with _StepBar(settings.steps * windows, progress) as bar:
+            if z is None:
+                z = self.model.sample_latents(prompts, window, seeds, settings, negative_prompts,
+                                              callback=bar.callback)
+            index, joins = 1, []
+            while z.shape[-1] < total:
+                joins.append(z.shape[-1] / rep.frame_rate)
+                kept = min(keep_frames, z.shape[-1])
+                init = torch.cat([z[..., -kept:], z.new_zeros(z.shape[0], z.shape[1], window - kept)], dim=-1)
+                keep = keep_mask(window, [(kept, window)], min(fade, kept - 1))
+                window_seeds = [s + index * WINDOW_SEED_STRIDE for s in seeds]
+                new = self.model.sample_latents(prompts, window, window_seeds, settings, negative_prompts, init=init,
+                                                keep=keep, callback=bar.callback)
+                z = torch.cat([z[..., :-kept], new], dim=-1)
+                index += 1
+        return replace(self._output(z, seconds, settings, seeds), joins=tuple(j for j in joins if j < seconds))
+
+    def settings(self, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                 **options: Any) -> SamplerSettings:
+        """The model's default SamplerSettings with the given changes (None = keep); raises ValueError naming a bad
+        value or an unknown option."""
+        known = set(asdict(self.model.sampler)) - {"name", "steps", "guidance"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown sampler option(s) {unknown}; expected some of {sorted(known)}")
+        changes: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+        if sampler is not None:
+            changes["name"] = sampler
+            if sampler != self.model.sampler.name and "eta" not in changes:
+                changes["eta"] = None  # the default sampler's eta does not carry over to another sampler
+            if sampler != self.model.sampler.name and "s_churn" not in changes:
+                changes["s_churn"] = 0.0
+        if steps is not None:
+            changes["steps"] = int(steps)
+        if guidance is not None:
+            changes["guidance"] = float(guidance)
+        if "guidance_interval" in changes:
+            changes["guidance_interval"] = tuple(changes["guidance_interval"])
+        return replace(self.model.sampler, **changes)
+
+    def check_request(self, prompts: list[str], duration: float | None,
+                      negative_prompts: list[str] | None) -> float:
+        """Validate prompts and duration; returns the duration in seconds to generate."""
+        if not prompts:
+            raise ValueError("prompts: expected at least one prompt, got none")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"prompts[{i}]: expected a non-empty text prompt, got {p!r}")
+        if negative_prompts is not None and len(negative_prompts) != len(prompts):
+            raise ValueError(f"negative_prompts: expected {len(prompts)} (one per prompt), got {len(negative_prompts)}")
+        duration = self.model.duration if duration is None else float(duration)
+        if not duration > 0:
+            raise ValueError(f"duration: expected a positive number of seconds, got {duration}")
+        if duration > self.model.max_duration:
+            raise ValueError(f"duration: {duration} s is longer than this model's maximum of "
+                             f"{self.model.max_duration} s")
+        return duration
+
+
+def load_inference_state(model: DiffusionModel, state: dict[str, Tensor], source: str) -> None:
+    """Load `net.*` and `representation.*` weights; any other difference is an error naming both sides."""
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModelLoadError(f"{source}: weights do not match the model built from its config: "
+                             f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                             f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+    # The representation loads first: its own checks (e.g. statistics fitted on another codec's latents) name the
+    # cause better than the denoiser shape differences that follow from it.
+    rep_state = {k[len("representation."):]: v for k, v in state.items() if k.startswith("representation.")}
+    try:
+        model.representation.load_state_dict(rep_state)
+    except RuntimeError as err:
+        raise ModelLoadError(f"{source}: {err}") from err
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise ModelLoadError(f"{source}: {key} has shape {tuple(value.shape)} in the weights but "
+                                 f"{tuple(own[key].shape)} in the model built from its config")
+    model.load_state_dict(state, strict=False)
+
+
+def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -> dict[str, Any]:
+    """The JSON sidecar of one generated clip."""
+    s = output.settings
+    meta = {"prompt": prompt, "seed": output.seeds[index], "sampler": s.name, "steps": s.steps,
+            "guidance": s.guidance, "duration": output.duration, "sample_rate": output.sample_rate,
+            "model": model_id, "sampler_settings": {**asdict(s), "guidance_interval": list(s.guidance_interval)}}
+    if output.joins:
+        meta["joins"] = [round(j, 4) for j in output.joins]
+    return meta
+
+
+class _StepBar:
+    """A tqdm bar over sampler steps (to stderr) when enabled; `callback` fits the samplers' callback argument."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="sampling", unit="step", file=sys.stderr, leave=False)
+
+    def callback(self, step: int, x: Tensor, x0_hat: Tensor) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def __enter__(self) -> _StepBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

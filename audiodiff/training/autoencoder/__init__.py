@@ -1,0 +1,1 @@
+"""The autoencoder stage: its GAN task (`task`) and run (`run`)."""

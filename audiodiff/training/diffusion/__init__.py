@@ -1,0 +1,1 @@
+"""The diffusion stage: its Lightning task (`task`) and run (`run`)."""

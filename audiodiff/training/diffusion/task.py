@@ -1,0 +1,258 @@
+"""LightningModule that trains a DiffusionModel's denoiser on (waveform, caption) batches."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from audiodiff import __version__
+from audiodiff.conditioning.cache import cached_states
+from audiodiff.conditioning.text import collate_states
+from audiodiff.conditioning.timing import frame_mask
+from audiodiff.conditioning.types import Conditioning
+from audiodiff.data.latent_datamodule import LatentDataModule
+from audiodiff.models.model import DiffusionModel
+from audiodiff.representations.base import Representation
+from audiodiff.training.ema import EMA
+
+log = logging.getLogger(__name__)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over `warmup_steps`, then cosine decay to `min_ratio` at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def fit_representation(representation: Representation, loader: Iterable[dict[str, Any]], batches: int,
+                       device: torch.device | str) -> None:
+    """Fit `representation`'s latent statistics on the waveforms (`wav` [B, C, T]) of `loader`'s first `batches`
+    batches."""
+    representation.fit_statistics([batch["wav"].to(device) for batch in itertools.islice(loader, batches)])
+
+
+def load_cached_statistics(representation: Representation, state: dict[str, Tensor], cache: str) -> None:
+    """Give an unfitted `representation` the statistics a latent cache was normalised with (`state`); a fitted one
+    (from a checkpoint) must already hold them, or the cached latents would be read on another scale."""
+    own = representation.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise ValueError(f"latent cache {cache}: its statistics {unknown} are not in the representation's state")
+    if not representation.is_fitted:
+        representation.load_state_dict(state, strict=False)
+        return
+    differ = [k for k, v in state.items()
+              if not torch.allclose(own[k].detach().cpu().double(), v.double(), rtol=1e-5, atol=1e-6)]
+    if differ:
+        raise ValueError(f"latent cache {cache} was normalised with other statistics ({differ}) than the checkpoint's "
+                         f"representation holds: the cache was rebuilt since this run started; start a new run")
+
+
+class DiffusionTask(L.LightningModule):
+    """Trains `model.net` with `model.objective`; keeps an EMA copy that sampling, previews and export use.
+
+    optimizer: a partial optimizer constructor (Hydra `_partial_: true`), called with the trainable parameters.
+    warmup_steps / min_lr_ratio: the LR schedule; its length is the trainer's max_steps.
+    caption_dropout: probability of replacing a caption by "" (the null condition) for classifier-free guidance.
+    stats_batches: batches of training audio used once to fit the representation's normalisation statistics (with
+      latent data, the statistics come from the cache instead).
+    text_cache_size: distinct captions whose encoder states are kept (float16, on the CPU) so that a caption seen
+      again costs no text-encoder pass; 0 disables the cache.
+    text_cache_file: a dataset-wide text cache (`audiodiff.conditioning.cache`), loaded at the start of training
+      and built there on first use; None: the latent cache's own with latent data, else captions are encoded as
+      they come.
+    max_nonfinite: a step whose loss or gradient is NaN/Inf is skipped on every rank and counted; this many in a
+      row stop the run with FloatingPointError.
+    compile: compile the denoiser's forward with torch.compile (GPU runs; the first steps pay the compilation).
+    run_config: the resolved run configuration, embedded in every checkpoint with the package version.
+    """
+
+    def __init__(self, model: DiffusionModel, optimizer: Callable[..., torch.optim.Optimizer],
+                 warmup_steps: int = 500, min_lr_ratio: float = 0.1, ema_decay: float = 0.999,
+                 caption_dropout: float = 0.1, stats_batches: int = 8, text_cache_size: int = 100_000,
+                 text_cache_file: str | None = None, max_nonfinite: int = 10, compile: bool = False,
+                 run_config: dict | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.model.text_encoder.requires_grad_(False)
+        self.ema = EMA(model.net, ema_decay)
+        if compile:  # in place: the forward is compiled on first use, parameter names (and checkpoints) unchanged
+            self.model.net.compile()
+        self.optimizer_factory = optimizer
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.caption_dropout = caption_dropout
+        self.stats_batches = stats_batches
+        self.run_config = run_config or {}
+        self.text_cache_size = text_cache_size
+        self.text_cache_file = text_cache_file
+        self.max_nonfinite = max_nonfinite
+        self.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
+        self._skip_step = False  # the current optimizer step is skipped (a non-finite loss or gradient on a rank)
+        self._text_cache: dict[str, tuple[Tensor, Tensor]] = {}
+        self._val_generator_seed = 1234
+
+    # ---- set-up -------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Load the text cache, and fit the representation's statistics unless a checkpoint brought them: on the
+        first `stats_batches` training batches, or, with latent data, from the cache (its latents are normalised
+        with them)."""
+        dm = self.trainer.datamodule
+        latent = isinstance(dm, LatentDataModule)
+        text_cache_file = self.text_cache_file or (dm.text_cache_file if latent else None)
+        if text_cache_file:
+            self.load_text_cache(str(text_cache_file))
+        rep = self.model.representation
+        if latent:
+            load_cached_statistics(rep, dm.representation_state(), str(dm.cache_dir))
+        elif not rep.is_fitted:
+            fit_representation(rep, dm.train_dataloader(), self.stats_batches, self.device)
+
+    def load_text_cache(self, path: str) -> None:
+        """Fill the in-memory text cache from the dataset-wide file at `path` (every train and val caption and the
+        empty caption), encoding into the file whatever it lacks."""
+        dm = self.trainer.datamodule
+        captions = ["", *dm.captions("train"), *dm.captions("val")]
+        states = cached_states(path, self.model.text_encoder, captions)
+        self.text_cache_size = max(self.text_cache_size, len(states) + 1)
+        self._text_cache.update(states)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.net.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(self.warmup_steps, int(total), self.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def _drop_captions(self, captions: list[str]) -> list[str]:
+        keep = torch.rand(len(captions)) >= self.caption_dropout
+        return [c if k else "" for c, k in zip(captions, keep.tolist(), strict=True)]
+
+    def encode_captions(self, captions: list[str]) -> Conditioning:
+        """Text states for a batch of captions, encoding only those not met before."""
+        if self.text_cache_size <= 0:
+            return self.model.encode_text(captions)
+        new = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        if new:
+            if len(self._text_cache) + len(new) > self.text_cache_size:
+                self._text_cache.clear()
+            self._text_cache.update(self.model.text_encoder.encode_unique(new, dtype=torch.float16))
+        cond = collate_states([self._text_cache[c] for c in captions])
+        return cond.to(self.device, dtype=self.dtype if self.dtype.is_floating_point else torch.float32)
+
+    def batch_conditioning(self, batch: dict[str, Any], captions: list[str],
+                           frames: int) -> tuple[Conditioning, Tensor | None]:
+        """Conditioning for a batch and, for a timing-conditioned model, the loss weights [B, 1, frames] that
+        leave the padding past each clip's end out (masked training)."""
+        cond = self.encode_captions(captions)
+        if self.model.timing is None:
+            return cond, None
+        feats = self.model.timing.features(batch["seconds_start"], batch["seconds_total"]).to(cond.tokens)
+        return replace(cond, globals_=feats), frame_mask(batch["mask"], frames).to(cond.tokens)
+
+    def batch_latents(self, batch: dict[str, Any]) -> Tensor:
+        """z [B, D, L]: the batch's precomputed `latents` (a latent cache), else its `wav` [B, C, T] encoded."""
+        if "latents" in batch:
+            return batch["latents"]
+        with torch.no_grad():
+            return self.model.representation.encode(batch["wav"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        z = self.batch_latents(batch)
+        cond, weight = self.batch_conditioning(batch, self._drop_captions(batch["caption"]), z.shape[-1])
+        loss = self.model.objective.loss(self.model.net, z, cond, weight=weight)
+        if self._skip_nonfinite(loss.detach(), "loss"):
+            self._skip_step = True  # the whole optimizer step, also with gradient accumulation
+            # Backward still runs (under DDP every rank must take part in the gradient all-reduce, and Lightning
+            # refuses a None loss there): a zero that reaches every trainable parameter gives zero gradients, which
+            # on_before_optimizer_step then drops.
+            params = [p for p in self.model.net.parameters() if p.requires_grad]
+            return torch.stack([p.sum() for p in params]).sum() * 0.0
+        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.model.net.parameters() if p.grad is not None]
+        if not self._skip_step:  # a non-finite loss was counted already
+            flag = torch.stack([~torch.isfinite(g).all() for g in grads]).any() if grads else torch.tensor(False)
+            self._skip_step = self._skip_nonfinite(flag.to(self.device), "gradient", is_flag=True)
+            if not self._skip_step and grads:
+                self._consecutive_nonfinite = 0
+        if self._skip_step:
+            for p in self.model.net.parameters():
+                p.grad = None  # the optimizer leaves parameters without gradients untouched
+
+    def _skip_nonfinite(self, value: Tensor, what: str, is_flag: bool = False) -> bool:
+        """Whether this step must be skipped because `value` is (or flags) a NaN/Inf on any rank. Every rank gets
+        the same answer (a max-reduction), so all skip together. Counts skips and stops the run after
+        `max_nonfinite` consecutive ones."""
+        flag = value.float() if is_flag else (~torch.isfinite(value)).float()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            flag = self.trainer.strategy.reduce(flag, reduce_op="max")
+        if not bool(flag > 0):
+            return False
+        self.nonfinite_steps += 1
+        self._consecutive_nonfinite += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps), batch_size=1)
+        log.warning("step %d: non-finite %s, step skipped (%d so far)", self.global_step, what, self.nonfinite_steps)
+        if self._consecutive_nonfinite >= self.max_nonfinite:
+            raise FloatingPointError(
+                f"{self._consecutive_nonfinite} consecutive steps had a non-finite {what} (limit "
+                f"task.max_nonfinite={self.max_nonfinite}); the last checkpoint holds the last good weights. Lower "
+                f"optim.lr, check the data, or resume from the checkpoint.")
+        return True
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Callable[[], Any] | None = None) -> None:
+        """The optimizer step, then the EMA update, so that both are done before any callback's
+        `on_train_batch_end`, where checkpoints are written: a checkpoint holds the EMA of its own step. A step
+        skipped for a non-finite loss or gradient changes neither."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if not self._skip_step:
+            self.ema.update(self.model.net, self.global_step + 1)  # global_step counts this step only after the hook
+        self._skip_step = False
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """EMA loss with a fixed generator, so values are comparable across evaluations."""
+        z = self.batch_latents(batch)
+        cond, weight = self.batch_conditioning(batch, list(batch["caption"]), z.shape[-1])
+        gen = torch.Generator(device=z.device).manual_seed(self._val_generator_seed + batch_idx)
+        loss = self.model.objective.loss(self.ema.average, z, cond, generator=gen, weight=weight)
+        self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
+        return loss
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    # The frozen text encoder is loaded from its source, not stored in every checkpoint.
+    _FROZEN_PREFIX = "model.text_encoder."
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith(self._FROZEN_PREFIX)}
+        checkpoint["audiodiff"] = {"version": __version__, "config": self.run_config,
+                                   "representation": self.model.representation.signature(),
+                                   "nonfinite_steps": self.nonfinite_steps,
+                                   "consecutive_nonfinite": self._consecutive_nonfinite}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        own = self.state_dict()
+        checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self._FROZEN_PREFIX)})
+        saved = checkpoint.get("audiodiff", {})
+        self.nonfinite_steps = int(saved.get("nonfinite_steps", 0))
+        self._consecutive_nonfinite = int(saved.get("consecutive_nonfinite", 0))

@@ -1,0 +1,1 @@
+"""The contrastive embedder stage: its task, caption cache, run and export."""

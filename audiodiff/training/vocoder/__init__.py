@@ -1,0 +1,1 @@
+"""The vocoder stage: its GAN task (`task`) and run (`run`)."""

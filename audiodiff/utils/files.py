@@ -1,0 +1,90 @@
+"""Atomic writes: a reader sees the previous file (or folder) or the complete new one, never a part.
+
+Everything is written to a uniquely named temporary sibling (so concurrent writers, one per rank, never share one),
+flushed to disk, given ordinary permissions and renamed over the target (POSIX rename is atomic within a file
+system). On any error the temporary is removed and the target is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+FILE_MODE = 0o644  # mkstemp makes files owner-only; written files get the usual permissions
+FOLDER_MODE = 0o755
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary path beside `path` for a writer that takes a file name (safetensors, soundfile, torch.save);
+    renamed onto `path` when the block ends without an error, removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """An open temporary file beside `path` (`mode` "w" or "wb"); flushed, fsynced and renamed onto `path` when the
+    block ends without an error."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; returns the path."""
+    with atomic_open(path) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any, **options: Any) -> Path:
+    """Write `obj` as JSON (`json.dump` options, default indent 2, UTF-8 kept) and a final newline, atomically."""
+    options = {"indent": 2, "ensure_ascii": False, **options}
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, **options)
+        handle.write("\n")
+    return Path(path)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary folder beside `path` to fill; when the block ends without an error it replaces `path` (any
+    previous folder is moved aside, the new one renamed in, the old one deleted), otherwise it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        tmp.chmod(FOLDER_MODE)
+        for file in tmp.rglob("*"):
+            file.chmod(FOLDER_MODE if file.is_dir() else FILE_MODE)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
