@@ -24,6 +24,21 @@ def test_stage_group_choices_win_over_the_command_for_their_groups():
                                                         "stage=vocoder"]
 
 
+@pytest.mark.parametrize("recipe,vocoder,data", [
+    ("sfx", "audiodiff.vocoders.trained.from_export", "audiodiff.data.latent_datamodule.LatentDataModule"),
+    ("sfx_quick", "audiodiff.vocoders.griffinlim.GriffinLimVocoder", "audiodiff.data.datamodule.AudioDataModule"),
+    ("music_quick", "audiodiff.vocoders.griffinlim.GriffinLimVocoder", "audiodiff.data.datamodule.AudioDataModule"),
+])
+def test_each_recipe_gives_its_diffusion_stage_its_groups(recipe, vocoder, data):
+    """sfx trains on its latent cache through the trained vocoder; the CPU presets undo both choices."""
+    command = [f"recipe={recipe}"]
+    stage = compose_stage(command, compose_config("train", command), "diffusion")
+    assert (stage.vocoder._target_, stage.data._target_) == (vocoder, data)
+    command = [f"recipe={recipe}", "vocoder=griffinlim_fast"]  # the command still chooses what the recipe leaves
+    if recipe != "sfx":
+        assert compose_stage(command, compose_config("train", command), "diffusion").vocoder.n_iter == 4
+
+
 def test_stage_settings_are_typed_values_merged_over_the_stage_and_the_command_wins():
     command = ["recipe=sfx_vocos_gl_quick"]
     cfg = compose_config("train", command)

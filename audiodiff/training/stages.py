@@ -79,9 +79,10 @@ MERGED_OVER_GROUP = ("data", "trainer")
 
 def stage_overrides(overrides: list[str], cfg: DictConfig, name: str) -> list[str]:
     """The command's overrides for stage `name`: `stage=<name>` plus the recipe's `stage_groups[name]` choices
-    ({group: option}), which win over the command's for the same group."""
+    ({group: option}), which win over the command's for the same group. An option of null makes no choice (a
+    recipe undoes a choice it inherits), leaving the group to the command and the recipe's defaults."""
     groups = (cfg.get("stage_groups") or {}).get(name) or {}
-    extra = [f"{group}={'null' if option is None else option}" for group, option in groups.items()]
+    extra = [f"{group}={option}" for group, option in groups.items() if option is not None]
     taken = {_key(o) for o in extra} | {"stage"}
     return [o for o in overrides if _key(o) not in taken] + [f"stage={name}", *extra]
 
