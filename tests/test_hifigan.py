@@ -104,8 +104,9 @@ def _expected_generator_params(n_mels: int, initial: int, rates: list[int], kern
 
 
 def _vocoder_config(name: str) -> dict:
-    representation = OmegaConf.load(CONF / "representation" / "mel.yaml")
-    config = OmegaConf.create({"representation": representation, "vocoder": OmegaConf.load(CONF / "vocoder" / name)})
+    config = OmegaConf.create({"mel": OmegaConf.load(CONF / "mel" / "default.yaml"),
+                               "representation": OmegaConf.load(CONF / "representation" / "mel.yaml"),
+                               "vocoder": OmegaConf.load(CONF / "vocoder" / name)})
     return config.vocoder
 
 

@@ -203,3 +203,20 @@ def test_cuda_matches_cpu() -> None:
     on_gpu = module.cuda()(wav.cuda())
     assert on_gpu.device.type == "cuda"
     assert _relative_error(on_gpu.cpu().double().numpy(), module.cpu()(wav).double().numpy()) < 1e-5
+
+
+def test_the_one_mel_of_the_configuration_is_the_code_default():
+    """conf/mel/default.yaml (what configurations read) and DEFAULT_MEL (what code defaults read) agree, and every
+    mel-reading configuration follows a change of the `mel` group."""
+    from pathlib import Path
+
+    import yaml
+
+    from audiodiff.audio.mel import DEFAULT_MEL
+    from audiodiff.config import compose_config
+
+    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "mel" / "default.yaml").read_text())
+    assert conf == {k: getattr(DEFAULT_MEL, k) for k in conf} and set(conf) == set(DEFAULT_MEL.__dataclass_fields__)
+    cfg = compose_config("train", ["mel.n_mels=80", "autoencoder=mel_vae"])
+    assert cfg.representation.n_mels == cfg.autoencoder.n_mels == 80
+    assert compose_config("embedder", ["mel.n_mels=80"]).model.n_mels == 80

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -25,6 +26,24 @@ _SLANEY_HZ_PER_MEL = 200.0 / 3.0
 _SLANEY_LOG_START_HZ = 1000.0
 _SLANEY_LOG_START_MEL = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
 _SLANEY_LOG_STEP = math.log(6.4) / 27.0
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """The toolkit's default log-mel: 64 Slaney bands of a 1024-point STFT with hop 256 at 16 kHz, 0–8 kHz, natural
+    log floored at 1e-5. Configurations take the same values from conf/mel/default.yaml (a test keeps the two equal);
+    code defaults and the waveform metrics take them from :data:`DEFAULT_MEL`."""
+
+    sample_rate: int = 16000  # Hz
+    n_fft: int = 1024
+    hop_length: int = 256  # samples: 62.5 frames per second at 16 kHz
+    n_mels: int = 64
+    f_min: float = 0.0  # Hz
+    f_max: float | None = 8000.0  # Hz; None = sample_rate / 2
+    log_floor: float = 1e-5
+
+
+DEFAULT_MEL = MelSettings()
 
 
 def _check_scale(scale: str) -> None:
@@ -274,9 +293,10 @@ class NormalisedLogMel(torch.nn.Module):
     the mel VAE both build on it.
     """
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 64,
-                 f_min: float = 0.0, f_max: float | None = 8000.0, scale: MelScale = "slaney",
-                 log_floor: float = 1e-5) -> None:
+    def __init__(self, sample_rate: int = DEFAULT_MEL.sample_rate, n_fft: int = DEFAULT_MEL.n_fft,
+                 hop_length: int = DEFAULT_MEL.hop_length, n_mels: int = DEFAULT_MEL.n_mels,
+                 f_min: float = DEFAULT_MEL.f_min, f_max: float | None = DEFAULT_MEL.f_max, scale: MelScale = "slaney",
+                 log_floor: float = DEFAULT_MEL.log_floor) -> None:
         super().__init__()
         self.sample_rate = sample_rate
         self.n_fft = n_fft

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from audiodiff.audio.mel import MelScale, NormalisedLogMel
+from audiodiff.audio.mel import DEFAULT_MEL, MelScale, NormalisedLogMel
 from audiodiff.autoencoders.base import DiagonalGaussian, VariationalAutoencoder, ceil_div, is_power_of_two
 
 MEL_VAE_TARGET = "audiodiff.autoencoders.mel_vae.MelVAE"
@@ -71,9 +71,11 @@ class MelVAE(VariationalAutoencoder):
 
     kind = "mel_vae"
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 64,
-                 f_min: float = 0.0, f_max: float | None = 8000.0, scale: MelScale = "slaney", log_floor: float = 1e-5,
-                 latent_channels: int = 32, downsample: int = 4, channels: int = 128, num_res_blocks: int = 2) -> None:
+    def __init__(self, sample_rate: int = DEFAULT_MEL.sample_rate, n_fft: int = DEFAULT_MEL.n_fft,
+                 hop_length: int = DEFAULT_MEL.hop_length, n_mels: int = DEFAULT_MEL.n_mels,
+                 f_min: float = DEFAULT_MEL.f_min, f_max: float | None = DEFAULT_MEL.f_max, scale: MelScale = "slaney",
+                 log_floor: float = DEFAULT_MEL.log_floor, latent_channels: int = 32, downsample: int = 4,
+                 channels: int = 128, num_res_blocks: int = 2) -> None:
         super().__init__()
         if not is_power_of_two(downsample) or downsample < 2:
             raise ValueError(f"MelVAE: downsample must be a power of two >= 2 (4 or 8), got {downsample}")

@@ -31,6 +31,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from audiodiff.audio.io import load_audio
+from audiodiff.audio.mel import DEFAULT_MEL
 from audiodiff.benchmarks import ensure_corpus
 from audiodiff.data.manifest import read_manifest
 from audiodiff.evaluation.vocoder_quality import fit_length, reconstruction_errors, waveform_mel_loss
@@ -38,7 +39,9 @@ from audiodiff.utils.settings import text, whole
 from audiodiff.vocoders.losses import MultiResolutionSTFTLoss
 
 System = Callable[[Tensor], Tensor]  # wav [1, 1, T] -> wav_hat [1, T'] or [1, 1, T']
-SAMPLE_RATE = 16000  # the built-in corpora's rate
+SAMPLE_RATE = DEFAULT_MEL.sample_rate  # the built-in corpora's rate
+_MEL = {"sample_rate": SAMPLE_RATE, "n_fft": DEFAULT_MEL.n_fft, "hop_length": DEFAULT_MEL.hop_length,
+        "n_mels": DEFAULT_MEL.n_mels, "f_max": DEFAULT_MEL.f_max}
 
 
 def griffinlim_system() -> System:
@@ -47,7 +50,7 @@ def griffinlim_system() -> System:
     from audiodiff.vocoders.griffinlim import GriffinLimVocoder
 
     mel = MelRepresentation()
-    vocoder = GriffinLimVocoder(SAMPLE_RATE, 1024, 256, n_mels=64, f_max=8000.0, power=1.0, n_iter=32)
+    vocoder = GriffinLimVocoder(**_MEL, power=1.0, n_iter=32)
     return lambda wav: vocoder(mel.mel(wav[:, 0]))
 
 
@@ -55,11 +58,12 @@ def stft_griffinlim_system() -> System:
     """Griffin-Lim (32 iterations, the mel's STFT geometry) from the clip's true STFT magnitude."""
     from audiodiff.vocoders.griffinlim import griffin_lim
 
-    window = torch.hann_window(1024)
+    n_fft, hop = DEFAULT_MEL.n_fft, DEFAULT_MEL.hop_length
+    window = torch.hann_window(n_fft)
 
     def rebuild(wav: Tensor) -> Tensor:
-        magnitude = torch.stft(wav[:, 0], 1024, 256, window=window, center=True, return_complex=True).abs()
-        return griffin_lim(magnitude, 1024, 256, n_iter=32, length=wav.shape[-1], window=window)
+        magnitude = torch.stft(wav[:, 0], n_fft, hop, window=window, center=True, return_complex=True).abs()
+        return griffin_lim(magnitude, n_fft, hop, n_iter=32, length=wav.shape[-1], window=window)
 
     return rebuild
 
@@ -83,7 +87,7 @@ def build_system(spec: str) -> System:
         from audiodiff.vocoders.griffinlim import GriffinLimVocoder
 
         autoencoder = load_autoencoder(folder)
-        vocoder = (GriffinLimVocoder(SAMPLE_RATE, 1024, 256, n_mels=64, f_max=8000.0, power=1.0, n_iter=32)
+        vocoder = (GriffinLimVocoder(**_MEL, power=1.0, n_iter=32)
                    if autoencoder.kind == "mel_vae" else None)
         representation = AutoencoderRepresentation(autoencoder, vocoder)
         return lambda wav: representation.decode(representation.encode(wav))

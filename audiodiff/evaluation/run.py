@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from audiodiff import __version__
 from audiodiff.audio.io import load_audio, save_audio
-from audiodiff.audio.mel import MelSpectrogram, log_compress
+from audiodiff.audio.mel import DEFAULT_MEL, MelSpectrogram, log_compress
 from audiodiff.benchmarks import ensure_corpus
 from audiodiff.benchmarks.attributes import asked_attributes, corpus_metrics
 from audiodiff.data.manifest import ManifestRow, read_manifest
@@ -122,7 +122,8 @@ def evaluate_model(pipe: AudioDiffusionPipeline, settings: EvalSettings, out_dir
             wavs.append(clip)
             files.append(path)
     rate = pipe.sample_rate
-    mel = MelSpectrogram(sample_rate=rate, n_fft=1024, hop_length=256, n_mels=64, power=1.0)
+    mel = MelSpectrogram(sample_rate=rate, n_fft=DEFAULT_MEL.n_fft, hop_length=DEFAULT_MEL.hop_length,
+                         n_mels=DEFAULT_MEL.n_mels, power=1.0)
     spectrogram_grid([log_compress(mel(w.mean(0))) for w in wavs[:GRID_CLIPS]], out_dir / "spectrograms.png")
 
     per_prompt: list[dict[str, Any]] = [{"prompt": p, "file": str(f.relative_to(out_dir)), "seed": settings.seed + i}

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from audiodiff.audio.mel import MelSpectrogram
+from audiodiff.audio.mel import DEFAULT_MEL, MelSpectrogram
 from audiodiff.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss
 
 Vocoder = Callable[[Tensor], Tensor]
@@ -43,7 +43,8 @@ def waveform_mel_loss(sample_rate: int) -> MelL1Loss:
     """The waveform mel L1 every autoencoder is measured with: natural-log magnitude mel of 64 Slaney bands over the
     full band, 1024-point FFT, hop 256 (at 16 kHz, HiFi-GAN's metric for the default mel representation), so mel VAE,
     waveform VAE and a vocoder alone compare on the same clips."""
-    return MelL1Loss(sample_rate, n_fft=1024, hop_length=256, n_mels=64, f_min=0.0, f_max=None)
+    return MelL1Loss(sample_rate, n_fft=DEFAULT_MEL.n_fft, hop_length=DEFAULT_MEL.hop_length, n_mels=DEFAULT_MEL.n_mels,
+                     f_min=0.0, f_max=None)
 
 
 def _mono(wav: Tensor, name: str) -> Tensor:

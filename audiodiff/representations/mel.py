@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from audiodiff.audio.mel import MelSpectrogram, NormalisedLogMel
+from audiodiff.audio.mel import DEFAULT_MEL, MelSpectrogram, NormalisedLogMel
 from audiodiff.representations.base import Representation
 
 
@@ -36,9 +36,11 @@ class MelRepresentation(NormalisedLogMel, Representation):
     trained HiFi-GAN), or None for an encode-only representation.
     """
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 64,
-                 f_min: float = 0.0, f_max: float | None = 8000.0, scale: Literal["slaney", "htk"] = "slaney",
-                 log_floor: float = 1e-5, vocoder: nn.Module | None = None) -> None:
+    def __init__(self, sample_rate: int = DEFAULT_MEL.sample_rate, n_fft: int = DEFAULT_MEL.n_fft,
+                 hop_length: int = DEFAULT_MEL.hop_length, n_mels: int = DEFAULT_MEL.n_mels,
+                 f_min: float = DEFAULT_MEL.f_min, f_max: float | None = DEFAULT_MEL.f_max,
+                 scale: Literal["slaney", "htk"] = "slaney", log_floor: float = DEFAULT_MEL.log_floor,
+                 vocoder: nn.Module | None = None) -> None:
         super().__init__(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, f_min=f_min,
                          f_max=f_max, scale=scale, log_floor=log_floor)
         self.channels = 1
