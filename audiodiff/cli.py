@@ -54,21 +54,6 @@ def recipe_run_dir(name: str, overrides: Sequence[str] = ()) -> Path:
     return Path(compose_config("train", [f"recipe={name}", *overrides]).run_dir)
 
 
-def numbers(cfg: Any, fields: dict[str, type]) -> None:
-    """Check that each of `fields` ({key: int or float}) set in `cfg` is such a number; UsageError naming the key
-    and the value otherwise (`steps=abc`). Unset (None) values are left alone."""
-    for key, kind in fields.items():
-        value = cfg.get(key)
-        if value is None:
-            continue
-        try:
-            ok = not isinstance(value, bool) and kind(value) == float(value)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise UsageError(f"{key}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}")
-
-
 def _help(tool: str, config_name: str, doc: str, overrides: list[str]) -> str:
     cfg = compose_config(config_name, overrides)
     settings = OmegaConf.to_yaml(cfg, resolve=False).rstrip()

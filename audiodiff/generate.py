@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff import cli
+from audiodiff.utils import settings as checked
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,10 @@ def run(cfg: DictConfig) -> list[Path]:
 
     from audiodiff.pipeline import AudioDiffusionPipeline
 
-    cli.numbers(cfg, {"steps": int, "guidance": float, "duration": float, "seed": int, "n": int, "batch_size": int,
-                      "loudness": float, "strength": float, "extend": float, "context": float})
+    for key in ("steps", "seed", "n", "batch_size"):
+        checked.whole(cfg, key)
+    for key in ("guidance", "duration", "loudness", "strength", "extend", "context"):
+        checked.number(cfg, key)
     model = model_path(cfg)
     if cfg.format not in ("wav", "flac"):
         raise ValueError(f"format: expected wav or flac, got {cfg.format!r}")
