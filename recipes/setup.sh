@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: Debian packages for the built-in music corpus, then a virtual environment in .venv
-# with audiodiff and its test tools. Safe to rerun.
+# Set up a fresh machine: Debian packages for the built-in music corpus (fluidsynth, a General MIDI soundfont) and
+# for the web page's browser tests (chromium), then a virtual environment in .venv with audiodiff and its test tools.
+# Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(fluidsynth timgm6mb-soundfont)
+debs=(fluidsynth timgm6mb-soundfont chromium)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "note: ${missing[*]} not installed (needs root: sudo apt-get install ${missing[*]}); the music corpus needs them" >&2
+    echo "note: ${missing[*]} not installed (needs root: sudo apt-get install ${missing[*]}); the music corpus needs" \
+      "fluidsynth and the soundfont, the browser tests chromium" >&2
   fi
 fi
 

@@ -15,6 +15,7 @@ of being skipped.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -63,10 +64,26 @@ def stage_dir(cfg: DictConfig) -> Path:
 
 def is_finished(cfg: DictConfig, name: str | None = None) -> bool:
     """Whether the stage `cfg` was composed for has exported (its export folder is written last and atomically)
-    and, for a stage `name` listed in STAGE_CURRENT, whether what it exported still matches `cfg`."""
-    if not (stage_dir(cfg) / "export" / "export.json").is_file():
+    after reaching its `max_steps` (a stage `trainer.max_time` stopped earlier is unfinished: the same command
+    continues it) and, for a stage `name` listed in STAGE_CURRENT, whether what it exported still matches `cfg`."""
+    record = stage_dir(cfg) / "export" / "export.json"
+    if not record.is_file():
+        return False
+    step, max_steps = json.loads(record.read_text()).get("global_step"), stage_max_steps(cfg)
+    if step is not None and max_steps is not None and 0 <= step < max_steps:
+        log.info("stage %s stopped at step %d of %d (trainer.max_time): unfinished", name or "", step, max_steps)
         return False
     return name not in STAGE_CURRENT or bool(_function(STAGE_CURRENT[name])(cfg))
+
+
+def stage_max_steps(cfg: DictConfig) -> int | None:
+    """The optimizer steps the stage trains for: `stage.trainer.max_steps` where the stage sets it, else
+    `trainer.max_steps`; None for a stage without a step count (encode) or without a limit (-1)."""
+    stage = cfg.get("stage")
+    steps = (stage.get("trainer") or {}).get("max_steps") if stage is not None else None
+    if steps is None and (stage is None or "trainer" in stage or not stage):
+        steps = (cfg.get("trainer") or {}).get("max_steps")
+    return int(steps) if steps is not None and int(steps) >= 0 else None
 
 
 def _key(override: str) -> str:

@@ -22,6 +22,7 @@ from audiodiff.training.callbacks import AttributeAccuracy, AudioPreview
 from audiodiff.training.checkpoints import export_run
 from audiodiff.training.data import build_datamodule
 from audiodiff.training.diffusion.task import DiffusionTask
+from audiodiff.training.forecast import run_forecast
 from audiodiff.training.resume import AtomicCheckpointIO, RandomState, start_run
 from audiodiff.training.signals import GracefulStop
 
@@ -110,6 +111,7 @@ def train(cfg: DictConfig) -> Path:
     callbacks = [
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),  # first: they see every step, even a last one
         GracefulStop(last),  # before the previews: a stopping step writes its checkpoint and nothing else
+        run_forecast(cfg, f"{cfg.name}: diffusion stage"),
         RandomState(cfg.seed),
         ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.checkpoint_every),

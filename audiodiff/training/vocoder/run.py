@@ -32,6 +32,7 @@ from audiodiff.models.export_format import write_weights_folder
 from audiodiff.training.checkpoints import load_checkpoint
 from audiodiff.training.data import build_datamodule
 from audiodiff.training.diffusion.run import ResumeMismatchError, trainer_plugins
+from audiodiff.training.forecast import run_forecast
 from audiodiff.training.resume import RandomState, start_run
 from audiodiff.training.signals import GracefulStop
 from audiodiff.training.vocoder.task import VocoderTask, generator_config
@@ -154,6 +155,7 @@ def fit_stage(cfg: DictConfig, resolved: dict[str, Any], task: L.LightningModule
     callbacks = [
         *(instantiate(c) for c in (stage.get("callbacks") or {}).values()),  # first: they see every step
         GracefulStop(last),
+        run_forecast(cfg, f"{cfg.name}: {Path(stage.run_dir).name} stage"),
         RandomState(cfg.seed),
         ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                         every_n_train_steps=stage.checkpoint_every),
