@@ -31,9 +31,10 @@ def load_embedders(spec: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> Path:
     """Evaluate as `cfg` says; returns the report folder."""
-    from audiodiff.evaluation.report import markdown_report, write_atomically
+    from audiodiff.evaluation.report import markdown_report
     from audiodiff.evaluation.run import EvalSettings, evaluate_model
     from audiodiff.pipeline import AudioDiffusionPipeline
+    from audiodiff.utils.files import write_text
 
     if cfg.model is None:
         raise ValueError("model: expected an export folder or run directory (model=...), got nothing")
@@ -56,8 +57,8 @@ def run(cfg: DictConfig) -> Path:
     report["card"]["recipe"] = cfg.recipe
 
     columns = sorted({k for row in report["per_prompt"] for k in row} - {"prompt", "file", "seed", "near_copy"})
-    write_atomically(out / "report.json", json.dumps(report, indent=2) + "\n")
-    write_atomically(out / "report.md", markdown_report(report, "spectrograms.png", columns))
+    write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text(out / "report.md", markdown_report(report, "spectrograms.png", columns))
     return out
 
 

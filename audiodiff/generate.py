@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,12 +255,10 @@ def guard_peak(wav: Any, peak: float = 0.99) -> tuple[Any, float]:
 def _write(path: Path, wav: Any, sample_rate: int, sidecar: dict[str, Any]) -> Path:
     """Audio, then its sidecar, each written to a temporary name and renamed (never half-written)."""
     from audiodiff.audio.io import save_audio
+    from audiodiff.utils.files import write_json
 
     save_audio(path, wav, sample_rate)
-    meta = path.with_suffix(".json")
-    temp = meta.with_name(f".{meta.name}.tmp")
-    temp.write_text(json.dumps(sidecar, indent=2) + "\n")
-    os.replace(temp, meta)
+    write_json(path.with_suffix(".json"), sidecar, indent=2, ensure_ascii=True)
     return path
 
 

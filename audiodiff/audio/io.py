@@ -32,9 +32,7 @@ so when at least :data:`MIN_DECODED_FRACTION` of the declared frames decode the 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from torch import Tensor
 
 from audiodiff.audio.errors import AudioContentError, AudioDecodeError, AudioEncodeError, AudioFileNotFound
 from audiodiff.audio.transforms import resample, to_channels
+from audiodiff.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -445,17 +444,13 @@ def save_audio(path: str | Path, wav: Tensor, sample_rate: int, subtype: str | N
         raise AudioContentError(path, "refusing to write non-finite (NaN/Inf) samples")
     data = np.ascontiguousarray(np.clip(data, -1.0, 1.0))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never clobber another writer's temp file; mode 0o666 lets the umask decide, as for any new file.
-    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    # atomic_path creates its temporary with O_EXCL under a random name (mkstemp), so concurrent writers never
+    # share or clobber one; the finished file gets mode 0o644 like every file the package writes.
     try:
-        sf.write(temp, data, sample_rate, subtype=subtype, format=fmt)
-        os.replace(temp, path)
+        with atomic_path(path) as temp:
+            sf.write(temp, data, sample_rate, subtype=subtype, format=fmt)
     except sf.LibsndfileError as error:
         raise AudioEncodeError(
             path, f"libsndfile could not encode {fmt}/{subtype}: {_libsndfile_message(error)}"
         ) from error
-    finally:
-        temp.unlink(missing_ok=True)
     return path

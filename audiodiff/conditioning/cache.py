@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from audiodiff.conditioning.text import TextEncoder, TokenStates
+from audiodiff.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,9 @@ def save_text_cache(path: str | Path, states: dict[str, TokenStates], signature:
     width = states[captions[0]][1].shape[-1]
     tokens = torch.cat([states[c][0].to(torch.float16).reshape(-1, width) for c in captions])
     pooled = torch.stack([states[c][1].to(torch.float32) for c in captions])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"tokens": tokens.contiguous(), "offsets": offsets, "pooled": pooled.contiguous()}, str(tmp),
-              metadata={"captions": json.dumps(captions), "signature": json.dumps(signature, sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"tokens": tokens.contiguous(), "offsets": offsets, "pooled": pooled.contiguous()}, str(tmp),
+                  metadata={"captions": json.dumps(captions), "signature": json.dumps(signature, sort_keys=True)})
     return path
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from torch import Tensor
 from audiodiff import __version__
 from audiodiff.data.datamodule import AudioDataModule
 from audiodiff.representations.base import Representation
+from audiodiff.utils.files import atomic_path
 
 CACHE_FORMAT = 1  # bump when the layout or the meaning of the stored latents changes
 INDEX_NAME = "cache.json"
@@ -135,29 +134,9 @@ def check_signature(folder: str | Path, found: Mapping[str, Any], expected: Mapp
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
-def write_json_atomically(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as JSON to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, ensure_ascii=False, indent=1, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def _save_atomically(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def save_representation_state(folder: str | Path, state: Mapping[str, Tensor], silence: Tensor) -> Path:

@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from audiodiff.utils.files import write_text
 
 KNOWN_KEYS = ("audio", "caption", "duration", "sample_rate", "split", "license", "source", "attributes")
 _OPTIONAL_STR_KEYS = ("split", "license", "source")
@@ -335,16 +336,5 @@ def write_manifest(path: str | Path, rows: Iterable[Mapping[str, Any] | Manifest
         obj["audio"] = _relative_audio(obj["audio"], base)
         ordered = dict(sorted(obj.items(), key=lambda item: _KEY_ORDER.get(item[0], len(_KEY_ORDER))))
         lines.append(json.dumps(ordered, ensure_ascii=False))
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=base, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
+    write_text(path, "".join(line + "\n" for line in lines))
     return path

@@ -30,11 +30,11 @@ import itertools
 import json
 import logging
 import math
-import os
 import re
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +56,7 @@ from audiodiff.data.dataset import (
     make_item,
 )
 from audiodiff.data.manifest import ManifestRow, _make_row, _row_problems, read_manifest
+from audiodiff.utils.files import atomic_open, write_json
 from audiodiff.utils.settings import number, text, whole
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,10 @@ def _archive_bytes(content: int) -> int:
     return tarfile.RECORDSIZE * math.ceil((content + 2 * tarfile.BLOCKSIZE) / tarfile.RECORDSIZE)
 
 
+class _ShardAborted(Exception):
+    """Thrown into an unfinished shard's atomic_open block, so that it is dropped rather than renamed."""
+
+
 class ShardWriter:
     """Writes samples into ``<split>-NNNNNN.tar`` shards, each to a temporary file renamed into place when full.
 
@@ -287,7 +292,7 @@ class ShardWriter:
         self.shard_size = shard_size
         self.max_shard_bytes = max_shard_bytes
         self.shards: list[ShardInfo] = []
-        self._temp: Path | None = None
+        self._file: AbstractContextManager[IO[Any]] | None = None  # atomic_open of the shard being written
         self._handle: IO[bytes] | None = None
         self._tar: tarfile.TarFile | None = None
         self._count = 0
@@ -333,51 +338,31 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the unfinished shard (its temporary file is removed)."""
-        for closable in (self._tar, self._handle):
-            if closable is not None:
-                try:
-                    closable.close()
-                except OSError:
-                    pass
-        if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
-        self._tar = self._handle = self._temp = None
+        if self._tar is not None:
+            try:
+                self._tar.close()
+            except OSError:
+                pass
+        if self._file is not None:  # left with an error, atomic_open closes and removes its temporary
+            self._file.__exit__(_ShardAborted, _ShardAborted(), None)
+        self._tar = self._handle = self._file = None
 
     def _start(self) -> tarfile.TarFile:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"{self.split}-{len(self.shards):06d}.tar"
-        handle = tempfile.NamedTemporaryFile(dir=self.folder, prefix=f".{name}.", suffix=".tmp", delete=False)
-        self._temp, self._handle = Path(handle.name), handle
-        self._tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT)
+        self._file = atomic_open(self.folder / name, "wb")  # streamed into; renamed onto `name` by _finish
+        self._handle = self._file.__enter__()
+        self._tar = tarfile.open(fileobj=self._handle, mode="w", format=tarfile.USTAR_FORMAT)
         self._count = self._content = 0
         return self._tar
 
     def _finish(self) -> None:
-        assert self._tar is not None and self._handle is not None and self._temp is not None
+        assert self._tar is not None and self._file is not None
         self._tar.close()  # writes the end-of-archive blocks; the file itself stays open
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.chmod(self._temp, 0o644)
+        self._file.__exit__(None, None, None)  # flush, fsync, mode 0o644, rename onto the shard's name
         final = self.folder / f"{self.split}-{len(self.shards):06d}.tar"
-        os.replace(self._temp, final)
         self.shards.append(ShardInfo(final.name, self._count, final.stat().st_size))
-        self._tar = self._handle = self._temp = None
-
-
-def _write_json_atomically(path: Path, obj: Any) -> None:
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(obj, handle, ensure_ascii=False, indent=1)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
+        self._tar = self._handle = self._file = None
 
 
 def _encoded_audio(row: ManifestRow, audio_format: AudioFormat) -> tuple[str, bytes]:
@@ -448,8 +433,8 @@ def convert_split(rows: Sequence[ManifestRow], out: str | Path, split: str, *, s
             f"{source or out}: none of the {len(rows)} clips of split {split!r} could be read; for example {examples}"
         )
     index = ShardIndex(out, split, tuple(writer.shards), audio_format, source, skipped)
-    _write_json_atomically(captions_path(out, split), list(captions))
-    _write_json_atomically(index_path(out, split), index.to_json())
+    write_json(captions_path(out, split), list(captions), indent=1)
+    write_json(index_path(out, split), index.to_json(), indent=1)
     listed = {shard.name for shard in index.shards}
     for stale in out.glob(f"{split}-*.tar"):
         if re.fullmatch(rf"{re.escape(split)}-\d{{6}}\.tar", stale.name) and stale.name not in listed:

@@ -5,21 +5,21 @@ holding the identity string in clear. The key is the audio's content, not its pa
 rewritten with other audio misses the cache, and the same audio under two names is embedded once. The embedder
 identity must name everything that changes the output (model and checkpoint, sample rate, pooling, …); another
 identity never sees these entries. Writes go to a temporary file in the same folder and are moved into place
-with `os.replace`, so a crash or a failing embedder never leaves a partial entry behind.
+(`audiodiff.utils.files.atomic_path`), so a crash or a failing embedder never leaves a partial entry behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from audiodiff.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,6 @@ def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def _write_atomically(target: Path, write: Callable[[Any], None]) -> None:
-    """Call `write(binary_file)` on a temporary file beside `target`, then move it onto `target`."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EmbeddingCache:
@@ -73,7 +61,8 @@ class EmbeddingCache:
         label = folder / "embedder_id.txt"
         if not label.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomically(label, lambda f: f.write(embedder_id.encode("utf-8")))
+            with atomic_path(label) as tmp:
+                tmp.write_bytes(embedder_id.encode("utf-8"))
         return folder
 
     @staticmethod
@@ -92,7 +81,8 @@ class EmbeddingCache:
         array = np.ascontiguousarray(_to_numpy(embedding))
         if array.dtype == object:
             raise ValueError(f"EmbeddingCache: embeddings must be numeric arrays, got dtype object for {digest}")
-        _write_atomically(folder / f"{digest}.npy", lambda f: np.save(f, array, allow_pickle=False))
+        with atomic_path(folder / f"{digest}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
         return array
 
     def get(self, path: str | Path, embedder_id: str) -> np.ndarray | None:

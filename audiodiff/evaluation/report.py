@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,13 +105,6 @@ def spectrogram_grid(log_mels: Sequence[Tensor | np.ndarray], path: str | Path, 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas).save(path)
     return path
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write text to a temporary sibling, then rename it over `path`."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
 
 
 def markdown_report(report: dict[str, Any], grid: str | None, per_prompt_columns: Sequence[str]) -> str:

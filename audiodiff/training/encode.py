@@ -42,13 +42,13 @@ from audiodiff.data.latent_cache import (
     read_index,
     save_representation_state,
     signature_differences,
-    write_json_atomically,
 )
 from audiodiff.data.latent_datamodule import LatentDataModule
 from audiodiff.data.manifest import ManifestRow, read_manifest
 from audiodiff.representations.base import Representation
 from audiodiff.training.data import build_datamodule
 from audiodiff.training.diffusion.task import fit_representation
+from audiodiff.utils.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,10 @@ def encode_latents(cfg: DictConfig) -> Path:
                             shard_items=stage.shard_items, stats_batches=cfg.task.stats_batches,
                             device=_device(stage.device))
     splits = index["splits"]
-    write_json_atomically(run_dir / "export" / "export.json", {
+    write_json(run_dir / "export" / "export.json", {
         "audiodiff_version": __version__, "cache": str(folder), "signature": signature,
         "clips": {split: info["clips"] for split, info in splits.items()},
-        "skipped": sum(len(info["skipped"]) for info in splits.values())})
+        "skipped": sum(len(info["skipped"]) for info in splits.values())}, indent=1, sort_keys=True)
     return run_dir
 
 
@@ -171,7 +171,7 @@ def build_cache(folder: Path, signature: dict[str, Any], representation: Represe
     if text_encoder is not None:
         cached_states(folder / TEXT_STATES_NAME, text_encoder, captions)
     index = new_index(signature, representation, splits)
-    write_json_atomically(folder / INDEX_NAME, index)
+    write_json(folder / INDEX_NAME, index, indent=1, sort_keys=True)
     return index
 
 

@@ -11,7 +11,6 @@ writes next to the target, fsyncs, and renames.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from audiodiff.training.checkpoints import load_checkpoint
+from audiodiff.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,15 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`torch.save` into `.<name>.partial` beside the target, flush + fsync, `os.replace` onto the target, fsync the
     folder. A process killed at any moment leaves either the previous file or the new one under the target name,
     never a truncated one (POSIX rename is atomic within a file system); a stale `.partial` is overwritten by the next
     save. Remote (fsspec) paths fall back to Lightning's writer.
+
+    The writer is :func:`audiodiff.utils.files.atomic_open` with its two checkpoint options: the fixed temporary
+    name `.partial` (one process writes each checkpoint, and a crash must not leave a new full-size orphan each
+    time) and the folder fsync after the rename.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
@@ -62,18 +58,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path)
             return
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(target)
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        with atomic_open(target, "wb", temp=partial_path(target), fsync_dir=True) as f:
+            torch.save(checkpoint, f)
 
 
 # ---- random state -------------------------------------------------------------------------------------------------

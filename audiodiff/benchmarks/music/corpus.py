@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from audiodiff.benchmarks.music.soundfont import (
     render_midi,
     soundfont_license,
 )
+from audiodiff.utils.files import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +332,8 @@ def _render(job: _RenderJob) -> dict[str, Any]:
                       fluidsynth=Path(job.fluidsynth))
     wav = finish_audio(wav, plan.duration, job.sample_rate)
     audio_path = out_dir / "audio" / f"{name}.wav"
-    partial = audio_path.with_suffix(".tmp.wav")
-    sf.write(partial, wav, job.sample_rate, subtype="PCM_16")
-    os.replace(partial, audio_path)
+    with atomic_path(audio_path) as partial:
+        sf.write(partial, wav, job.sample_rate, subtype="PCM_16", format="WAV")
     return {
         "audio": f"audio/{name}.wav",
         "caption": plan.captions,
@@ -423,11 +422,7 @@ def build(
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = [row for done in pool.map(_render_chunk, chunks) for row in done]
     summary = corpus_summary(plans, seed=seed, sample_rate=sample_rate, soundfont=font, license=license)
-    (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "corpus.json", summary, indent=2, ensure_ascii=True)
     manifest = out_dir / "manifest.jsonl"
-    partial = manifest.with_suffix(".jsonl.tmp")
-    with partial.open("w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-    os.replace(partial, manifest)
+    write_text(manifest, "".join(json.dumps(row) + "\n" for row in rows))
     return manifest

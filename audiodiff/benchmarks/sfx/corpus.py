@@ -34,7 +34,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ import soundfile as sf
 from audiodiff.benchmarks.features import loudness_lufs
 from audiodiff.benchmarks.sfx.captions import CAPTION_TEMPLATES_EVAL, CAPTION_TEMPLATES_TRAIN, caption_for
 from audiodiff.data.manifest import write_manifest
+from audiodiff.utils.files import atomic_folder
 
 VERSION = 1
 SAMPLE_RATE = 16000
@@ -620,21 +620,16 @@ def build(out_dir: Path, *, seed: int = 0, num_clips: int | None = None, workers
             f"{out_dir}: exists and is not an sfx corpus (no corpus.json); refusing to replace it"
         )
     jobs = [(seed, i, kind, split) for i, (kind, split) in enumerate(plan(seed, num_clips))]
-    work = out_dir.parent / f".{out_dir.name}.building"
-    if work.exists():
-        shutil.rmtree(work)
-    (work / "audio").mkdir(parents=True)
-    write = functools.partial(_write_clip, audio_dir=str(work / "audio"))
-    if workers == 1:
-        rows = [write(job) for job in jobs]
-    else:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(write, jobs, chunksize=max(1, min(64, num_clips // (4 * workers)))))
-    summary = corpus_summary(rows, seed)
-    (work / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (work / "README.md").write_text(_readme(summary))
-    write_manifest(work / "manifest.jsonl", rows)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    work.rename(out_dir)
+    with atomic_folder(out_dir) as work:
+        (work / "audio").mkdir()
+        write = functools.partial(_write_clip, audio_dir=str(work / "audio"))
+        if workers == 1:
+            rows = [write(job) for job in jobs]
+        else:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+                rows = list(pool.map(write, jobs, chunksize=max(1, min(64, num_clips // (4 * workers)))))
+        summary = corpus_summary(rows, seed)
+        (work / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (work / "README.md").write_text(_readme(summary))
+        write_manifest(work / "manifest.jsonl", rows)
     return out_dir / "manifest.jsonl"

@@ -4,15 +4,13 @@ The contrastive model only reads the encoder's mean-pooled state [D] of each cap
 (float32, one row per caption; 1.5 kB per caption for MiniLM), with the captions and the encoder's signature in
 its metadata. A file made by another encoder (other source, truncation or pooling) is rebuilt, never reused;
 captions it lacks are encoded and added. Each writer fills a temporary file of its own beside the target and moves
-it into place with `os.replace`, so concurrent writers (one per rank) leave one complete file.
+it into place (`audiodiff.utils.files.atomic_path`), so concurrent writers (one per rank) leave one complete file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from torch import Tensor
 
 from audiodiff.conditioning.cache import encoder_signature
 from audiodiff.conditioning.text import TextEncoder
+from audiodiff.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +48,9 @@ def _read(path: Path, signature: str) -> dict[str, Tensor]:
 
 
 def _write(path: Path, states: dict[str, Tensor], signature: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # one per writer
-    os.close(fd)
-    try:
-        save_file({"pooled": torch.stack(list(states.values())).contiguous()}, tmp,
+    with atomic_path(path) as tmp:  # a temporary of its own per writer
+        save_file({"pooled": torch.stack(list(states.values())).contiguous()}, str(tmp),
                   metadata={"captions": json.dumps(list(states)), "signature": signature})
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PooledCaptions:
