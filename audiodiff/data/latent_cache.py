@@ -25,7 +25,6 @@ source (the manifest's path and content hash, the corpus name, the split names, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from audiodiff import __version__
 from audiodiff.data.datamodule import AudioDataModule
 from audiodiff.representations.base import Representation
 from audiodiff.utils.files import atomic_path
+from audiodiff.utils.hashing import STATE_HEADER, file_sha256, json_sha256, tensors_sha256
 
 CACHE_FORMAT = 1  # bump when the layout or the meaning of the stored latents changes
 INDEX_NAME = "cache.json"
@@ -59,13 +59,9 @@ class LatentCacheMismatchError(LatentCacheError):
 
 # ---- signature ----------------------------------------------------------------------------------------------------
 def state_digest(state: Mapping[str, Tensor]) -> str:
-    """sha256 over the names, dtypes, shapes and bytes of `state`'s tensors, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    """sha256 over the names, dtypes, shapes and bytes of `state`'s tensors, in name order
+    (:func:`audiodiff.utils.hashing.tensors_sha256` with its STATE_HEADER)."""
+    return tensors_sha256(state, STATE_HEADER)
 
 
 def representation_signature(representation: Representation, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,21 +70,12 @@ def representation_signature(representation: Representation, config: Mapping[str
     return {"config": dict(config), "state": state_digest(representation.encoder_state())}
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_signature(manifest: str | Path, *, splits: Mapping[str, str], sample_rate: int, channels: int,
                    corpus: str | None) -> dict[str, Any]:
     """The data part of a signature: the manifest (absolute path and content hash: rows, captions, audio paths),
     the corpus it was built as, the manifest split of each stage and the audio format clips are decoded to."""
     manifest = Path(manifest).resolve()
-    return {"manifest": str(manifest), "sha256": file_digest(manifest), "corpus": corpus,
+    return {"manifest": str(manifest), "sha256": file_sha256(manifest), "corpus": corpus,
             "splits": {"train": splits["train"], "val": splits["val"]}, "sample_rate": int(sample_rate),
             "channels": int(channels)}
 
@@ -194,7 +181,7 @@ def cache_digest(folder: str | Path) -> str | None:
     index = read_index(folder)
     if index is None:
         return None
-    return hashlib.sha256(json.dumps(index["signature"], sort_keys=True).encode()).hexdigest()[:16]
+    return json_sha256(index["signature"])[:16]
 
 
 def new_index(signature: dict[str, Any], representation: Representation, splits: dict[str, dict[str, Any]],

@@ -10,7 +10,6 @@ identity never sees these entries. Writes go to a temporary file in the same fol
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -20,16 +19,13 @@ import numpy as np
 import torch
 
 from audiodiff.utils.files import atomic_path
+from audiodiff.utils.hashing import file_sha256, text_sha256
+
+content_hash = file_sha256  # the name entries are keyed by; kept for code that imports it from here
 
 log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[list[Path]], Any]  # paths of a batch → one embedding per path ([B, ...] array or a sequence)
-
-
-def content_hash(path: str | Path) -> str:
-    """SHA-256 hex digest of the bytes of the file at `path`."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -48,7 +44,7 @@ class EmbeddingCache:
         """The folder holding `embedder_id`'s entries (it may not exist yet)."""
         if not embedder_id:
             raise ValueError("EmbeddingCache: embedder_id must be a non-empty string naming the embedder")
-        folder = self.root / hashlib.sha256(embedder_id.encode()).hexdigest()[:16]
+        folder = self.root / text_sha256(embedder_id)[:16]
         label = folder / "embedder_id.txt"
         if label.is_file() and (stored := label.read_text(encoding="utf-8")) != embedder_id:
             raise ValueError(f"EmbeddingCache: {folder} belongs to embedder {stored!r}, not {embedder_id!r} "
@@ -87,12 +83,12 @@ class EmbeddingCache:
 
     def get(self, path: str | Path, embedder_id: str) -> np.ndarray | None:
         """The cached embedding of the audio file at `path` by `embedder_id`, or None on a miss."""
-        return self._load(self.folder(embedder_id), content_hash(path))
+        return self._load(self.folder(embedder_id), file_sha256(path))
 
     def put(self, path: str | Path, embedder_id: str, embedding: Any) -> Path:
         """Store `embedding` (numpy array or tensor, any shape) for the file at `path`; returns the entry path."""
         folder = self._writable_folder(embedder_id)
-        digest = content_hash(path)
+        digest = file_sha256(path)
         self._save(folder, digest, embedding)
         return folder / f"{digest}.npy"
 
@@ -108,7 +104,7 @@ class EmbeddingCache:
             raise ValueError(f"EmbeddingCache.embed_files: batch_size must be >= 1, got {batch_size}")
         paths = [Path(p) for p in paths]
         folder = self.folder(embedder_id)
-        digests = [content_hash(p) for p in paths]
+        digests = [file_sha256(p) for p in paths]
         found: dict[str, np.ndarray] = {}
         missing: dict[str, Path] = {}
         for path, digest in zip(paths, digests, strict=True):

@@ -7,9 +7,8 @@ each of these; `compare_reports` refuses two reports whose cards differ (naming 
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,6 @@ MODEL_FIELDS = ("model", "model_sha256", "audiodiff_version", "created")
 
 class ReportMismatchError(ValueError):
     """Two reports measured under different conditions."""
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def set_sha256(hashes: Iterable[str]) -> str:
-    """One hash for a set of files, independent of their order."""
-    return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
 
 
 def card_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -34,8 +34,9 @@ from audiodiff.evaluation.classifier_scores import inception_score, paired_kl
 from audiodiff.evaluation.embedding_cache import EmbeddingCache
 from audiodiff.evaluation.fad import fad_bootstrap, fad_infinity
 from audiodiff.evaluation.memorization import calibrate_threshold, find_near_copies
-from audiodiff.evaluation.report import file_sha256, set_sha256, spectrogram_grid
+from audiodiff.evaluation.report import spectrogram_grid
 from audiodiff.pipeline import AudioDiffusionPipeline
+from audiodiff.utils.hashing import file_sha256, set_sha256
 
 GRID_CLIPS = 12  # spectrograms in the report's picture
 

@@ -13,9 +13,7 @@ outputs of an embedder (per-frame embeddings, class probabilities) have ids of t
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +22,7 @@ from torch import Tensor
 
 from audiodiff.audio.transforms import resample, to_channels
 from audiodiff.evaluation.classifier_scores import ProbabilityMode
+from audiodiff.utils.hashing import WEIGHTS_HEADER, json_sha256, tensors_sha256
 
 WavBatch = Tensor | Sequence[Tensor]  # [B, C, T], or B tensors [C, T_i] of any lengths
 
@@ -91,17 +90,12 @@ def weights_digest(module: torch.nn.Module) -> str:
     Persistent buffers (batch-norm statistics, codebooks) count; non-persistent ones derive from the constructor
     arguments and belong in the settings part of an id instead.
     """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        data = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(data.view(torch.uint8).numpy())
-    return digest.hexdigest()
+    return tensors_sha256(module.state_dict(), WEIGHTS_HEADER)
 
 
 def settings_digest(settings: Mapping[str, object]) -> str:
     """Short SHA-256 (16 hex digits) of a JSON-serialisable settings mapping, keys sorted."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_sha256(settings)[:16]
 
 
 def make_id(name: str, settings: Mapping[str, object], digest: str) -> str:

@@ -28,9 +28,9 @@ from torch import Tensor
 from audiodiff.conditioning.text import TextEncoder
 from audiodiff.evaluation.embedders.base import WavBatch, freeze, make_id, prepare_clips, settings_digest
 from audiodiff.evaluation.embedders.contrastive.model import ContrastiveConfig, ContrastiveModel
-from audiodiff.evaluation.embedding_cache import content_hash
 from audiodiff.models.export_format import CONFIG, WEIGHTS
 from audiodiff.models.registry import build_component
+from audiodiff.utils.hashing import file_sha256
 
 _VERSION = 1  # bump when windowing or pooling at inference changes, so cached embeddings are recomputed
 
@@ -143,5 +143,5 @@ def load_embedder(folder: str | Path, device: str | torch.device = "cpu", batch_
         model.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as err:
         raise ValueError(f"{weights} does not fit the model described by {config_file}: {err}") from err
-    return ContrastiveEmbedder(model.to(device), text_encoder.to(device), str(config["name"]), content_hash(weights),
+    return ContrastiveEmbedder(model.to(device), text_encoder.to(device), str(config["name"]), file_sha256(weights),
                                batch_size)
