@@ -1,10 +1,20 @@
-"""Loudness measurement and normalisation (ITU-R BS.1770-4 via pyloudnorm).
+"""Loudness measurement and normalisation (ITU-R BS.1770-4 via pyloudnorm): the package's two loudness meters.
 
-Clips of at least one 400 ms gating block get pyloudnorm's gated integrated loudness. Shorter clips cannot
-be gated; for them :func:`integrated_loudness` returns the ungated BS.1770 loudness of the whole clip: the
-same K-weighting filters and channel weights, mean square over all samples, ``-0.691 + 10 log10(sum)``.
+Both use BS.1770's K-weighting, channel weights and gates (-70 LUFS absolute, -10 LU relative); they differ in
+the gating block, and so in what a short or sparse sound measures.
+
+:func:`integrated_loudness` is the standard meter (400 ms blocks) for whole programmes: loudness normalisation of
+generated audio and of the music corpus. Clips of at least one 400 ms gating block get pyloudnorm's gated
+integrated loudness. Shorter clips cannot be gated; for them it returns the ungated BS.1770 loudness of the whole
+clip: the same K-weighting filters and channel weights, mean square over all samples, ``-0.691 + 10 log10(sum)``.
 For a steady signal both agree; for a short clip the fallback is the loudness of its one (shorter) block.
 Silence (and anything below the -70 LUFS absolute gate) measures ``-inf``.
+
+:func:`event_loudness` measures a sound's level while it sounds (50 ms blocks, mono, silence
+:data:`SILENCE_LUFS`): 400 ms blocks average a 20 ms click with 380 ms of silence, so a click would read
+far quieter than a held tone of the same level. The sfx corpus sets its "quiet"/"loud" levels with it and the sfx
+attribute extractor reads them back with it; the extractor's fitted weights and thresholds are calibrated on its
+values, so it must not be replaced by the standard meter (nor its block, padding or silence value changed).
 """
 
 from __future__ import annotations
@@ -22,6 +32,9 @@ _BLOCK_SECONDS = 0.4
 # BS.1770 channel weights in the order [L, R, C, Ls, Rs]; pyloudnorm supports at most these five.
 _CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
 _ABSOLUTE_GATE_LUFS = -70.0
+# event_loudness: 50 ms gating blocks, so that a single click is measured like a sustained tone
+EVENT_BLOCK_SECONDS = 0.05
+SILENCE_LUFS = -120.0  # what `event_loudness` reports for silence
 
 
 def _as_frames(wav: Tensor, sample_rate: int) -> np.ndarray:
@@ -80,6 +93,25 @@ def integrated_loudness(wav: Tensor, sample_rate: int) -> float:
         return _ungated_loudness(frames, sample_rate)
     loudness = float(pyloudnorm.Meter(sample_rate).integrated_loudness(frames))
     return loudness if math.isfinite(loudness) else -math.inf
+
+
+def event_loudness(wav: np.ndarray, sample_rate: int) -> float:
+    """BS.1770 gated loudness of a mono `wav: [T]` (numpy) in LUFS, with :data:`EVENT_BLOCK_SECONDS` (50 ms)
+    gating blocks, 75 % overlap: the level of a sound while it sounds (see the module docstring for why this
+    differs from :func:`integrated_loudness`, and who depends on it).
+
+    50 ms blocks measure a click like a held tone, which is also what a log-mel spectrogram shows. K-weighting and
+    both gates (-70 LUFS absolute, -10 LU relative) are pyloudnorm's. Clips shorter than one block are
+    zero-padded; silence gives :data:`SILENCE_LUFS` (a finite floor, unlike the standard meter's ``-inf``).
+    """
+    x = np.asarray(wav, dtype=np.float64).reshape(-1)
+    block = int(round(EVENT_BLOCK_SECONDS * sample_rate))
+    if x.size < block:
+        x = np.pad(x, (0, block - x.size))
+    if not np.any(x):
+        return SILENCE_LUFS
+    value = pyloudnorm.Meter(sample_rate, block_size=EVENT_BLOCK_SECONDS).integrated_loudness(x)
+    return float(value) if np.isfinite(value) else SILENCE_LUFS
 
 
 def normalize_loudness(

@@ -10,33 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyloudnorm
 import soxr
+
+from audiodiff.audio.loudness import event_loudness
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
 HOP = 256
 FRAME_RATE = SAMPLE_RATE / HOP  # 62.5 frames per second
-LOUDNESS_BLOCK_S = 0.05  # gating block: 50 ms so that a single click is measured like a sustained tone
-SILENCE_LUFS = -120.0  # what `loudness_lufs` reports for silence
-
-
-def loudness_lufs(wav: np.ndarray, sample_rate: int) -> float:
-    """ITU-R BS.1770 gated loudness of `wav: [T]` in LUFS, with 50 ms gating blocks (75 % overlap).
-
-    The standard's 400 ms blocks average a 20 ms click with 380 ms of silence, so a click would need a peak
-    far above full scale to measure like a held tone; 50 ms blocks measure a sound's level while it sounds,
-    which is also what a log-mel spectrogram shows. K-weighting and both gates (−70 LUFS absolute, −10 LU
-    relative) are pyloudnorm's. Clips shorter than one block are zero-padded; silence gives `SILENCE_LUFS`.
-    """
-    x = np.asarray(wav, dtype=np.float64).reshape(-1)
-    block = int(round(LOUDNESS_BLOCK_S * sample_rate))
-    if x.size < block:
-        x = np.pad(x, (0, block - x.size))
-    if not np.any(x):
-        return SILENCE_LUFS
-    value = pyloudnorm.Meter(sample_rate, block_size=LOUDNESS_BLOCK_S).integrated_loudness(x)
-    return float(value) if np.isfinite(value) else SILENCE_LUFS
+# The short-block meter the extractors and synthesisers share lives beside the standard one in
+# audiodiff.audio.loudness (`event_loudness`, whose docstring says why the two differ); this name is kept for code
+# that imports it from here.
+loudness_lufs = event_loudness
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pyloudnorm
 import soundfile as sf
+import torch
 
+from audiodiff.audio.loudness import integrated_loudness
 from audiodiff.benchmarks.music.midi import GM_PROGRAM_NAMES, PITCH_CLASSES, STYLES, Arrangement, arrange, to_midi
 from audiodiff.benchmarks.music.soundfont import (
     find_fluidsynth,
@@ -303,7 +304,7 @@ def finish_audio(wav: np.ndarray, duration: float, sample_rate: int) -> np.ndarr
     out[: min(length, wav.shape[0])] = wav[:length]
     fade = min(length, round(FADE_OUT * sample_rate))
     out[length - fade:] *= np.linspace(1.0, 0.0, fade)
-    loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(out)
+    loudness = integrated_loudness(torch.from_numpy(out), sample_rate)  # BS.1770 400 ms blocks (clips are 4-10 s)
     if np.isfinite(loudness):
         out *= 10.0 ** ((TARGET_LOUDNESS - loudness) / 20.0)
     peak = float(np.max(np.abs(out)))

@@ -21,13 +21,13 @@ from pathlib import Path
 import librosa
 import numpy as np
 
+from audiodiff.audio.loudness import event_loudness
 from audiodiff.benchmarks.classifier import SoftmaxClassifier
 from audiodiff.benchmarks.features import (
     FRAME_RATE,
     N_FFT,
     SAMPLE_RATE,
     Spectrogram,
-    loudness_lufs,
     mono_16k,
     power_spectrogram,
     segment_events,
@@ -119,7 +119,7 @@ def analyse(wav: np.ndarray) -> Analysis:
     total = np.maximum(power.sum(axis=0), 1e-20)
     centroid_hz = (freqs[:, None] * power).sum(axis=0) / total
     return Analysis(
-        spec, active, events, peak_hz, np.maximum(centroid_hz, 1.0), loudness_lufs(wav, SAMPLE_RATE)
+        spec, active, events, peak_hz, np.maximum(centroid_hz, 1.0), event_loudness(wav, SAMPLE_RATE)
     )
 
 

@@ -22,7 +22,7 @@ whoosh       noise band gliding over 2.5–3.3 octaves    direction
 ============ ========================================== =====================================
 
 `loudness` is "quiet" (−38 LUFS) or "loud" (−22 LUFS), ±1 dB, measured with
-`audiodiff.benchmarks.features.loudness_lufs` (BS.1770 with 50 ms blocks). Pitched kinds use
+`audiodiff.audio.loudness.event_loudness` (BS.1770 with 50 ms blocks). Pitched kinds use
 fundamentals of 160–280 / 420–750 / 1100–1900 Hz for low / mid / high (hiss: band centres 450–700 /
 1300–2000 / 3800–5500 Hz). Events are separated by at least 260 ms of near-silence (−40 dB; at least 200 ms
 once smeared by the 64 ms analysis window), so counting them on a mel spectrogram at 62.5 frames per second is
@@ -40,7 +40,7 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
-from audiodiff.benchmarks.features import loudness_lufs
+from audiodiff.audio.loudness import event_loudness
 from audiodiff.benchmarks.sfx.captions import CAPTION_TEMPLATES_EVAL, CAPTION_TEMPLATES_TRAIN, caption_for
 from audiodiff.data.manifest import write_manifest
 from audiodiff.utils.files import atomic_folder
@@ -420,7 +420,7 @@ def synthesize(attributes: dict, rng: np.random.Generator, sample_rate: int = SA
     if wav.size < MIN_DURATION_S * sample_rate:
         wav = np.pad(wav, (0, int(MIN_DURATION_S * sample_rate) - wav.size))
     target = LOUDNESS_LUFS[attributes["loudness"]] + rng.uniform(-LOUDNESS_JITTER_DB, LOUDNESS_JITTER_DB)
-    wav = wav * 10.0 ** ((target - loudness_lufs(wav, sample_rate)) / 20.0)
+    wav = wav * 10.0 ** ((target - event_loudness(wav, sample_rate)) / 20.0)
     return _limit(wav).astype(np.float32)
 
 
