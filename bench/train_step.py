@@ -4,7 +4,9 @@
     python bench/train_step.py recipe=sfx_quick variants='|denoiser.patch=2|denoiser.patch=2;denoiser.channels=96'
 
 Also counts one step's FLOPs (forward and backward matrix products and attention, torch.utils.flop_counter) and the
-rate achieved; on a known GPU (or with `peak_tflops=`) the model-FLOP utilisation against the bf16 dense peak.
+rate achieved, beside the machine's peak: on a known GPU (or with `peak_tflops=`) the bf16 dense peak, on a CPU the
+measured fp32 matrix-multiply rate (and bf16's where the CPU has AVX-512 BF16 or AMX), so that the fraction of peak
+means the same on another machine.
 
 `variants` lists override sets separated by `|` (overrides inside one set separated by `;`; an empty set is the
 base), each applied on top of the base overrides. Prints a markdown table: parameters, latent shape, ms per
@@ -88,6 +90,39 @@ def peak_tflops(device: torch.device, given: str | None) -> float | None:
     return None
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, threads: int | None = None) -> float:
+    """Measured TFLOP/s of a square n × n matrix product in `dtype` on the CPU (the best of `reps` timed products
+    after one warm-up), with torch's current threads."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e12
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX-512 BF16 or AMX), per /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU model, from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str]) -> None:
     own = ("variants=", "steps=", "budget_s=", "device=", "peak_tflops=")
     base = [a for a in argv if not a.startswith(own)]
@@ -96,9 +131,15 @@ def main(argv: list[str]) -> None:
     steps = int(opts.get("steps", 20))
     budget = float(opts.get("budget_s", 840))
     device = torch.device(opts.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, device {device}; base overrides: {' '.join(base) or '(none)'}")
+    print(f"{cpu_name()}, torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}; base "
+          f"overrides: {' '.join(base) or '(none)'}")
     peak = peak_tflops(device, opts.get("peak_tflops"))
+    if device.type == "cpu" and peak is None:
+        peak = matmul_peak(torch.float32)
+        line = f"measured fp32 matmul peak: {1e3 * peak:.0f} GFLOP/s"
+        if cpu_has_bf16():
+            line += f"; bf16: {1e3 * matmul_peak(torch.bfloat16):.0f} GFLOP/s (trainer.precision=bf16-mixed)"
+        print(line + " (MFU below is against fp32)")
     print(f"| variant | params | batch×channels×frames | ms/step | steps/s | samples/s | steps in {budget:.0f} s "
           f"| GFLOP/step | TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|---|---|---|---|")
