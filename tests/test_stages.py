@@ -24,13 +24,19 @@ def test_stage_group_choices_win_over_the_command_for_their_groups():
                                                         "stage=vocoder"]
 
 
+LATENTS = "audiodiff.data.latent_datamodule.LatentDataModule"
+AUDIO = "audiodiff.data.datamodule.AudioDataModule"
+GRIFFIN_LIM = "audiodiff.vocoders.griffinlim.GriffinLimVocoder"
+
+
 @pytest.mark.parametrize("recipe,vocoder,data", [
-    ("sfx", "audiodiff.vocoders.trained.from_export", "audiodiff.data.latent_datamodule.LatentDataModule"),
-    ("sfx_quick", "audiodiff.vocoders.griffinlim.GriffinLimVocoder", "audiodiff.data.datamodule.AudioDataModule"),
-    ("music_quick", "audiodiff.vocoders.griffinlim.GriffinLimVocoder", "audiodiff.data.datamodule.AudioDataModule"),
+    ("sfx", "audiodiff.vocoders.trained.from_export", LATENTS),
+    ("sfx_quick", GRIFFIN_LIM, LATENTS),
+    ("music_quick", GRIFFIN_LIM, AUDIO),
 ])
 def test_each_recipe_gives_its_diffusion_stage_its_groups(recipe, vocoder, data):
-    """sfx trains on its latent cache through the trained vocoder; the CPU presets undo both choices."""
+    """sfx trains on its latent cache through the trained vocoder; the CPU presets decode with Griffin-Lim, and
+    sfx_quick keeps the cache (music_quick reads audio)."""
     command = [f"recipe={recipe}"]
     stage = compose_stage(command, compose_config("train", command), "diffusion")
     assert (stage.vocoder._target_, stage.data._target_) == (vocoder, data)
