@@ -280,18 +280,23 @@ def model_path(cfg: DictConfig) -> str:
 
 def exported(path: Path) -> str:
     """`path` when it is an export folder or a run directory holding one; for a training checkpoint (or a run
-    directory whose training has not exported), its EMA weights exported to a temporary folder."""
+    directory whose training has not exported), its EMA weights exported to a temporary folder, removed when the
+    process ends."""
     from audiodiff.models.export_format import WEIGHTS
 
     is_checkpoint = path.is_file() or (path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file()
                                        and not (path / WEIGHTS).exists() and not (path / "export" / WEIGHTS).exists())
     if not is_checkpoint:
         return str(path)
+    import atexit
+    import shutil
     import tempfile
 
     from audiodiff.training.checkpoints import export_run
 
-    out = Path(tempfile.mkdtemp(prefix="audiodiff-export-")) / "export"
+    folder = tempfile.mkdtemp(prefix="audiodiff-export-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    out = Path(folder) / "export"
     log.info("%s is a training checkpoint: exporting its EMA weights to %s", path, out)
     return str(export_run(path, out))
 

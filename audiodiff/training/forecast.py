@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Timer
@@ -90,10 +91,11 @@ class RunForecast(L.Callback):
             return
         self._seen += 1
         now, step = time.perf_counter(), trainer.global_step
-        if self._seen == self.skip_steps + 1 or self._start is None and self._seen > self.skip_steps:
-            self._start = (now, step)
+        if self._start is None:
+            if self._seen > self.skip_steps:  # the clock starts after the warm-up steps
+                self._start = (now, step)
             return
-        if self._start is None or now - self._start[0] < self.measure_seconds or step <= self._start[1]:
+        if now - self._start[0] < self.measure_seconds or step <= self._start[1]:
             return
         rate = (step - self._start[1]) / (now - self._start[0])
         self.forecast = Forecast(rate, step, int(trainer.max_steps), _seconds_left(trainer))
@@ -139,7 +141,6 @@ def _seconds_left(trainer: L.Trainer) -> float | None:
 
 
 
-def run_forecast(cfg: object, what: str) -> RunForecast:
+def run_forecast(cfg: Mapping[str, Any], what: str) -> RunForecast:
     """The forecast callback a run's `budget` settings describe (defaults where the configuration has none)."""
-    budget = dict(getattr(cfg, "get", lambda *_: None)("budget") or {})
-    return RunForecast(what, **budget)
+    return RunForecast(what, **(cfg.get("budget") or {}))

@@ -77,12 +77,13 @@ def is_finished(cfg: DictConfig, name: str | None = None) -> bool:
 
 
 def stage_max_steps(cfg: DictConfig) -> int | None:
-    """The optimizer steps the stage trains for: `stage.trainer.max_steps` where the stage sets it, else
-    `trainer.max_steps`; None for a stage without a step count (encode) or without a limit (-1)."""
+    """The optimizer steps the stage trains for: the run's `trainer.max_steps` for the diffusion stage (an empty
+    `stage` node) and a stage whose `trainer` node does not set them, `stage.trainer.max_steps` where it does; None
+    for a stage that trains no run trainer (encode, embedder) or has no step limit (-1)."""
     stage = cfg.get("stage")
-    steps = (stage.get("trainer") or {}).get("max_steps") if stage is not None else None
-    if steps is None and (stage is None or "trainer" in stage or not stage):
-        steps = (cfg.get("trainer") or {}).get("max_steps")
+    if stage and stage.get("trainer") is None:
+        return None
+    steps = ((stage or {}).get("trainer") or {}).get("max_steps", cfg.trainer.get("max_steps"))
     return int(steps) if steps is not None and int(steps) >= 0 else None
 
 
