@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Any, Literal
 
 from audiodiff.audio.errors import AudioError
 from audiodiff.audio.io import load_audio_noted
-from audiodiff.data.manifest import write_manifest
+from audiodiff.data.manifest import held_out, write_manifest
 from audiodiff.data.public import AUDIO_EXTENSIONS
 from audiodiff.utils.settings import number, text, whole
 
@@ -149,14 +148,9 @@ def check_clip(path: Path, min_peak_db: float = MIN_PEAK_DB) -> tuple[str | None
 
 
 def assign_split(count: int, val_fraction: float, seed: int) -> list[str]:
-    """"train" / "val" for `count` rows: a seeded choice of round(val_fraction · count) rows (at least one when
-    val_fraction > 0 and count >= 2) gets "val"."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction: expected 0 <= val_fraction < 1, got {val_fraction}")
-    held = round(val_fraction * count)
-    if val_fraction > 0 and count >= 2:
-        held = min(max(held, 1), count - 1)
-    chosen = set(random.Random(seed).sample(range(count), held))
+    """"train" / "val" for `count` rows: the rows :func:`~audiodiff.data.manifest.held_out` chooses get "val"
+    (the rule training applies to a manifest without splits)."""
+    chosen = held_out(count, val_fraction, seed)
     return ["val" if i in chosen else "train" for i in range(count)]
 
 
