@@ -13,6 +13,7 @@ sets one of those keys is refused, naming it. `finetune.method` says what trains
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def init_config(cfg: DictConfig) -> DictConfig:
         raise FinetuneError("init= needs finetune=lora or finetune=full")
     exported, _ = read_export(init_folder(cfg.init))
     model = model_config(exported)
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         for key in (*MODEL_KEYS, *OPTIONAL_MODEL_KEYS):
             cfg[key] = model.get(key)
