@@ -226,3 +226,25 @@ def test_generate_takes_adapters_with_strengths(lora_run, tmp_path, capsys):
                    [f"model={merged}", *argv[1:], f"adapter={adapter}"]) == 1
     err = capsys.readouterr().err
     assert "trained on base model" in err and "force_adapter=true" in err
+
+
+def test_the_ema_of_a_lora_net_shares_the_frozen_base():
+    from audiodiff.training.ema import EMA
+
+    net = DiT1d(in_channels=8, width=16, depth=1, heads=2, context_dim=12)
+    settings = LoraSettings(rank=2, targets=("attention",))
+    add_lora(net, settings, target_modules(net, settings))
+    ema = EMA(net, decay=0.5)
+    shared = {n for n, p in net.named_parameters() if any(p is q for q in ema.average.parameters())}
+    assert shared == {n for n, p in net.named_parameters() if not p.requires_grad} and shared
+    lora = [p for p in net.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in lora:
+            p.add_(1.0)
+    ema.update(net, step=100)
+    averaged = dict(ema.average.named_parameters())
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(averaged[name], p - 0.5)  # halfway from the old value to the new
+        else:
+            assert averaged[name] is p
