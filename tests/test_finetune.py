@@ -248,3 +248,25 @@ def test_the_ema_of_a_lora_net_shares_the_frozen_base():
             torch.testing.assert_close(averaged[name], p - 0.5)  # halfway from the old value to the new
         else:
             assert averaged[name] is p
+
+
+def test_the_web_page_sets_each_adapters_strength(lora_run):
+    from audiodiff.web.server import BadRequest, Studio
+
+    base, manifest, run = lora_run
+    adapter = run / "export" / "adapter.safetensors"
+    pipe = AudioDiffusionPipeline.from_pretrained(base)
+    pipe.load_adapter(adapter, 0.8)
+    studio = Studio(pipe)
+    assert studio.info()["adapters"] == [{"name": "adapter0", "strength": 0.8, "source": str(adapter)}]
+    request = {"prompt": "a rising chirp", "duration": "0.5", "steps": "2", "seed": "1"}
+    off = studio.generate({**request, "adapters": {"adapter0": "0"}})
+    assert off["meta"]["adapters"] == {str(adapter): 0.0}
+    plain_studio = Studio(AudioDiffusionPipeline.from_pretrained(base))
+    plain = plain_studio.generate(request)
+    assert "adapters" not in plain["meta"] and plain_studio.info()["adapters"] == []
+    assert studio.result(off["id"]).wav == plain_studio.result(plain["id"]).wav  # strength 0: the base model
+    assert studio.result(off["id"]).wav != studio.result(studio.generate(request)["id"]).wav
+    assert pipe.adapters == {"adapter0": 0.8}  # a request without strengths gets the loaded ones
+    with pytest.raises(BadRequest, match="not loaded"):
+        studio.generate({**request, "adapters": {"other": 1}})

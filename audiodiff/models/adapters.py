@@ -295,10 +295,16 @@ def apply_adapter(net: nn.Module, adapter: Adapter, name: str, strength: float =
         raise AdapterError(f"the adapter holds tensors this model has no place for: {unexpected[:3]}")
     active = adapter_names(net)
     for layer in _tuner_layers(net):
+        layer.set_adapter([n for n in active if n in layer.lora_A])
+    set_adapter_strength(net, name, strength)
+    net.requires_grad_(False)
+
+
+def set_adapter_strength(net: nn.Module, name: str, strength: float) -> None:
+    """Scale adapter `name`'s update in `net` by `strength` · alpha / r (peft's `set_scale`)."""
+    for layer in _tuner_layers(net):
         if name in layer.lora_A:
             layer.set_scale(name, strength)
-        layer.set_adapter([n for n in active if n in layer.lora_A])
-    net.requires_grad_(False)
 
 
 def save_adapter(path: str | Path, adapter: Adapter) -> Path:

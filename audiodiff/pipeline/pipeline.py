@@ -17,7 +17,15 @@ import torch
 from torch import Tensor
 
 from audiodiff.diffusion.editing import keep_mask, strength_times
-from audiodiff.models.adapters import Adapter, AdapterError, apply_adapter, merged_state, read_adapter, weights_hash
+from audiodiff.models.adapters import (
+    Adapter,
+    AdapterError,
+    apply_adapter,
+    merged_state,
+    read_adapter,
+    set_adapter_strength,
+    weights_hash,
+)
 from audiodiff.models.build import build_model
 from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export, write_export
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
@@ -49,6 +57,7 @@ class AudioDiffusionPipeline:
         self.model_id = model_id
         self.config = config  # the export's config.yaml (what save_pretrained writes)
         self.adapters: dict[str, float] = {}  # LoRA adapters loaded: name → strength
+        self.adapter_sources: dict[str, str] = {}  # name → the file it was read from
         self._base_hash: str | None = None
 
     @property
@@ -114,7 +123,17 @@ class AudioDiffusionPipeline:
         apply_adapter(self.model.net, source, name, float(strength))
         self.model.eval()
         self.adapters[name] = float(strength)
+        self.adapter_sources[name] = where
         return name
+
+    def set_adapter_strength(self, name: str, strength: float) -> None:
+        """Change the strength of loaded adapter `name` (0 = off, 1 = as trained)."""
+        if name not in self.adapters:
+            raise ValueError(f"adapter {name!r}: not loaded (loaded: {sorted(self.adapters)})")
+        if not math.isfinite(float(strength)):
+            raise ValueError(f"strength: expected a finite number, got {strength!r}")
+        set_adapter_strength(self.model.net, name, float(strength))
+        self.adapters[name] = float(strength)
 
     def save_pretrained(self, out: str | Path, card: dict[str, Any] | None = None,
                         copies: dict[str, Path] | None = None) -> Path:
