@@ -270,3 +270,21 @@ def test_the_web_page_sets_each_adapters_strength(lora_run):
     assert pipe.adapters == {"adapter0": 0.8}  # a request without strengths gets the loaded ones
     with pytest.raises(BadRequest, match="not loaded"):
         studio.generate({**request, "adapters": {"other": 1}})
+
+
+def test_targets_follow_names_and_types_of_other_denoisers():
+    """Module names of a stable-audio-tools style DiT get the kinds their names say."""
+    from audiodiff.models.adapters import module_kind
+
+    linear, conv = nn.Linear(4, 4), nn.Conv1d(4, 4, 1)
+    expected = {
+        "transformer.layers.0.self_attn.to_qkv": "attention", "transformer.layers.0.self_attn.to_out": "attention",
+        "transformer.layers.0.cross_attn.to_q": "cross_attention",
+        "transformer.layers.0.cross_attn.to_kv": "cross_attention",
+        "transformer.layers.0.ff.ff.0.proj": "feedforward", "transformer.layers.0.ff.ff.2": "feedforward",
+        "to_timestep_embed.0": None, "to_cond_embed.2": None, "transformer.project_in": None,
+        "transformer.layers.0.to_scale_shift_gate.1": None,
+    }
+    for name, kind in expected.items():
+        assert module_kind(name, linear) == kind, name
+    assert module_kind("preprocess_conv", conv) == "conv"

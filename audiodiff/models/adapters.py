@@ -281,7 +281,7 @@ def apply_adapter(net: nn.Module, adapter: Adapter, name: str, strength: float =
     missing = [m for m in adapter.modules if m not in modules]
     if missing:
         raise AdapterError(f"the adapter targets modules this {type(net).__name__} does not have ({missing[:3]}); it "
-                           f"was trained for a {adapter.denoiser or 'different'} denoiser")
+                           f"was trained for the denoiser {adapter.denoiser or 'of another model'}")
     for module in adapter.modules:
         d_in, d_out = module_dims(modules[module])
         a, b = adapter.state.get(f"{module}.lora_A.weight"), adapter.state.get(f"{module}.lora_B.weight")
