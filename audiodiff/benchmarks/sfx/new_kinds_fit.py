@@ -11,8 +11,11 @@ new kind.
 Settings: `conf/fit_new_kinds.yaml`.
 
 The stored `sfx_new_kinds.json` was fitted with the defaults on the default new-kinds build (seed 0) and the train
-split of a 1,400-clip sfx build (`ensure_corpus("sfx", root, num_clips=1400)`, seed 0); it read 100 of 100 held-out
-clips of each new kind right (kind and every attribute) and took none of the 98 sfx test clips for a new kind.
+split of a 1,400-clip sfx build (`ensure_corpus("sfx", root, num_clips=1400)`, seed 0). With the trill shape check
+of `extract_with_new_kinds`, on the 100 held-out clips of each new kind and the 176 sfx val and test clips of that
+build: kind and every attribute of both new kinds 100% right, clean and after the mel → Griffin-Lim round trip, and
+no sfx clip taken for a new kind; with 8 dB mel speckle besides, trill kind 94% (drips 100%) and 2.3% of the sfx
+clips (low hiss) taken for a trill.
 """
 
 from __future__ import annotations
