@@ -138,6 +138,21 @@ def _mode(cfg: DictConfig) -> str:
                                                                                           "generate")
 
 
+def adapter_specs(value: Any) -> list[tuple[str, float]]:
+    """(path, strength) for each `adapter=` entry: `path` (strength 1) or `path:strength`."""
+    if value is None:
+        return []
+    entries = [value] if isinstance(value, str) else list(value)
+    specs = []
+    for entry in entries:
+        path, _, tail = str(entry).rpartition(":")
+        try:
+            specs.append((path, float(tail)) if path else (str(entry), 1.0))
+        except ValueError:
+            specs.append((str(entry), 1.0))
+    return specs
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """Generate as `cfg` says; returns the written audio files."""
     from tqdm.auto import tqdm
@@ -156,6 +171,9 @@ def run(cfg: DictConfig) -> list[Path]:
     mode = _mode(cfg)
     requests = plan(_rows(cfg), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
     pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device)
+    adapters = adapter_specs(cfg.get("adapter"))
+    for path, strength in adapters:
+        pipe.load_adapter(path, strength, force=checked.flag(cfg, "force_adapter"))
     # sampler=<preset> selects a conf/sampler/ group: its settings apply unless steps=/guidance= say otherwise.
     preset = OmegaConf.to_container(cfg.sampler, resolve=True) if cfg.get("sampler") else {}
     name = preset.pop("name", None)
@@ -189,6 +207,8 @@ def run(cfg: DictConfig) -> list[Path]:
                     stem = f"{base}_{len([u for u in used if u.startswith(base)])}"
                 used.add(stem)
                 wav, sidecar = result.audio[i], _sidecar(result, request, i, pipe.model_id, mode, cfg)
+                if adapters:
+                    sidecar["adapters"] = [{"path": path, "strength": strength} for path, strength in adapters]
                 if target is not None:
                     wav, sidecar["loudness"] = _normalise(wav, result.sample_rate, float(target))
                 else:

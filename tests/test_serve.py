@@ -99,7 +99,7 @@ def test_info_reports_the_models_defaults_and_limits(server, pipe):
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"model": str(pipe.model_id), "sample_rate": 16000, "duration": 1.0,
                                 "max_duration": 30.0, "steps": 3, "guidance": 3.0, "sampler": "flow_heun",
-                                "keep": KEEP}
+                                "keep": KEEP, "adapters": []}
 
 
 def test_generate_serves_the_pipelines_audio_as_a_16_bit_wav(server, pipe, generated):
@@ -157,7 +157,7 @@ def test_negative_prompt_is_used_and_recorded(server, pipe):
     ({"duration": "inf"}, "duration: expected a finite number, got 'inf'"),
     ({"prompt": 5}, "prompt: expected text, got 5"),
     ({"sampler": "ddim"}, "unknown field(s) ['sampler']; expected some of ['prompt', 'negative_prompt', "
-                          "'duration', 'steps', 'guidance', 'seed']"),
+                          "'duration', 'steps', 'guidance', 'seed', 'adapters']"),
 ])
 def test_bad_requests_get_400_with_the_message(server, pipe, change, message):
     expected = message(pipe) if callable(message) else message
@@ -169,7 +169,7 @@ def test_bodies_that_are_not_a_json_object_get_400_or_413(server):
     assert status == 400 and text.startswith("request body: not valid JSON")
     assert error_of(call(server, "/api/generate", ["two beeps"])) == (
         400, "request body: expected a JSON object with fields ['prompt', 'negative_prompt', 'duration', 'steps', "
-             "'guidance', 'seed'], got list")
+             "'guidance', 'seed', 'adapters'], got list")
     status, text = error_of(call(server, "/api/generate", raw=b" " * (64 * 1024 + 1)))
     assert status == 413 and "at most 65536 bytes" in text
 

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, DistributedSampler
 
 from audiodiff.data.dataset import AudioCaptionDataset, EmptySplitError, EpochSampler, collate, read_skips
-from audiodiff.data.manifest import read_manifest
+from audiodiff.data.manifest import Holdout, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,10 @@ class AudioDataModule(lightning.LightningDataModule):
     ``<skip_log_dir>/skipped_clips.tsv`` (``path<TAB>reason``); at the end of each training epoch a
     :class:`SkippedClipsReport` callback, added to the trainer in :meth:`setup`, logs their count.
 
-    A manifest without rows in ``val_split`` trains without validation (with a warning); a missing train or
-    test split is an error.
+    Rows without a ``split`` are training rows; when no row is in ``val_split``, a seeded ``val_fraction`` of them
+    is held out for validation (:class:`~audiodiff.data.manifest.Holdout`, said in the log). A manifest without
+    rows in ``val_split`` after that trains without validation (with a warning); a missing train or test split is
+    an error.
     """
 
     def __init__(
@@ -172,6 +174,8 @@ class AudioDataModule(lightning.LightningDataModule):
         val_batch_size: int | None = None,
         persistent_workers: bool = True,
         skip_log_dir: str | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
     ) -> None:
         """
         Args:
@@ -191,6 +195,10 @@ class AudioDataModule(lightning.LightningDataModule):
             val_batch_size: batch size of validation and test (default ``batch_size``).
             persistent_workers: keep workers alive between epochs (ignored when ``num_workers`` is 0).
             skip_log_dir: folder of ``skipped_clips.tsv``; default the trainer's log dir, else a temp dir.
+            val_fraction: share of the rows without a ``split`` held out for validation when no row is in
+                ``val_split`` (0: none).
+            split_seed: seeds which of those rows are held out (independent of ``seed``, so that runs with other
+                training seeds validate on the same rows).
         """
         super().__init__()
         if not manifest and not corpus:
@@ -214,6 +222,8 @@ class AudioDataModule(lightning.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.holdout = Holdout(val_fraction, split_seed, train_split, val_split)
+        self._holdout_said = False
         self.persistent_workers = persistent_workers
         self.skip_log_dir = skip_log_dir
         self.datasets: dict[str, AudioCaptionDataset] = {}
@@ -263,7 +273,27 @@ class AudioDataModule(lightning.LightningDataModule):
             train=stage == "train",
             seed=self.seed,
             skip_log=self.skip_log,
+            holdout=self.holdout,
         )
+
+    def holdout_note(self) -> str | None:
+        """What the hold-out did to the manifest's rows without a split, or None when every row has one."""
+        rows = read_manifest(self.manifest_path())
+        unsplit = sum(row.split is None for row in rows)
+        if not unsplit:
+            return None
+        assigned = read_manifest(self.manifest_path(), holdout=self.holdout)
+        held = sum(row.split is None and new.split == self.holdout.val for row, new in zip(rows, assigned,
+                                                                                              strict=True))
+        if held:
+            why = (f"val_fraction={self.holdout.fraction:g}, split_seed={self.holdout.seed}; the manifest has no "
+                   f"{self.holdout.val!r} rows")
+        else:
+            why = (f"the manifest has {self.holdout.val!r} rows of its own" if any(r.split == self.holdout.val
+                                                                                   for r in rows)
+                   else f"val_fraction={self.holdout.fraction:g}")
+        return (f"{self.manifest_path()}: {unsplit} of {len(rows)} rows have no split: {unsplit - held} train on, "
+                f"{held} held out for validation ({why})")
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of a stage: ``fit`` train + val, ``validate`` val, ``test``/``predict`` test."""
@@ -274,6 +304,11 @@ class AudioDataModule(lightning.LightningDataModule):
             "predict": ("test",),
             None: ("train", "val", "test"),
         }[stage]
+        if not self._holdout_said:
+            self._holdout_said = True
+            note = self.holdout_note()
+            if note:
+                log.info("%s", note)
         for name in wanted:
             if name in self.datasets or name in self._empty:
                 continue
@@ -338,7 +373,7 @@ class AudioDataModule(lightning.LightningDataModule):
 
     def captions(self, split: str) -> list[str]:
         """Every distinct caption of a manifest split, in order of first appearance."""
-        rows = read_manifest(self.manifest_path(), split)
+        rows = read_manifest(self.manifest_path(), split, self.holdout)
         return list(dict.fromkeys(caption for row in rows for caption in row.captions))
 
     def skipped_clips(self) -> dict[str, str]:

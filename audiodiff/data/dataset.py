@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from audiodiff.audio.errors import AudioError
 from audiodiff.audio.io import load_audio
 from audiodiff.audio.transforms import crop_or_pad, random_offset
-from audiodiff.data.manifest import ManifestRow, read_manifest
+from audiodiff.data.manifest import Holdout, ManifestRow, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class AudioCaptionDataset(Dataset[Item]):
         train: bool,
         seed: int = 0,
         skip_log: str | Path | None = None,
+        holdout: Holdout | None = None,
     ) -> None:
         """
         Args:
@@ -91,6 +92,8 @@ class AudioCaptionDataset(Dataset[Item]):
             train: random crop offsets and random captions (else offset 0 and the first caption).
             seed: base seed of every item's generator.
             skip_log: file to which skipped clips are appended as ``path<TAB>reason`` lines.
+            holdout: splits for rows that have none (:class:`~audiodiff.data.manifest.Holdout`); ``None``: such
+                rows are in no split.
         """
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate}")
@@ -106,11 +109,13 @@ class AudioCaptionDataset(Dataset[Item]):
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.manifest = Path(manifest)
         self.split = split
-        self.rows: list[ManifestRow] = read_manifest(self.manifest, split)
+        self.rows: list[ManifestRow] = read_manifest(self.manifest, split, holdout)
         if not self.rows:
-            available = sorted({str(r.split) for r in read_manifest(self.manifest)})
+            every = read_manifest(self.manifest, holdout=holdout)
+            available = sorted({r.split or "(none)" for r in every})
             raise EmptySplitError(
                 f"{self.manifest}: no rows in split {split!r}; the manifest's splits are {available}"
+                + (f" ({len(every)} rows)" if every else " (it has no rows)")
             )
         self.sample_rate = sample_rate
         self.channels = channels

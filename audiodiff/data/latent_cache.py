@@ -86,6 +86,8 @@ def cache_signature(representation: Representation, config: Mapping[str, Any],
     `representation` built from `config` (its resolved node) and the audio data `datamodule` reads."""
     data = data_signature(datamodule.manifest_path(), splits=datamodule.splits, sample_rate=datamodule.sample_rate,
                           channels=datamodule.channels, corpus=datamodule.corpus)
+    if datamodule.holdout_note() is not None:  # rows without a split: which of them validate is part of the data
+        data["holdout"] = {"fraction": datamodule.holdout.fraction, "seed": datamodule.holdout.seed}
     signature = {"format": CACHE_FORMAT, "representation": representation_signature(representation, config),
                  "data": data}
     return json.loads(json.dumps(signature, sort_keys=True))

@@ -16,6 +16,9 @@ key             type                                      meaning
 =============== ========================================= ===================================================
 
 Any other top-level key is kept verbatim in :attr:`ManifestRow.extra`.
+
+A row without ``split`` is a training row. Readers that train (:class:`Holdout`) hold a seeded fraction of those rows
+out for validation when the manifest has no validation rows of its own, so a manifest of unsplit rows trains as it is.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -256,12 +260,51 @@ def _parse_lines(path: Path) -> Iterator[tuple[int, ManifestRow | None, list[tup
         yield number, (None if problems else _make_row(obj, base, number)), problems
 
 
-def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRow]:
+def held_out(count: int, fraction: float, seed: int) -> set[int]:
+    """The positions (of ``range(count)``) a seeded ``fraction`` holds out: ``round(fraction · count)`` of them,
+    at least one when ``fraction > 0`` and ``count >= 2``, never all; a ``random.Random(seed)`` sample."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction: expected 0 <= val_fraction < 1, got {fraction}")
+    held = round(fraction * count)
+    if fraction > 0 and count >= 2:
+        held = min(max(held, 1), count - 1)
+    return set(random.Random(seed).sample(range(count), held))
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Splits for rows that have none: they are ``train`` rows, and when no row is in the ``val`` split a seeded
+    ``fraction`` of them (:func:`held_out`) becomes ``val`` rows.
+
+    Attributes:
+        fraction: share of the unsplit rows held out for validation (0: none).
+        seed: seeds which rows are held out (the same rows whatever the training seed).
+        train, val: the split names given.
+    """
+
+    fraction: float = 0.1
+    seed: int = 0
+    train: str = "train"
+    val: str = "val"
+
+    def assign(self, rows: list[ManifestRow]) -> list[ManifestRow]:
+        """`rows` with every missing ``split`` filled in (rows that have one are returned as they are)."""
+        unsplit = [i for i, row in enumerate(rows) if row.split is None]
+        if not unsplit:
+            return rows
+        has_val = any(row.split == self.val for row in rows)
+        chosen = set() if has_val else {unsplit[i] for i in held_out(len(unsplit), self.fraction, self.seed)}
+        return [replace(row, split=self.val if i in chosen else self.train) if row.split is None else row
+                for i, row in enumerate(rows)]
+
+
+def read_manifest(path: str | Path, split: str | None = None, holdout: Holdout | None = None) -> list[ManifestRow]:
     """Read and validate every row of a manifest.
 
     Args:
         path: the JSONL manifest.
         split: keep only rows whose ``split`` equals this (``None`` keeps all rows).
+        holdout: give rows without a ``split`` one first (:meth:`Holdout.assign`); ``None`` leaves them without.
 
     Returns:
         The rows in file order, with ``audio`` resolved to absolute paths.
@@ -276,9 +319,10 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRo
         if problems:
             raise ManifestError(path, number, *problems[0])
         assert row is not None
-        if split is None or row.split == split:
-            rows.append(row)
-    return rows
+        rows.append(row)
+    if holdout is not None:
+        rows = holdout.assign(rows)
+    return [row for row in rows if split is None or row.split == split]
 
 
 def iter_manifest_problems(path: str | Path) -> Iterator[tuple[int, str]]:

@@ -5,6 +5,7 @@ provenance), written atomically. `AudioDiffusionPipeline.from_pretrained` reads 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ CONFIG = "config.yaml"
 
 
 def write_weights_folder(out: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any],
-                         info: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> Path:
+                         info: dict[str, Any] | None = None, files: dict[str, str] | None = None,
+                         copies: dict[str, Path] | None = None) -> Path:
     """Write `out/` atomically (`audiodiff.utils.files.atomic_folder`): `model.safetensors` (state), `config.yaml`
-    (config), `export.json` (package version and `info`) and any further text `files` ({name: text}), so readers
-    see the old folder or the complete new one, never a mixture."""
+    (config), `export.json` (package version and `info`), any further text `files` ({name: text}) and copies of
+    files ({name: source}), so readers see the old folder or the complete new one, never a mixture."""
     out = Path(out)
     with atomic_folder(out) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
@@ -36,14 +38,17 @@ def write_weights_folder(out: str | Path, state: dict[str, torch.Tensor], config
                                                     indent=2) + "\n")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
+        for name, source in (copies or {}).items():
+            shutil.copyfile(source, tmp / name)
     return out
 
 
 def write_export(out: str | Path, state: dict[str, torch.Tensor], model_cfg: dict[str, Any],
-                 card: dict[str, Any] | None = None) -> Path:
-    """A diffusion model's export folder (`write_weights_folder`) with its `model_card.md`."""
+                 card: dict[str, Any] | None = None, copies: dict[str, Path] | None = None) -> Path:
+    """A diffusion model's export folder (`write_weights_folder`) with its `model_card.md` and copies of further
+    files ({name: source}, e.g. the adapter a fine-tuning run trained)."""
     info = {"audiodiff_version": __version__, **(card or {})}
-    return write_weights_folder(out, state, model_cfg, card, {"model_card.md": _model_card(model_cfg, info)})
+    return write_weights_folder(out, state, model_cfg, card, {"model_card.md": _model_card(model_cfg, info)}, copies)
 
 
 def _model_card(model_cfg: dict[str, Any], info: dict[str, Any]) -> str:
@@ -58,7 +63,7 @@ def _model_card(model_cfg: dict[str, Any], info: dict[str, Any]) -> str:
         f"- default clip length: {model_cfg['duration']} s",
         f"- default sampler: {model_cfg['sampler']}",
     ]
-    for key in ("recipe", "run_dir", "global_step", "training_data"):
+    for key in ("recipe", "run_dir", "global_step", "training_data", "init", "adapter", "adapters"):
         if key in info:
             lines.append(f"- {key.replace('_', ' ')}: {info[key]}")
     lines += ["", "Load with `AudioDiffusionPipeline.from_pretrained(<this folder>)`.", ""]

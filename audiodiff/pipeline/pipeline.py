@@ -17,8 +17,17 @@ import torch
 from torch import Tensor
 
 from audiodiff.diffusion.editing import keep_mask, strength_times
+from audiodiff.models.adapters import (
+    Adapter,
+    AdapterError,
+    apply_adapter,
+    merged_state,
+    read_adapter,
+    set_adapter_strength,
+    weights_hash,
+)
 from audiodiff.models.build import build_model
-from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export
+from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export, write_export
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
@@ -43,9 +52,13 @@ class GenerationOutput:
 class AudioDiffusionPipeline:
     """Prompt → waveform with a trained DiffusionModel (EMA weights)."""
 
-    def __init__(self, model: DiffusionModel, model_id: str = "") -> None:
+    def __init__(self, model: DiffusionModel, model_id: str = "", config: dict[str, Any] | None = None) -> None:
         self.model = model.eval()
         self.model_id = model_id
+        self.config = config  # the export's config.yaml (what save_pretrained writes)
+        self.adapters: dict[str, float] = {}  # LoRA adapters loaded: name → strength
+        self.adapter_sources: dict[str, str] = {}  # name → the file it was read from
+        self._base_hash: str | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -76,7 +89,63 @@ class AudioDiffusionPipeline:
         except Exception as err:  # an unknown target, a missing key, a size that does not fit
             raise ModelLoadError(f"{folder}: cannot build the model from its config: {err}") from err
         load_inference_state(model, state, str(folder))
-        return cls(model.to(device), model_id=str(path))
+        return cls(model.to(device), model_id=str(path), config=cfg)
+
+    @property
+    def base_hash(self) -> str:
+        """Content hash of the denoiser's own weights, loaded adapters not counted
+        (:func:`audiodiff.models.adapters.weights_hash`); adapters record the hash of the model they were trained on."""
+        if self._base_hash is None:
+            self._base_hash = weights_hash(self.model.net.state_dict())
+        return self._base_hash
+
+    def load_adapter(self, adapter: str | Path | Adapter, strength: float = 1.0, name: str | None = None,
+                     force: bool = False) -> str:
+        """Add a LoRA adapter (an adapter file, a folder holding `adapter.safetensors`, or an Adapter) at `strength`
+        (its update scaled by it: 0 = off, 1 = as trained), active together with those loaded before; returns its
+        name. Reading the file runs no code (safetensors and JSON).
+
+        Raises:
+            AdapterError: the file is not an adapter, or it was trained on another base model (naming both hashes;
+                `force=True` applies it anyway when its modules fit), or its modules do not fit this denoiser.
+        """
+        source = adapter if isinstance(adapter, Adapter) else read_adapter(adapter)
+        where = "the adapter" if isinstance(adapter, Adapter) else str(adapter)
+        if not math.isfinite(float(strength)):
+            raise ValueError(f"strength: expected a finite number, got {strength!r}")
+        if source.base_hash != self.base_hash and not force:
+            raise AdapterError(f"{where}: trained on base model {source.base_hash}, but this model "
+                               f"({self.model_id or 'loaded'}) is {self.base_hash}; load the model it was trained on, "
+                               f"or apply it anyway with force=True (generate: force_adapter=true)")
+        name = name or f"adapter{len(self.adapters)}"
+        if name in self.adapters or not name.isidentifier():
+            raise ValueError(f"adapter name {name!r}: expected a new identifier (loaded: {sorted(self.adapters)})")
+        apply_adapter(self.model.net, source, name, float(strength))
+        self.model.eval()
+        self.adapters[name] = float(strength)
+        self.adapter_sources[name] = where
+        return name
+
+    def set_adapter_strength(self, name: str, strength: float) -> None:
+        """Change the strength of loaded adapter `name` (0 = off, 1 = as trained)."""
+        if name not in self.adapters:
+            raise ValueError(f"adapter {name!r}: not loaded (loaded: {sorted(self.adapters)})")
+        if not math.isfinite(float(strength)):
+            raise ValueError(f"strength: expected a finite number, got {strength!r}")
+        set_adapter_strength(self.model.net, name, float(strength))
+        self.adapters[name] = float(strength)
+
+    def save_pretrained(self, out: str | Path, card: dict[str, Any] | None = None,
+                        copies: dict[str, Path] | None = None) -> Path:
+        """Write this model as a new export folder, the loaded adapters merged into the denoiser's weights at their
+        strengths (W + Σ strength · (alpha / r) · B A); `copies` ({name: file}) go into the folder too."""
+        if self.config is None:
+            raise ValueError("save_pretrained: this pipeline was not loaded from an export folder (no config)")
+        own = {k: v for k, v in self.model.state_dict().items()
+               if not k.startswith("text_encoder.") and not k.startswith("net.")}
+        state = {**own, **{f"net.{k}": v for k, v in merged_state(self.model.net).items()}}
+        info = {"base": self.model_id, **({"adapters": dict(self.adapters)} if self.adapters else {}), **(card or {})}
+        return write_export(out, state, self.config, info, copies)
 
     def __call__(self, prompts: str | list[str], duration: float | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | list[int] = 0, sampler: str | None = None,

@@ -160,7 +160,7 @@ def build_cache(folder: Path, signature: dict[str, Any], representation: Represe
     captions = [""]
     for stage in ("train", "val"):
         split = datamodule.splits[stage]
-        rows = read_manifest(datamodule.manifest_path(), split)
+        rows = read_manifest(datamodule.manifest_path(), split, datamodule.holdout)
         splits[split] = encode_split(folder, split, rows, representation, sample_rate=datamodule.sample_rate,
                                      channels=datamodule.channels, batch_size=batch_size, shard_items=shard_items,
                                      num_workers=datamodule.num_workers, device=device)

@@ -153,6 +153,10 @@ def run_stages(overrides: list[str]) -> list[Path]:
     """Run the stages the command asks for (see the module docstring); returns the run directories of the stages
     that ran. Stops after a stage that did not finish (a signal stopped it): the same command resumes it."""
     cfg = _compose(overrides)
+    if cfg.get("init"):
+        from audiodiff.training.finetune import check_overrides
+
+        check_overrides(overrides)
     stages = [str(s) for s in cfg.stages]
     for name in stages:
         stage_runner(name)  # unknown stages fail before anything trains

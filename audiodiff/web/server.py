@@ -3,8 +3,10 @@
 Routes:
   GET  /                    the page (audiodiff/web/index.html: inline CSS and JavaScript, no external files)
   GET  /api/info            the model's defaults and limits, JSON
-  POST /api/generate        JSON {"prompt", optional "negative_prompt", "duration", "steps", "guidance", "seed"}:
+  POST /api/generate        JSON {"prompt", optional "negative_prompt", "duration", "steps", "guidance", "seed",
+                            "adapters": {name: strength} of the LoRA adapters the server loaded}:
                             numbers may be JSON numbers or the text typed into the page; blank = the model's default
+                            (an adapter's default: the strength it was loaded with)
                             → {"id", "audio", "spectrogram", "filename", "meta"}
   GET  /audio/<id>.wav|png  a kept result (the last `keep`): 16-bit PCM WAV, or a PNG of its log-mel spectrogram
 Errors are JSON {"error": message}: 400 for a bad request (the pipeline's own messages), 404 for an unknown path or a
@@ -41,7 +43,7 @@ from audiodiff.pipeline import AudioDiffusionPipeline, describe
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("prompt", "negative_prompt", "duration", "steps", "guidance", "seed")
+FIELDS = ("prompt", "negative_prompt", "duration", "steps", "guidance", "seed", "adapters")
 MAX_SEED = 2**63 - 1
 MAX_BODY = 64 * 1024  # bytes of a generate request
 SPECTROGRAM_BANDS = 80
@@ -61,6 +63,7 @@ class Request:
     prompt: str
     seed: int = 0
     negative_prompt: str | None = None
+    adapters: tuple[tuple[str, float], ...] = ()  # (name, strength) asked for; others keep their default
     duration: float | None = None  # seconds
     steps: int | None = None
     guidance: float | None = None
@@ -123,10 +126,16 @@ def parse_request(payload: Any) -> Request:
     if not 0 <= seed <= MAX_SEED:
         raise BadRequest(f"seed: expected a whole number from 0 to {MAX_SEED}, got {seed}")
     negative = _text(payload, "negative_prompt")
+    adapters = payload.get("adapters") or {}
+    if not isinstance(adapters, dict):
+        raise BadRequest(f"adapters: expected an object of adapter names and strengths, got {adapters!r}")
+    strengths = tuple((str(name), _number({f"adapters.{name}": value}, f"adapters.{name}", float))
+                      for name, value in adapters.items())
     return Request(prompt=_text(payload, "prompt") or "", seed=seed,
                    negative_prompt=negative if negative and negative.strip() else None,
                    duration=_number(payload, "duration", float), steps=_number(payload, "steps", int),
-                   guidance=_number(payload, "guidance", float))
+                   guidance=_number(payload, "guidance", float),
+                   adapters=tuple((name, value) for name, value in strengths if value is not None))
 
 
 def display_mel(sample_rate: int) -> MelSpectrogram:
@@ -165,13 +174,16 @@ class Studio:
         self._generate_lock = threading.Lock()
         self._results_lock = threading.Lock()
         self._results: OrderedDict[str, Result] = OrderedDict()
+        self.adapter_defaults = dict(pipe.adapters)  # the strengths adapters were loaded with
 
     def info(self) -> dict[str, Any]:
         """The model's defaults and limits, for the page's fields."""
         model = self.pipe.model
         return {"model": self.pipe.model_id, "sample_rate": self.pipe.sample_rate, "duration": model.duration,
                 "max_duration": model.max_duration, "steps": model.sampler.steps,
-                "guidance": model.sampler.guidance, "sampler": model.sampler.name, "keep": self.keep}
+                "guidance": model.sampler.guidance, "sampler": model.sampler.name, "keep": self.keep,
+                "adapters": [{"name": name, "strength": strength, "source": self.pipe.adapter_sources.get(name, "")}
+                             for name, strength in self.adapter_defaults.items()]}
 
     def generate(self, payload: Any) -> dict[str, Any]:
         """Parse, check and generate one clip; returns its id, URLs, download name and sidecar metadata.
@@ -183,7 +195,13 @@ class Studio:
             duration = self.pipe.check_request([request.prompt], request.duration, negatives)
         except ValueError as err:
             raise BadRequest(str(err)) from None
+        unknown = sorted(name for name, _ in request.adapters if name not in self.adapter_defaults)
+        if unknown:
+            raise BadRequest(f"adapters: {unknown} are not loaded; loaded: {sorted(self.adapter_defaults)}")
+        strengths = {**self.adapter_defaults, **dict(request.adapters)}
         with self._generate_lock:
+            for name, strength in strengths.items():
+                self.pipe.set_adapter_strength(name, strength)
             out = self.pipe(request.prompt, duration=duration, steps=settings.steps, guidance=settings.guidance,
                             seed=request.seed, negative_prompts=negatives)
         wav = out.audio[0]
@@ -192,6 +210,8 @@ class Studio:
         meta = describe(out, request.prompt, 0, self.pipe.model_id)
         if request.negative_prompt is not None:
             meta["negative_prompt"] = request.negative_prompt
+        if strengths:
+            meta["adapters"] = {self.pipe.adapter_sources.get(name, name): value for name, value in strengths.items()}
         result = Result(wav_bytes(wav, out.sample_rate), spectrogram_png(wav, out.sample_rate),
                         f"{slug(request.prompt)}_seed{request.seed}.wav", meta)
         key = secrets.token_hex(8)

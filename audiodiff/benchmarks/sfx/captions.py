@@ -12,6 +12,8 @@ model that only ever saw captions naming everything reads such a prompt as out o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from audiodiff.benchmarks.captions import fill, tidy
@@ -163,18 +165,21 @@ CAPTION_TEMPLATES_EVAL: tuple[str, ...] = (
 )
 
 
-def caption_choices(attributes: dict, rng: np.random.Generator) -> dict[str, tuple[str, ...]]:
+def caption_choices(attributes: dict, rng: np.random.Generator,
+                    nouns: Mapping[str, tuple[tuple[str, str], ...]] = _NOUNS,
+                    verbs: Mapping[str, tuple[str, ...]] = _VERBS) -> dict[str, tuple[str, ...]]:
     """Phrasings for every template slot given a clip's attributes ("" choices where an attribute is absent).
 
-    The noun is drawn once here (with `rng`) so that `{n}` and `{n1}` agree within one caption.
+    The noun is drawn once here (with `rng`) so that `{n}` and `{n1}` agree within one caption. `nouns` and `verbs`
+    name the kinds (another set of kinds brings its own, in the same form).
     """
     kind = attributes["kind"]
-    singular, plural = _NOUNS[kind][int(rng.integers(len(_NOUNS[kind])))]
+    singular, plural = nouns[kind][int(rng.integers(len(nouns[kind])))]
     count = attributes.get("count")
     choices: dict[str, tuple[str, ...]] = {
         "n": (plural if count is not None and count > 1 else singular,),
         "n1": (singular,),
-        "verb": _VERBS[kind],
+        "verb": verbs[kind],
     }
     for slot, name in _SLOT_ATTRIBUTE.items():
         value = attributes.get(name)
@@ -184,11 +189,13 @@ def caption_choices(attributes: dict, rng: np.random.Generator) -> dict[str, tup
     return choices
 
 
-def caption_for(attributes: dict, rng: np.random.Generator, held_out: bool) -> str:
+def caption_for(attributes: dict, rng: np.random.Generator, held_out: bool,
+                nouns: Mapping[str, tuple[tuple[str, str], ...]] = _NOUNS,
+                verbs: Mapping[str, tuple[str, ...]] = _VERBS) -> str:
     """One caption for a valid sfx attribute dict (see `audiodiff.benchmarks.sfx.corpus.render_caption`)."""
     templates = CAPTION_TEMPLATES_EVAL if held_out else CAPTION_TEMPLATES_TRAIN
     template = templates[int(rng.integers(len(templates)))]
-    return fill(template, caption_choices(attributes, rng), rng)
+    return fill(template, caption_choices(attributes, rng, nouns, verbs), rng)
 
 
 TERSE_ORDER = ("count", "loudness", "pitch", "envelope", "direction")  # adjective order in a terse caption

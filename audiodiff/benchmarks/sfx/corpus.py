@@ -421,7 +421,12 @@ def synthesize(attributes: dict, rng: np.random.Generator, sample_rate: int = SA
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"sfx synthesis runs at {SAMPLE_RATE} Hz, got sample_rate={sample_rate}")
     synth = _SYNTHS.get(attributes["kind"], _events)
-    wav = synth(attributes, rng, sample_rate)
+    return finish(synth(attributes, rng, sample_rate), attributes, rng, sample_rate)
+
+
+def finish(wav: np.ndarray, attributes: dict, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A rendered sound `wav: [T]` as a corpus clip: cut to `MAX_DURATION_S`, padded to `MIN_DURATION_S`, brought to
+    its loudness (±`LOUDNESS_JITTER_DB`, drawn with `rng`) and soft-limited below full scale; float32."""
     wav = wav[: int(MAX_DURATION_S * sample_rate)]
     if wav.size < MIN_DURATION_S * sample_rate:
         wav = np.pad(wav, (0, int(MIN_DURATION_S * sample_rate) - wav.size))

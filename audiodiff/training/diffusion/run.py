@@ -22,6 +22,7 @@ from audiodiff.training.callbacks import AttributeAccuracy, AudioPreview
 from audiodiff.training.checkpoints import export_run
 from audiodiff.training.data import build_datamodule
 from audiodiff.training.diffusion.task import DiffusionTask
+from audiodiff.training.finetune import export_finetune_run, init_config, start_from_init
 from audiodiff.training.forecast import run_forecast
 from audiodiff.training.resume import AtomicCheckpointIO, RandomState, start_run
 from audiodiff.training.signals import GracefulStop
@@ -38,7 +39,7 @@ class ResumeMismatchError(ValueError):
 
 def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
     """Refuse to resume a run whose model or data configuration changed (a silent change is worse than a stop)."""
-    keys = [*MODEL_KEYS, *OPTIONAL_MODEL_KEYS, "data", "optim", "task", "seed", "latent_cache"]
+    keys = [*MODEL_KEYS, *OPTIONAL_MODEL_KEYS, "data", "optim", "task", "seed", "latent_cache", "init", "finetune"]
 
     def comparable(cfg: dict[str, Any], key: str) -> Any:
         value = cfg.get(key)
@@ -98,13 +99,18 @@ def train(cfg: DictConfig) -> Path:
     SIGTERM or SIGUSR1 stop the run after the current step with `checkpoints/last.ckpt` written (and a SLURM requeue
     where configured); this function then returns without exporting, and the same call resumes the run exactly:
     same batches, same noise, same weights as if it had not stopped.
+
+    With `init` (an export), the model comes from there and trains as `finetune` says (`audiodiff.training.finetune`).
     """
+    if cfg.get("init") or cfg.get("finetune") is not None:
+        cfg = init_config(cfg)
     run_dir = Path(cfg.run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     digest = latent_cache_digest(cfg)  # checked on resume, recorded in the export (is_current)
     resolved = start_run(cfg, run_dir, last, check_resume, {"latent_cache": digest} if digest else None)
     datamodule = build_datamodule(cfg.data, skip_log_dir=str(run_dir))
     model = build_model(cfg)
+    started = start_from_init(model, cfg) if cfg.get("init") else None
     if isinstance(datamodule, LatentDataModule):  # its setup refuses a cache made for another representation
         datamodule.bind(model.representation, resolved["representation"])
     task = DiffusionTask(model, optimizer=instantiate(cfg.optim), run_config=resolved, **cfg.task)
@@ -135,6 +141,9 @@ def train(cfg: DictConfig) -> Path:
     # A run stopped by max_time still ends with a checkpoint of its last step (all ranks take part, rank 0 writes).
     trainer.save_checkpoint(last, weights_only=False)
     if trainer.is_global_zero:
-        export_run(last, run_dir / "export")
+        if started is None:
+            export_run(last, run_dir / "export")
+        else:
+            export_finetune_run(last, run_dir / "export", cfg, started)
         log.info("exported %s", run_dir / "export")
     return run_dir

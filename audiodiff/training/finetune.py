@@ -1,0 +1,158 @@
+"""Fine-tuning an exported model: `python -m audiodiff.train recipe=finetune init=MODEL data=manifest data.manifest=...`
+
+`init` names an export folder (or a run directory that exported). Everything that defines the model comes from it:
+the model keys of its `config.yaml` (architecture, representation, text encoder, objective, sampler, clip length)
+replace the run's, and its weights, latent statistics included, are loaded before training; a command that also
+sets one of those keys is refused, naming it. `finetune.method` says what trains:
+
+- ``lora``: peft LoRA layers on the target modules (:mod:`audiodiff.models.adapters`), the base frozen. The run's
+  `export/` holds the merged model (loadable like any export) and `export/adapter.safetensors`, the adapter alone
+  with the base model's content hash and its LoRA settings;
+- ``full``: every denoiser weight; `export/` is a plain export.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from audiodiff.models.adapters import (
+    ADAPTER_FILE,
+    Adapter,
+    LoraSettings,
+    add_lora,
+    lora_parameter_count,
+    save_adapter,
+    target_modules,
+    weights_hash,
+)
+from audiodiff.models.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, model_config
+from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export
+from audiodiff.models.model import DiffusionModel
+from audiodiff.pipeline import AudioDiffusionPipeline, load_inference_state
+
+log = logging.getLogger(__name__)
+
+# Settings that come from `init` and may not be given beside it (the config groups that build the model, too).
+FROM_INIT = (*MODEL_KEYS, *OPTIONAL_MODEL_KEYS, "mel", "autoencoder", "data.segment_seconds", "data.sample_rate",
+             "data.channels")
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning run that cannot start: no init model, or a setting that init decides."""
+
+
+def init_folder(path: str | Path) -> Path:
+    """The export folder `init` names: the folder itself, or a run directory's `export/`."""
+    path = Path(path)
+    if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
+        return path
+    if (path / "export" / WEIGHTS).is_file():
+        return path / "export"
+    what = "no such folder" if not path.exists() else "not a model export folder (no config.yaml + model.safetensors)"
+    raise FinetuneError(f"init={path}: {what}; fine-tuning starts from an export (python -m audiodiff.export "
+                        f"run=<run dir> makes one from a training run)")
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse command-line settings that `init` decides (see FROM_INIT), naming the first."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if any(key == k or key.startswith(f"{k}.") for k in FROM_INIT):
+            raise FinetuneError(
+                f"{key}: a run started from init= takes its model from there (architecture, representation, text "
+                f"encoder, latent statistics, clip length); remove {override!r}"
+                + (" (finetune.segment_seconds sets the training crop)" if key.startswith("data.") else
+                   ", or train a new model without init="))
+
+
+def init_config(cfg: DictConfig) -> DictConfig:
+    """`cfg` with its model keys replaced by those of the `init` export and the data cropped to
+    `finetune.segment_seconds` (default the model's clip length). FinetuneError without `init` or `finetune`."""
+    if not cfg.get("init"):
+        raise FinetuneError(f"recipe {cfg.get('name')!r} fine-tunes a model: give init=<export folder or run dir>")
+    if cfg.get("finetune") is None:
+        raise FinetuneError("init= needs finetune=lora or finetune=full")
+    exported, _ = read_export(init_folder(cfg.init))
+    model = model_config(exported)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for key in (*MODEL_KEYS, *OPTIONAL_MODEL_KEYS):
+            cfg[key] = model.get(key)
+        cfg.init = str(init_folder(cfg.init))
+        segment = cfg.finetune.get("segment_seconds")
+        cfg.data.segment_seconds = float(segment if segment is not None else model["duration"])
+    return cfg
+
+
+def lora_settings(cfg: DictConfig) -> LoraSettings | None:
+    """The LoRA settings of `cfg.finetune`, or None for full fine-tuning."""
+    node = cfg.finetune
+    if node.method == "full":
+        return None
+    if node.method != "lora":
+        raise FinetuneError(f"finetune.method: expected lora or full, got {node.method!r}")
+    targets = node.targets
+    return LoraSettings(rank=node.rank, alpha=float(node.alpha), dropout=float(node.dropout),
+                        targets=tuple(targets) if OmegaConf.is_list(targets) else targets)
+
+
+def start_from_init(model: DiffusionModel, cfg: DictConfig) -> dict[str, Any]:
+    """Load the `init` weights into `model` and make its denoiser trainable as `cfg.finetune` says (LoRA layers
+    added in place, or every weight); returns what the export needs: the base hash, the LoRA settings and targets."""
+    folder = init_folder(cfg.init)
+    _, state = read_export(folder)
+    load_inference_state(model, state, str(folder))
+    base_hash = weights_hash({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    if cfg.finetune.get("gradient_checkpointing"):
+        if not hasattr(model.net, "gradient_checkpointing"):
+            raise FinetuneError(f"finetune.gradient_checkpointing: {type(model.net).__name__} has no gradient "
+                                f"checkpointing")
+        model.net.gradient_checkpointing = True
+    settings = lora_settings(cfg)
+    total = sum(p.numel() for p in model.net.parameters())
+    if settings is None:
+        model.net.requires_grad_(True)
+        log.info("full fine-tuning of %s from %s: %d trainable parameters", type(model.net).__name__, folder, total)
+        return {"base_hash": base_hash, "method": "full"}
+    modules = target_modules(model.net, settings)
+    add_lora(model.net, settings, modules)
+    trained = lora_parameter_count(model.net, modules, settings.rank)
+    log.info("LoRA fine-tuning of %s from %s: rank %d on %d modules, %d trainable parameters (%.2f%% of %d)",
+             type(model.net).__name__, folder, settings.rank, len(modules), trained, 100 * trained / total, total)
+    return {"base_hash": base_hash, "method": "lora", "settings": settings, "modules": modules}
+
+
+def export_adapter(ema_state: dict[str, Any], started: dict[str, Any], cfg: DictConfig, path: Path,
+                   info: dict[str, Any]) -> Adapter:
+    """Write the adapter of a LoRA run from its EMA denoiser state (peft names, adapter "default") to `path`."""
+    state = {key.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): value
+             for key, value in ema_state.items() if ".lora_A.default." in key or ".lora_B.default." in key}
+    adapter = Adapter(state, started["settings"], tuple(started["modules"]), started["base_hash"],
+                      str(cfg.denoiser.get("_target_", "")), info)
+    save_adapter(path, adapter)
+    return adapter
+
+
+def export_finetune_run(last: Path, out: Path, cfg: DictConfig, started: dict[str, Any]) -> Path:
+    """The export of a fine-tuning run's last checkpoint: a plain export for full fine-tuning; for LoRA the base
+    model with the adapter merged in, and the adapter alone as `out/adapter.safetensors`."""
+    from audiodiff.training.checkpoints import export_run, inference_state, load_checkpoint
+
+    if started["method"] == "full":
+        return export_run(last, out)
+    ckpt = load_checkpoint(last)
+    ema = {k[len("net."):]: v for k, v in inference_state(ckpt["state_dict"]).items() if k.startswith("net.")}
+    info = {"recipe": cfg.get("name"), "global_step": ckpt.get("global_step"), "init": str(cfg.init),
+            "training_data": cfg.data.get("manifest") or cfg.data.get("corpus")}
+    adapter_path = Path(cfg.run_dir) / ADAPTER_FILE
+    export_adapter(ema, started, cfg, adapter_path, info)
+    pipe = AudioDiffusionPipeline.from_pretrained(cfg.init)
+    pipe.load_adapter(adapter_path)
+    return pipe.save_pretrained(out, card={**info, "adapter": ADAPTER_FILE, "base_hash": started["base_hash"]},
+                                copies={ADAPTER_FILE: adapter_path})
+
