@@ -22,6 +22,9 @@ DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor], None]  # (step index, x_t, x̂0)
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+NoiseSampler = Callable[[float, float], Tensor]
+"""`noise_sampler(s, s_next)`: unit-variance noise [B, D, L] for the step between VE sigmas s and s_next (e.g. a
+Brownian tree's normalised increment, as k-diffusion's and diffusers' SDE samplers draw it)."""
 
 
 
@@ -61,6 +64,11 @@ def _ratio(t: float, t_next: float) -> float:
     if t >= 1.0:
         return 0.0
     return (t_next / (1 - t_next)) / (t / (1 - t))
+
+
+def _ve(t: float) -> float:
+    """VE sigma s = t / (1 - t) of flow time t (∞ at t = 1)."""
+    return math.inf if t >= 1.0 else t / (1 - t)
 
 
 def _call(denoise: DenoiseFn, x: Tensor, t: float) -> Tensor:
@@ -215,8 +223,15 @@ def sample_dpmpp_2m(denoise: DenoiseFn, noise: Tensor, times: Tensor, callback: 
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde(denoise: DenoiseFn, noise: Tensor, times: Tensor, callback: Callback | None = None,
-                        generator: Generators = None, eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
-    """DPM-Solver++(2M) SDE (k-diffusion's `sample_dpmpp_2m_sde`, midpoint solver); eta = 0 is the ODE form."""
+                        generator: Generators = None, eta: float = 1.0, s_noise: float = 1.0,
+                        noise_sampler: NoiseSampler | None = None) -> Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's `sample_dpmpp_2m_sde`, midpoint solver); eta = 0 is the ODE
+    form. With eta = 1 this is diffusers' `CosineDPMSolverMultistepScheduler` (Stable Audio Open's sampler): first
+    order on the first step and into t = 0, second order in between.
+
+    noise_sampler: where the step noise comes from (`NoiseSampler`, called with VE sigmas on every step that adds
+    noise); None draws i.i.d. Gaussian noise from `generator`.
+    """
     x = noise
     old: Tensor | None = None
     h_last = math.inf
@@ -235,7 +250,8 @@ def sample_dpmpp_2m_sde(denoise: DenoiseFn, noise: Tensor, times: Tensor, callba
         if old is not None and math.isfinite(h_last):
             x = x + (1 - t_next) * 0.5 * gain * (h / h_last) * (x0_hat - old)
         if eta > 0:
-            x = x + t_next * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise * randn_like(x, generator)
+            z = randn_like(x, generator) if noise_sampler is None else noise_sampler(_ve(t), _ve(t_next))
+            x = x + t_next * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise * z.to(x)
         old, h_last = x0_hat, h
     return x
 
@@ -254,7 +270,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 
 def sampler_options(name: str) -> tuple[str, ...]:
     """Keyword options the sampler `name` takes beyond denoise, noise, times, callback and generator."""
-    fixed = {"denoise", "noise", "times", "callback", "generator"}
+    fixed = {"denoise", "noise", "times", "callback", "generator", "noise_sampler"}
     return tuple(p for p in inspect.signature(get_sampler(name)).parameters if p not in fixed)
 
 

@@ -40,8 +40,10 @@ def build_model(cfg: DictConfig | dict[str, Any]) -> DiffusionModel:
     denoiser = dict(mcfg["denoiser"])
     # `pooled_text`: also add the pooled caption embedding to the timestep embedding (beside cross-attention).
     pooled = denoiser.pop("pooled_text", True)
+    # A timing part that adds cross-attention tokens of its own (Stable Audio's) states their width.
+    context_dim = getattr(timing, "token_dim", None) or text_encoder.dim
     net = build_component(denoiser, "denoiser", "denoiser", in_channels=representation.latent_channels,
-                          context_dim=text_encoder.dim, pooled_dim=text_encoder.dim if pooled else None,
+                          context_dim=context_dim, pooled_dim=text_encoder.dim if pooled else None,
                           global_dim=timing.dim if timing is not None else None)
     objective = build_component(mcfg["diffusion"], "diffusion", "diffusion")
     sampler = SamplerSettings(**mcfg["sampler"])

@@ -109,8 +109,7 @@ class DiffusionModel(nn.Module):
             return cond
         if seconds_start is None or seconds_total is None:
             raise ValueError("this model is timing-conditioned: seconds_start and seconds_total are needed")
-        feats = self.timing.features(seconds_start, seconds_total).to(cond.tokens.device)
-        return Conditioning(cond.tokens, cond.mask, cond.pooled, feats)
+        return self.timing.condition(cond, seconds_start, seconds_total)
 
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], frames: int, seeds: list[int], settings: SamplerSettings,
