@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +14,14 @@ from audiodiff.conditioning.types import Conditioning
 from audiodiff.diffusion.editing import keep_known, start_latents, strength_times
 from audiodiff.diffusion.guidance import classifier_free_guidance
 from audiodiff.diffusion.objectives import Objective
-from audiodiff.diffusion.samplers import SAMPLERS, Callback, get_sampler, initial_latents, sampler_options
+from audiodiff.diffusion.samplers import (
+    SAMPLERS,
+    Callback,
+    NoiseSampler,
+    get_sampler,
+    initial_latents,
+    sampler_options,
+)
 from audiodiff.representations.base import Representation
 
 # SamplerSettings fields passed to the sampler function when it takes them.
@@ -115,7 +123,8 @@ class DiffusionModel(nn.Module):
     def sample_latents(self, prompts: list[str], frames: int, seeds: list[int], settings: SamplerSettings,
                        negative_prompts: list[str] | None = None, net: nn.Module | None = None,
                        seconds_total: float | None = None, init: Tensor | None = None, strength: float = 1.0,
-                       keep: Tensor | None = None, callback: Callback | None = None) -> Tensor:
+                       keep: Tensor | None = None, callback: Callback | None = None,
+                       noise_sampler: NoiseSampler | None = None) -> Tensor:
         """Latents z [B, D, frames] for B prompts. Prompt i draws its starting noise, then any sampler noise, from
         a CPU generator seeded seeds[i], so its result does not depend on the rest of the batch.
 
@@ -123,6 +132,7 @@ class DiffusionModel(nn.Module):
         init: latents [B, D, frames] to start from (`audiodiff.diffusion.editing`): with strength < 1 the sampler
         starts from them noised to t = strength (a variation); with keep ([frames] or [B, 1, frames] in [0, 1])
         the result equals them where keep is 1 (inpainting, continuation). callback(step, x_t, x̂0) sees every step.
+        noise_sampler: the step noise of an SDE sampler that takes one (`NoiseSampler`), instead of the seeds'.
         """
         net = self.net if net is None else net
         device = next(net.parameters()).device
@@ -154,21 +164,27 @@ class DiffusionModel(nn.Module):
             x = start_latents(init, noise, float(times[0]))
             if keep is not None:
                 guided = keep_known(guided, init, keep)
-        return get_sampler(settings.name)(guided, x, times, callback=callback, generator=generators,
-                                          **settings.sampler_options())
+        options = settings.sampler_options()
+        if noise_sampler is not None:
+            if "noise_sampler" not in inspect.signature(get_sampler(settings.name)).parameters:
+                raise ValueError(f"noise_sampler: sampler {settings.name!r} takes no injected noise")
+            options["noise_sampler"] = noise_sampler
+        return get_sampler(settings.name)(guided, x, times, callback=callback, generator=generators, **options)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], duration: float | None = None, settings: SamplerSettings | None = None,
                  seed: int | Sequence[int] = 0, negative_prompts: list[str] | None = None,
-                 net: nn.Module | None = None, callback: Callback | None = None) -> Tensor:
+                 net: nn.Module | None = None, callback: Callback | None = None,
+                 noise_sampler: NoiseSampler | None = None) -> Tensor:
         """Waveforms [B, C, T] at `sample_rate` Hz, T = duration · sample_rate; prompt i uses seed `seed + i`
-        (or seed[i] when a sequence is given)."""
+        (or seed[i] when a sequence is given). noise_sampler: as in `sample_latents`."""
         settings = settings or self.sampler
         duration = self.duration if duration is None else duration
         window = self.duration if self.timing is not None else duration
         frames = self.representation.num_frames(window)
         latents = self.sample_latents(prompts, frames, seed_list(seed, len(prompts)), settings, negative_prompts,
-                                      net, seconds_total=duration, callback=callback)
+                                      net, seconds_total=duration, callback=callback,
+                                      noise_sampler=noise_sampler)
         wav = self.representation.decode(latents)
         return wav[..., : int(round(duration * self.sample_rate))]
 

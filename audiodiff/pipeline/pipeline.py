@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ import torch
 from torch import Tensor
 
 from audiodiff.diffusion.editing import keep_mask, strength_times
+from audiodiff.diffusion.samplers import NoiseSampler
 from audiodiff.models.build import build_model
 from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
+from audiodiff.models.stable_audio_convert import ConversionError, is_stable_audio_folder
+from audiodiff.models.stable_audio_convert import convert as convert_stable_audio
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
 MIN_INPUT_SECONDS = 0.1
@@ -60,6 +64,15 @@ class AudioDiffusionPipeline:
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder")
+        if is_stable_audio_folder(path):  # a published Stable Audio Open folder: convert it on the way in
+            with tempfile.TemporaryDirectory(prefix="audiodiff-convert-") as tmp:
+                try:
+                    converted = convert_stable_audio(path, Path(tmp) / "export")
+                except ConversionError as err:
+                    raise ModelLoadError(str(err)) from err
+                pipe = cls.from_pretrained(converted, device)
+            pipe.model_id = str(path)
+            return pipe
         folder = path
         if path.is_dir() and not (path / WEIGHTS).exists() and (path / "export" / WEIGHTS).exists():
             folder = path / "export"  # a run directory whose training finished
@@ -71,6 +84,7 @@ class AudioDiffusionPipeline:
             cfg, state = read_export(folder)
         except (FileNotFoundError, ValueError) as err:
             raise ModelLoadError(str(err)) from err
+        cfg = _local_parts(cfg, folder)
         try:
             model = build_model(cfg)
         except Exception as err:  # an unknown target, a missing key, a size that does not fit
@@ -81,17 +95,18 @@ class AudioDiffusionPipeline:
     def __call__(self, prompts: str | list[str], duration: float | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | list[int] = 0, sampler: str | None = None,
                  negative_prompts: str | list[str] | None = None, progress: bool = False,
-                 **options: Any) -> GenerationOutput:
+                 noise_sampler: NoiseSampler | None = None, **options: Any) -> GenerationOutput:
         """Generate one clip per prompt (prompt i with seed `seed + i`, or seed[i] for a list). Unset settings fall
         back to the model's defaults; `options` are further SamplerSettings fields (spacing, eta, s_churn,
         guidance_rescale, guidance_interval, shift). A single negative prompt applies to every prompt.
-        progress: show a progress bar over sampler steps."""
+        progress: show a progress bar over sampler steps. noise_sampler: the SDE samplers' step noise
+        (`audiodiff.diffusion.samplers.NoiseSampler`, e.g. a Brownian tree) instead of draws from the seeds."""
         prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
                                                                    sampler, options)
         duration = self.check_request(prompts, duration, negative_prompts)
         with _StepBar(settings.steps, progress) as bar:
             wav = self.model.generate(prompts, duration, settings, seed=seeds, negative_prompts=negative_prompts,
-                                      callback=bar.callback)
+                                      callback=bar.callback, noise_sampler=noise_sampler)
         return GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration)
 
     def variation(self, audio: AudioInput, prompts: str | list[str], strength: float = 0.5,
@@ -308,6 +323,16 @@ class AudioDiffusionPipeline:
             raise ValueError(f"duration: {duration} s is longer than this model's maximum of "
                              f"{self.model.max_duration} s")
         return duration
+
+
+def _local_parts(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """cfg with a text encoder the export folder carries (`name_or_path` naming a subfolder of it, as converted
+    models do) pointed at that subfolder."""
+    encoder = cfg.get("text_encoder") or {}
+    name = encoder.get("name_or_path")
+    if isinstance(name, str) and not Path(name).is_absolute() and (folder / name / "config.json").is_file():
+        return {**cfg, "text_encoder": {**encoder, "name_or_path": str((folder / name).resolve())}}
+    return cfg
 
 
 def load_inference_state(model: DiffusionModel, state: dict[str, Tensor], source: str) -> None:

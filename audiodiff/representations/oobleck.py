@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from audiodiff.autoencoders.oobleck import Oobleck
 from audiodiff.representations.base import Representation
@@ -19,13 +19,18 @@ class OobleckRepresentation(Representation):
     decode gives L · latent_hop samples. Published: C = 2, D = 64, hop 2048 at 44.1 kHz (21.5 frames per second).
 
     encode returns the posterior mean; `encode_sample` draws from the posterior, as Stable Audio's audio-to-audio
-    does. The arguments are those of :class:`audiodiff.autoencoders.oobleck.Oobleck`.
+    does. The arguments are those of :class:`audiodiff.autoencoders.oobleck.Oobleck` (vocoder: must be None; the
+    model builder passes the configuration's).
     """
 
     def __init__(self, audio_channels: int = 2, latent_channels: int = 64, channels: int = 128,
                  decoder_channels: int = 128, strides: Sequence[int] = (2, 4, 4, 8, 8),
-                 channel_multiples: Sequence[int] = (1, 2, 4, 8, 16), sample_rate: int = 44100) -> None:
+                 channel_multiples: Sequence[int] = (1, 2, 4, 8, 16), sample_rate: int = 44100,
+                 vocoder: nn.Module | None = None) -> None:
         super().__init__()
+        if vocoder is not None:
+            raise ValueError(f"OobleckRepresentation decodes with its own decoder, but a vocoder "
+                             f"({type(vocoder).__name__}) was given: set the vocoder to null")
         self.autoencoder = Oobleck(audio_channels, latent_channels, channels, decoder_channels, strides,
                                    channel_multiples, sample_rate).eval().requires_grad_(False)
         self.sample_rate = self.autoencoder.sample_rate

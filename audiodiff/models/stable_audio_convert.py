@@ -1,0 +1,298 @@
+"""Convert a published Stable Audio Open folder into an audiodiff export folder (config.yaml + model.safetensors +
+the T5 encoder in `text_encoder/`), which `AudioDiffusionPipeline.from_pretrained` loads without diffusers.
+
+Accepted layout: diffusers' (`model_index.json`, `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`,
+`projection_model/`, `scheduler/`). Weights are read with safetensors (or `torch.load(weights_only=True)`, which
+never runs code from the file). Every config key must be one the converter knows, every reference weight must land
+on exactly one of ours and shapes must match the configuration: anything else is refused naming the file, the key and
+expected vs got, before OUT is touched; OUT is written to a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from audiodiff.models.export_format import write_export
+from audiodiff.models.registry import build_component
+from audiodiff.models.stable_audio_keys import (
+    DIFFUSERS_DIT,
+    DIFFUSERS_PROJECTION,
+    DIFFUSERS_VAE,
+    check_state,
+    fold_weight_norm,
+    rename,
+)
+from audiodiff.utils.files import atomic_folder
+
+Layout = Literal["diffusers", "stable-audio-tools"]
+TEXT_ENCODER_DIR = "text_encoder"  # inside the export folder
+DIFFUSERS_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "projection_model", "scheduler")
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+# Keys diffusers writes into every config.json besides the constructor arguments.
+_BOOKKEEPING = {"_class_name", "_diffusers_version", "_name_or_path", "_use_default_values"}
+# The constructor arguments of each diffusers class, as diffusers 0.42 defines them.
+DIFFUSERS_CONFIG_KEYS: dict[str, set[str]] = {
+    "transformer": {"sample_size", "in_channels", "num_layers", "attention_head_dim", "num_attention_heads",
+                    "num_key_value_attention_heads", "out_channels", "cross_attention_dim", "time_proj_dim",
+                    "global_states_input_dim", "cross_attention_input_dim"},
+    "vae": {"encoder_hidden_size", "downsampling_ratios", "channel_multiples", "decoder_channels",
+            "decoder_input_channels", "audio_channels", "sampling_rate"},
+    "projection_model": {"text_encoder_dim", "conditioning_dim", "min_value", "max_value"},
+    "scheduler": {"sigma_min", "sigma_max", "sigma_data", "sigma_schedule", "num_train_timesteps", "solver_order",
+                  "prediction_type", "rho", "solver_type", "lower_order_final", "euler_at_final", "final_sigmas_type"},
+}
+DIFFUSERS_CLASSES = {"transformer": "StableAudioDiTModel", "vae": "AutoencoderOobleck",
+                     "projection_model": "StableAudioProjectionModel",
+                     "scheduler": "CosineDPMSolverMultistepScheduler"}
+# Scheduler settings our sampler reproduces (other values are refused rather than silently sampled differently).
+_SCHEDULER_FIXED = {"sigma_data": 1.0, "solver_order": 2, "prediction_type": "v_prediction", "solver_type": "midpoint",
+                    "final_sigmas_type": "zero", "euler_at_final": False}
+
+
+class ConversionError(ValueError):
+    """A source folder that is not a Stable Audio Open checkpoint this converter can take, with the reason."""
+
+
+def detect_layout(src: str | Path) -> Layout:
+    """Which published layout `src` holds; ConversionError naming what is missing when it is neither."""
+    src = Path(src)
+    if not src.is_dir():
+        raise ConversionError(f"{src}: no such folder")
+    if (src / "model_index.json").is_file() or all((src / part).is_dir() for part in ("transformer", "vae")):
+        return "diffusers"
+    if (src / "model_config.json").is_file():
+        return "stable-audio-tools"
+    raise ConversionError(
+        f"{src}: neither published Stable Audio Open layout: expected diffusers' folders ({', '.join(DIFFUSERS_PARTS)}"
+        f" with model_index.json) or stable-audio-tools' model_config.json beside model.safetensors / model.ckpt")
+
+
+def is_stable_audio_folder(path: str | Path) -> bool:
+    """Whether `path` is a published Stable Audio Open folder (either layout) rather than an audiodiff export."""
+    path = Path(path)
+    if not path.is_dir() or (path / "config.yaml").is_file():
+        return False
+    index = path / "model_index.json"
+    if index.is_file():
+        try:
+            return json.loads(index.read_text()).get("_class_name") == "StableAudioPipeline"
+        except (json.JSONDecodeError, AttributeError):
+            return False
+    return (path / "model_config.json").is_file()
+
+
+def read_config(path: Path, part: str) -> dict[str, Any]:
+    """A diffusers component's config.json, checked: the class it names and no key outside the known constructor
+    arguments (ConversionError naming the file and the key)."""
+    if not path.is_file():
+        raise ConversionError(f"{path}: missing (the {part} configuration)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConversionError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ConversionError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    expected_class = DIFFUSERS_CLASSES[part]
+    if config.get("_class_name", expected_class) != expected_class:
+        raise ConversionError(f"{path}: _class_name is {config['_class_name']!r}, expected {expected_class!r}")
+    unknown = sorted(set(config) - DIFFUSERS_CONFIG_KEYS[part] - _BOOKKEEPING)
+    if unknown:
+        raise ConversionError(f"{path}: unknown key {unknown[0]!r}{f' (and {unknown[1:]})' if unknown[1:] else ''}; "
+                              f"expected keys among {sorted(DIFFUSERS_CONFIG_KEYS[part])}")
+    return {k: v for k, v in config.items() if k not in _BOOKKEEPING}
+
+
+def read_weights(folder: Path, names: Iterable[str] = WEIGHT_FILES) -> tuple[dict[str, Tensor], Path]:
+    """(state dict, file) of the first weight file of `names` in `folder`; safetensors, or a torch file read with
+    weights_only=True (tensors only, never code)."""
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            if path.suffix == ".safetensors":
+                return load_file(str(path)), path
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # an unpickling refusal or a corrupt file
+                raise ConversionError(f"{path}: cannot be read as plain tensors ({err})") from err
+            if not isinstance(state, dict):
+                raise ConversionError(f"{path}: expected a state dict, got {type(state).__name__}")
+            return state, path
+    raise ConversionError(f"{folder}: no weights (expected one of {list(names)})")
+
+
+def _need(config: Mapping[str, Any], key: str, path: Path, default: Any = None) -> Any:
+    if key in config:
+        return config[key]
+    if default is None:
+        raise ConversionError(f"{path}: key {key!r} is missing")
+    return default
+
+
+def diffusers_model_config(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(audiodiff model config, the diffusers configs by part) for a diffusers Stable Audio Open folder."""
+    configs = {part: read_config(src / part / ("scheduler_config.json" if part == "scheduler" else "config.json"),
+                                 part) for part in DIFFUSERS_CONFIG_KEYS}
+    t, v, p, s = (configs[k] for k in ("transformer", "vae", "projection_model", "scheduler"))
+    tp, vp = src / "transformer" / "config.json", src / "vae" / "config.json"
+    pp, sp = src / "projection_model" / "config.json", src / "scheduler" / "scheduler_config.json"
+    defaults = {"transformer": dict(sample_size=1024, in_channels=64, num_layers=24, attention_head_dim=64,
+                                    num_attention_heads=24, num_key_value_attention_heads=12, out_channels=64,
+                                    cross_attention_dim=768, time_proj_dim=256, global_states_input_dim=1536,
+                                    cross_attention_input_dim=768),
+                "vae": dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 8, 8],
+                            channel_multiples=[1, 2, 4, 8, 16], decoder_channels=128, decoder_input_channels=64,
+                            audio_channels=2, sampling_rate=44100)}
+    t = {**defaults["transformer"], **t}
+    v = {**defaults["vae"], **v}
+    for key in ("text_encoder_dim", "conditioning_dim", "min_value", "max_value"):
+        _need(p, key, pp)
+    if t["cross_attention_input_dim"] != t["cross_attention_dim"]:
+        raise ConversionError(f"{tp}: cross_attention_input_dim {t['cross_attention_input_dim']} differs from "
+                              f"cross_attention_dim {t['cross_attention_dim']}; expected them equal")
+    if t["cross_attention_dim"] != p["conditioning_dim"]:
+        raise ConversionError(f"{tp}: cross_attention_dim is {t['cross_attention_dim']}, but {pp} gives "
+                              f"conditioning_dim {p['conditioning_dim']}; expected them equal")
+    if t["global_states_input_dim"] != 2 * p["conditioning_dim"]:
+        raise ConversionError(f"{tp}: global_states_input_dim is {t['global_states_input_dim']}, expected "
+                              f"2 × conditioning_dim = {2 * p['conditioning_dim']} ({pp})")
+    if v["encoder_hidden_size"] != 2 * v["decoder_input_channels"]:
+        raise ConversionError(f"{vp}: encoder_hidden_size {v['encoder_hidden_size']} must be 2 × "
+                              f"decoder_input_channels = {2 * v['decoder_input_channels']} (mean and scale)")
+    if t["in_channels"] != v["decoder_input_channels"]:
+        raise ConversionError(f"{tp}: in_channels is {t['in_channels']}, but {vp} gives decoder_input_channels "
+                              f"{v['decoder_input_channels']}; expected them equal")
+    for key, value in _SCHEDULER_FIXED.items():
+        if key in s and s[key] != value:
+            raise ConversionError(f"{sp}: {key} is {s[key]!r}; the converter reproduces only {value!r}")
+    schedule = s.get("sigma_schedule", "exponential")
+    if schedule not in ("exponential", "karras") or (schedule == "karras" and s.get("rho", 7.0) != 7.0):
+        raise ConversionError(f"{sp}: sigma_schedule {schedule!r} (rho {s.get('rho', 7.0)}); expected 'exponential' "
+                              f"or 'karras' with rho 7")
+    text_tokens = _tokenizer_length(src / "tokenizer")
+    hop = 1
+    for stride in v["downsampling_ratios"]:
+        hop *= int(stride)
+    config = {
+        "representation": {"_target_": "audiodiff.representations.oobleck.OobleckRepresentation",
+                           "audio_channels": v["audio_channels"], "latent_channels": v["decoder_input_channels"],
+                           "channels": v["encoder_hidden_size"], "decoder_channels": v["decoder_channels"],
+                           "strides": list(v["downsampling_ratios"]),
+                           "channel_multiples": list(v["channel_multiples"]), "sample_rate": v["sampling_rate"]},
+        "vocoder": None,
+        "denoiser": {"_target_": "audiodiff.denoisers.stable_audio_dit.StableAudioDiT",
+                     "width": t["num_attention_heads"] * t["attention_head_dim"], "depth": t["num_layers"],
+                     "heads": t["num_attention_heads"], "kv_heads": t["num_key_value_attention_heads"],
+                     "time_features": t["time_proj_dim"], "out_channels": t["out_channels"],
+                     "context_mask": False, "pooled_text": False},
+        "diffusion": {"_target_": "audiodiff.diffusion.objectives.VDiffusion",
+                      "sigma_min": float(s.get("sigma_min", 0.3)), "sigma_max": float(s.get("sigma_max", 500.0))},
+        "text_encoder": {"_target_": "audiodiff.conditioning.text.TextEncoder", "name_or_path": TEXT_ENCODER_DIR,
+                         "max_length": text_tokens},
+        "timing": {"_target_": "audiodiff.conditioning.stable_audio.StableAudioConditioning",
+                   "text_dim": p["text_encoder_dim"], "width": p["conditioning_dim"],
+                   "min_seconds": float(p["min_value"]), "max_seconds": float(p["max_value"]),
+                   "text_tokens": text_tokens},
+        "sampler": {"name": "dpmpp_2m_sde", "steps": 100, "guidance": 7.0, "eta": 1.0,
+                    "spacing": "default" if schedule == "exponential" else "karras"},
+        "duration": t["sample_size"] * hop / v["sampling_rate"],
+    }
+    return config, configs
+
+
+def _tokenizer_length(folder: Path) -> int:
+    """The length diffusers pads prompts to: the tokenizer's model_max_length (128 for Stable Audio Open)."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        raise ConversionError(f"{path}: missing (the T5 tokenizer's settings)")
+    length = json.loads(path.read_text()).get("model_max_length", 128)
+    if not isinstance(length, int) or not 1 <= length <= 4096:
+        raise ConversionError(f"{path}: model_max_length {length!r}; expected the padded prompt length (128)")
+    return length
+
+
+def expected_state(config: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The weights (shapes only: built on the meta device) that the model `config` describes needs in its export:
+    net.*, representation.* and timing.*; the text encoder travels as its own folder."""
+    with torch.device("meta"):
+        rep = build_component(config["representation"], "representation", "representation")
+        timing = build_component(config["timing"], "timing", "timing")
+        denoiser = {k: v for k, v in config["denoiser"].items() if k != "pooled_text"}
+        net = build_component(denoiser, "denoiser", "denoiser", in_channels=rep.latent_channels,
+                              context_dim=timing.token_dim, global_dim=timing.dim)
+    parts = {"net.": net, "representation.": rep, "timing.": timing}
+    return {prefix + k: v for prefix, module in parts.items() for k, v in module.state_dict().items()}
+
+
+def diffusers_state(src: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(our state dict, our key → 'file: reference key') from a diffusers folder's three weight files."""
+    state: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
+    for part, rules, prefix in (("transformer", DIFFUSERS_DIT, "net."),
+                                ("vae", DIFFUSERS_VAE, "representation.autoencoder."),
+                                ("projection_model", DIFFUSERS_PROJECTION, "timing.")):
+        reference, path = read_weights(src / part)
+        if part == "vae":
+            reference = fold_weight_norm(reference, str(path))
+        renamed = rename(reference, rules, str(path), prefix)
+        back = {new: old for new, old in zip(renamed, reference, strict=True)}
+        state.update(renamed)
+        origin.update({k: f"{path}: {back[k]}" for k in renamed})
+    return state, origin
+
+
+def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = None) -> Path:
+    """Write the audiodiff export folder `out` from the Stable Audio Open folder `src`; returns `out`.
+
+    text_encoder: a transformers T5 folder (weights and tokenizer) to use instead of `src`'s own."""
+    src = Path(src)
+    layout = detect_layout(src)
+    if layout != "diffusers":
+        raise ConversionError(f"{src}: the stable-audio-tools layout (model_config.json) is not supported yet; "
+                              f"convert diffusers' folder layout")
+    config, _ = diffusers_model_config(src)
+    state, origin = diffusers_state(src)
+    check_state(state, expected_state(config), str(src), lambda k: origin.get(k, k))
+    encoder_files = _text_encoder_files(src, text_encoder, config["timing"]["text_dim"])
+    card = {"converted_from": str(src.resolve()), "source_layout": layout}
+    out = Path(out)
+    with atomic_folder(out) as tmp:  # OUT appears complete, T5 folder included, or not at all
+        write_export(tmp, state, config, card)  # (writes a complete folder and renames it onto tmp)
+        (tmp / TEXT_ENCODER_DIR).mkdir()
+        for name, path in encoder_files.items():
+            shutil.copy2(path, tmp / TEXT_ENCODER_DIR / name)
+    folder = out
+    return folder
+
+
+def _text_encoder_files(src: Path, text_encoder: str | Path | None, text_dim: int) -> dict[str, Path]:
+    """The files of the T5 encoder folder the export carries (model config, weights and tokenizer), checked."""
+    folders = [Path(text_encoder)] if text_encoder is not None else [src / "text_encoder", src / "tokenizer"]
+    files: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConversionError(f"{folder}: no such folder (the T5 text encoder)")
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                if path.name in files:
+                    raise ConversionError(f"{path}: {path.name} is also in {files[path.name].parent}")
+                files[path.name] = path
+    config_path = files.get("config.json")
+    if config_path is None:
+        raise ConversionError(f"{folders[0]}: no config.json (expected a transformers T5 encoder folder)")
+    t5 = json.loads(config_path.read_text())
+    if t5.get("model_type") not in ("t5", "mt5", "umt5"):
+        raise ConversionError(f"{config_path}: model_type {t5.get('model_type')!r}, expected 't5'")
+    if t5.get("d_model") != text_dim:
+        raise ConversionError(f"{config_path}: d_model is {t5.get('d_model')}, but the projection expects "
+                              f"text_encoder_dim {text_dim}")
+    if "tokenizer_config.json" not in files:
+        raise ConversionError(f"{folders[-1]}: no tokenizer_config.json (the T5 tokenizer)")
+    return files
