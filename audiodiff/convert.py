@@ -2,7 +2,9 @@
 an audiodiff export folder, which `AudioDiffusionPipeline.from_pretrained(OUT)` loads without the source's library.
 
 SRC is Stable Audio Open in diffusers' folder layout (transformer/, vae/, text_encoder/, tokenizer/,
-projection_model/, scheduler/). The three positional words are shorthand for format=, src= and out=.
+projection_model/, scheduler/) or stable-audio-tools' pair (model_config.json + model.safetensors or model.ckpt),
+which holds no T5 weights: text_encoder=PATH names a transformers T5 folder with its tokenizer. The three positional
+words are shorthand for format=, src= and out=.
 """
 
 from __future__ import annotations

@@ -41,14 +41,20 @@ def perturb(module: torch.nn.Module, scale: float = 0.05) -> torch.nn.Module:
     return module
 
 
-def diffusers_pipeline(seed: int = 0):
-    """A tiny random diffusers StableAudioPipeline (published scheduler settings)."""
+# Heads of 64 dimensions: stable-audio-tools rotates max(head / 2, 32) dimensions, half a head only from 64 up.
+DIT_64 = dict(DIT, attention_head_dim=64, num_attention_heads=2, num_key_value_attention_heads=1,
+              cross_attention_dim=64, cross_attention_input_dim=64, time_proj_dim=256, global_states_input_dim=128)
+PROJECTION_64 = dict(PROJECTION, conditioning_dim=64)
+
+
+def diffusers_pipeline(seed: int = 0, dit: dict | None = None, projection: dict | None = None):
+    """A tiny random diffusers StableAudioPipeline (published scheduler settings); dit / projection: other sizes."""
     import diffusers
 
     torch.manual_seed(seed)
-    transformer = perturb(diffusers.StableAudioDiTModel(**DIT))
+    transformer = perturb(diffusers.StableAudioDiTModel(**(dit or DIT)))
     vae = perturb(diffusers.AutoencoderOobleck(**VAE))
-    projection = perturb(diffusers.pipelines.stable_audio.StableAudioProjectionModel(**PROJECTION))
+    projection = perturb(diffusers.pipelines.stable_audio.StableAudioProjectionModel(**(projection or PROJECTION)))
     text_encoder = tf.T5EncoderModel(tf.T5Config(**T5)).eval()
     scheduler = diffusers.CosineDPMSolverMultistepScheduler(
         sigma_min=0.3, sigma_max=500, solver_order=2, prediction_type="v_prediction", sigma_data=1.0,
@@ -58,8 +64,8 @@ def diffusers_pipeline(seed: int = 0):
     return pipe
 
 
-def save_diffusers_pipeline(folder: Path, seed: int = 0):
-    pipe = diffusers_pipeline(seed)
+def save_diffusers_pipeline(folder: Path, seed: int = 0, **sizes):
+    pipe = diffusers_pipeline(seed, **sizes)
     pipe.save_pretrained(folder)
     return pipe
 

@@ -1,11 +1,13 @@
 """Convert a published Stable Audio Open folder into an audiodiff export folder (config.yaml + model.safetensors +
 the T5 encoder in `text_encoder/`), which `AudioDiffusionPipeline.from_pretrained` loads without diffusers.
 
-Accepted layout: diffusers' (`model_index.json`, `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`,
-`projection_model/`, `scheduler/`). Weights are read with safetensors (or `torch.load(weights_only=True)`, which
-never runs code from the file). Every config key must be one the converter knows, every reference weight must land
-on exactly one of ours and shapes must match the configuration: anything else is refused naming the file, the key and
-expected vs got, before OUT is touched; OUT is written to a temporary folder and renamed into place.
+Accepted layouts: diffusers' (`model_index.json`, `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`,
+`projection_model/`, `scheduler/`), and stable-audio-tools' pair `model_config.json` + `model.safetensors` (or
+`model.ckpt`), which holds no T5 weights and so takes `text_encoder=` (a transformers T5 folder). Weights are read
+with safetensors (or `torch.load(weights_only=True)`, which never runs code from the file). Every config key must be
+one the converter knows, every reference weight must land on exactly one of ours and shapes must match the
+configuration: anything else is refused naming the file, the key and expected vs got, before OUT is touched; OUT is
+written to a temporary folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from audiodiff.models.stable_audio_keys import (
     check_state,
     fold_weight_norm,
     rename,
+    stable_audio_tools_parts,
 )
 from audiodiff.utils.files import atomic_folder
 
@@ -52,6 +55,14 @@ DIFFUSERS_CONFIG_KEYS: dict[str, set[str]] = {
 DIFFUSERS_CLASSES = {"transformer": "StableAudioDiTModel", "vae": "AutoencoderOobleck",
                      "projection_model": "StableAudioProjectionModel",
                      "scheduler": "CosineDPMSolverMultistepScheduler"}
+# diffusers' defaults, which are the published configuration.
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "transformer": dict(sample_size=1024, in_channels=64, num_layers=24, attention_head_dim=64, num_attention_heads=24,
+                        num_key_value_attention_heads=12, out_channels=64, cross_attention_dim=768, time_proj_dim=256,
+                        global_states_input_dim=1536, cross_attention_input_dim=768),
+    "vae": dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 2, 4, 8, 16],
+                decoder_channels=128, decoder_input_channels=64, audio_channels=2, sampling_rate=44100),
+}
 # Scheduler settings our sampler reproduces (other values are refused rather than silently sampled differently).
 _SCHEDULER_FIXED = {"sigma_data": 1.0, "solver_order": 2, "prediction_type": "v_prediction", "solver_type": "midpoint",
                     "final_sigmas_type": "zero", "euler_at_final": False}
@@ -136,22 +147,23 @@ def _need(config: Mapping[str, Any], key: str, path: Path, default: Any = None) 
     return default
 
 
-def diffusers_model_config(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(audiodiff model config, the diffusers configs by part) for a diffusers Stable Audio Open folder."""
-    configs = {part: read_config(src / part / ("scheduler_config.json" if part == "scheduler" else "config.json"),
-                                 part) for part in DIFFUSERS_CONFIG_KEYS}
-    t, v, p, s = (configs[k] for k in ("transformer", "vae", "projection_model", "scheduler"))
-    tp, vp = src / "transformer" / "config.json", src / "vae" / "config.json"
-    pp, sp = src / "projection_model" / "config.json", src / "scheduler" / "scheduler_config.json"
-    defaults = {"transformer": dict(sample_size=1024, in_channels=64, num_layers=24, attention_head_dim=64,
-                                    num_attention_heads=24, num_key_value_attention_heads=12, out_channels=64,
-                                    cross_attention_dim=768, time_proj_dim=256, global_states_input_dim=1536,
-                                    cross_attention_input_dim=768),
-                "vae": dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 8, 8],
-                            channel_multiples=[1, 2, 4, 8, 16], decoder_channels=128, decoder_input_channels=64,
-                            audio_channels=2, sampling_rate=44100)}
-    t = {**defaults["transformer"], **t}
-    v = {**defaults["vae"], **v}
+def diffusers_model_config(src: Path) -> dict[str, Any]:
+    """The audiodiff model config of a diffusers Stable Audio Open folder."""
+    paths = {part: src / part / ("scheduler_config.json" if part == "scheduler" else "config.json")
+             for part in DIFFUSERS_CONFIG_KEYS}
+    configs = {part: read_config(path, part) for part, path in paths.items()}
+    return model_config(configs, paths, _tokenizer_length(src / "tokenizer"))
+
+
+def model_config(configs: Mapping[str, Mapping[str, Any]], paths: Mapping[str, Path],
+                 text_tokens: int) -> dict[str, Any]:
+    """The audiodiff model config from the four parts' settings in diffusers' terms (`configs`: transformer, vae,
+    projection_model, scheduler; missing transformer / vae keys take the published values), checked for sizes that
+    must agree; `paths[part]` names the file each came from in errors. text_tokens: the padded prompt length."""
+    t = {**PUBLISHED["transformer"], **configs["transformer"]}
+    v = {**PUBLISHED["vae"], **configs["vae"]}
+    p, s = configs["projection_model"], configs["scheduler"]
+    tp, vp, pp, sp = (paths[k] for k in ("transformer", "vae", "projection_model", "scheduler"))
     for key in ("text_encoder_dim", "conditioning_dim", "min_value", "max_value"):
         _need(p, key, pp)
     if t["cross_attention_input_dim"] != t["cross_attention_dim"]:
@@ -176,7 +188,6 @@ def diffusers_model_config(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if schedule not in ("exponential", "karras") or (schedule == "karras" and s.get("rho", 7.0) != 7.0):
         raise ConversionError(f"{sp}: sigma_schedule {schedule!r} (rho {s.get('rho', 7.0)}); expected 'exponential' "
                               f"or 'karras' with rho 7")
-    text_tokens = _tokenizer_length(src / "tokenizer")
     hop = 1
     for stride in v["downsampling_ratios"]:
         hop *= int(stride)
@@ -204,7 +215,7 @@ def diffusers_model_config(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                     "spacing": "default" if schedule == "exponential" else "karras"},
         "duration": t["sample_size"] * hop / v["sampling_rate"],
     }
-    return config, configs
+    return config
 
 
 def _tokenizer_length(folder: Path) -> int:
@@ -216,6 +227,150 @@ def _tokenizer_length(folder: Path) -> int:
     if not isinstance(length, int) or not 1 <= length <= 4096:
         raise ConversionError(f"{path}: model_max_length {length!r}; expected the padded prompt length (128)")
     return length
+
+
+# stable-audio-tools' model_config.json: the keys each section may hold (`training` is not read), and the values
+# of those that would change the network, which must be the ones this converter reproduces.
+SAT_KEYS: dict[str, set[str]] = {
+    "": {"model_type", "sample_size", "sample_rate", "audio_channels", "model", "training"},
+    "model": {"pretransform", "conditioning", "diffusion", "io_channels"},
+    "model.pretransform": {"type", "iterate_batch", "config", "model_half", "chunked", "scale", "enable_grad"},
+    "model.pretransform.config": {"encoder", "decoder", "bottleneck", "latent_dim", "downsampling_ratio",
+                                  "io_channels", "sample_rate"},
+    "model.pretransform.config.encoder": {"type", "config", "requires_grad"},
+    "model.pretransform.config.encoder.config": {"in_channels", "channels", "c_mults", "strides", "latent_dim",
+                                                 "use_snake", "antialias_activation"},
+    "model.pretransform.config.decoder": {"type", "config", "requires_grad"},
+    "model.pretransform.config.decoder.config": {"out_channels", "channels", "c_mults", "strides", "latent_dim",
+                                                 "use_snake", "antialias_activation", "use_nearest_upsample",
+                                                 "final_tanh"},
+    "model.pretransform.config.bottleneck": {"type"},
+    "model.conditioning": {"configs", "cond_dim"},
+    "model.diffusion": {"type", "cross_attention_cond_ids", "global_cond_ids", "config", "diffusion_objective"},
+    "model.diffusion.config": {"io_channels", "embed_dim", "depth", "num_heads", "cond_token_dim", "global_cond_dim",
+                               "project_cond_tokens", "transformer_type", "patch_size", "diffusion_objective"},
+}
+SAT_FIXED: dict[str, Any] = {
+    "model_type": "diffusion_cond", "model.pretransform.type": "autoencoder", "model.pretransform.scale": 1.0,
+    "model.pretransform.config.encoder.type": "oobleck", "model.pretransform.config.decoder.type": "oobleck",
+    "model.pretransform.config.encoder.config.use_snake": True,
+    "model.pretransform.config.decoder.config.use_snake": True,
+    "model.pretransform.config.encoder.config.antialias_activation": False,
+    "model.pretransform.config.decoder.config.antialias_activation": False,
+    "model.pretransform.config.decoder.config.use_nearest_upsample": False,
+    "model.pretransform.config.decoder.config.final_tanh": False,
+    "model.pretransform.config.bottleneck.type": "vae", "model.diffusion.type": "dit",
+    "model.diffusion.diffusion_objective": "v", "model.diffusion.config.diffusion_objective": "v",
+    "model.diffusion.cross_attention_cond_ids": ["prompt", "seconds_start", "seconds_total"],
+    "model.diffusion.global_cond_ids": ["seconds_start", "seconds_total"],
+    "model.diffusion.config.project_cond_tokens": False, "model.diffusion.config.patch_size": 1,
+    "model.diffusion.config.transformer_type": "continuous_transformer",
+}
+# SAT's defaults where the published file leaves a key out.
+_SAT_DEFAULTS = {"model.pretransform.config.decoder.config.final_tanh": True,
+                 "model.diffusion.config.project_cond_tokens": True}
+
+
+def _section(config: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
+    node: Any = config
+    for part in [p for p in name.split(".") if p]:
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConversionError(f"{path}: key {name!r} is missing")
+        node = node[part]
+    if not isinstance(node, Mapping):
+        raise ConversionError(f"{path}: {name!r} must be an object, got {type(node).__name__}")
+    return node
+
+
+def read_stable_audio_tools_config(path: Path) -> tuple[dict[str, dict[str, Any]], int, str]:
+    """(the four parts' settings in diffusers' terms, the padded prompt length, the T5 model name) of a
+    stable-audio-tools model_config.json, checked key by key (ConversionError naming the file and the key)."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConversionError(f"{path}: cannot be read as JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ConversionError(f"{path}: expected a JSON object")
+    for name, allowed in SAT_KEYS.items():
+        section = _section(config, name, path) if name not in _OPTIONAL_SECTIONS or _has(config, name) else {}
+        unknown = sorted(set(section) - allowed)
+        if unknown:
+            where = f"{name}.{unknown[0]}" if name else unknown[0]
+            raise ConversionError(f"{path}: unknown key {where!r}; expected keys of {name or 'the top level'} among "
+                                  f"{sorted(allowed)}")
+    for name, value in SAT_FIXED.items():
+        section, _, key = name.rpartition(".")
+        node = _section(config, section, path) if not section or _has(config, section) else {}
+        got = node.get(key, _SAT_DEFAULTS.get(name, value))
+        if got != value:
+            raise ConversionError(f"{path}: {name} is {got!r}; the converter reproduces only {value!r}")
+    pre = config["model"]["pretransform"]["config"]
+    enc, dec = pre["encoder"]["config"], pre["decoder"]["config"]
+    dit = config["model"]["diffusion"]["config"]
+    conditioners = {c.get("id"): c for c in config["model"]["conditioning"]["configs"]}
+    if sorted(conditioners) != ["prompt", "seconds_start", "seconds_total"]:
+        raise ConversionError(f"{path}: model.conditioning.configs has ids {sorted(map(str, conditioners))}; expected "
+                              f"prompt, seconds_start and seconds_total")
+    prompt = conditioners["prompt"]
+    if prompt.get("type") != "t5":
+        raise ConversionError(f"{path}: the prompt conditioner is {prompt.get('type')!r}; expected 't5'")
+    seconds = [conditioners[k].get("config", {}) for k in ("seconds_start", "seconds_total")]
+    if any(conditioners[k].get("type") != "number" for k in ("seconds_start", "seconds_total")) or \
+            seconds[0] != seconds[1]:
+        raise ConversionError(f"{path}: seconds_start and seconds_total must be 'number' conditioners with one "
+                              f"range, got {seconds}")
+    head = dit["embed_dim"] // dit["num_heads"]
+    if head // 2 < 32:
+        raise ConversionError(f"{path}: model.diffusion.config gives heads of {head} dimensions; stable-audio-tools "
+                              f"rotates max({head} / 2, 32) of them, and only heads of 64 or more are reproduced")
+    for a, b in (("in_channels", "out_channels"), ("c_mults", "c_mults"), ("strides", "strides")):
+        if enc.get(a) != dec.get(b):
+            raise ConversionError(f"{path}: the encoder's {a} {enc.get(a)} and the decoder's {b} {dec.get(b)} differ")
+    hop = 1
+    for stride in enc["strides"]:
+        hop *= int(stride)
+    if hop != pre.get("downsampling_ratio", hop):
+        raise ConversionError(f"{path}: model.pretransform.config.downsampling_ratio is {pre['downsampling_ratio']}, "
+                              f"but the strides {enc['strides']} give {hop}")
+    if config["sample_size"] % hop:
+        raise ConversionError(f"{path}: sample_size {config['sample_size']} is not a multiple of the hop {hop}")
+    cond_dim = config["model"]["conditioning"]["cond_dim"]
+    parts = {
+        "transformer": dict(sample_size=config["sample_size"] // hop, in_channels=dit["io_channels"],
+                            num_layers=dit["depth"], attention_head_dim=head, num_attention_heads=dit["num_heads"],
+                            num_key_value_attention_heads=dit["cond_token_dim"] // head,
+                            out_channels=dit["io_channels"], cross_attention_dim=dit["cond_token_dim"],
+                            time_proj_dim=256, global_states_input_dim=dit["global_cond_dim"],
+                            cross_attention_input_dim=dit["cond_token_dim"]),
+        "vae": dict(encoder_hidden_size=enc["channels"], downsampling_ratios=list(enc["strides"]),
+                    channel_multiples=list(enc["c_mults"]), decoder_channels=dec["channels"],
+                    decoder_input_channels=dec["latent_dim"], audio_channels=enc["in_channels"],
+                    sampling_rate=config["sample_rate"]),
+        "projection_model": dict(text_encoder_dim=None, conditioning_dim=cond_dim,
+                                 min_value=seconds[0].get("min_val", 0), max_value=seconds[0].get("max_val", 1)),
+        "scheduler": dict(sigma_min=0.3, sigma_max=500.0),
+    }
+    if enc["latent_dim"] != 2 * dec["latent_dim"]:
+        raise ConversionError(f"{path}: the encoder's latent_dim {enc['latent_dim']} must be twice the decoder's "
+                              f"{dec['latent_dim']} (mean and scale)")
+    parts["vae"]["encoder_hidden_size"] = enc["latent_dim"]
+    if enc["channels"] != enc["latent_dim"]:
+        raise ConversionError(f"{path}: the encoder's channels {enc['channels']} differ from its latent_dim "
+                              f"{enc['latent_dim']}; only equal ones are reproduced")
+    prompt_config = prompt.get("config", {})
+    return parts, int(prompt_config.get("max_length", 128)), str(prompt_config.get("t5_model_name", "t5-base"))
+
+
+_OPTIONAL_SECTIONS = {"model.pretransform.config.bottleneck"}
+
+
+def _has(config: Mapping[str, Any], name: str) -> bool:
+    node: Any = config
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def expected_state(config: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -248,31 +403,68 @@ def diffusers_state(src: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return state, origin
 
 
-def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = None) -> Path:
-    """Write the audiodiff export folder `out` from the Stable Audio Open folder `src`; returns `out`.
+def stable_audio_tools_state(src: Path, blocks: int, rotary_dim: int) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(our state dict, our key → 'file: reference key') from a stable-audio-tools checkpoint beside
+    model_config.json: model.safetensors, or model.ckpt read with weights_only=True (a Lightning checkpoint's
+    `state_dict` taken)."""
+    state, path = read_weights(src, ("model.safetensors", "model.ckpt"))
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    parts = stable_audio_tools_parts(state, blocks, rotary_dim, str(path))
+    parts["vae"] = fold_weight_norm(parts["vae"], str(path))
+    ours: dict[str, Tensor] = {}
+    for part, rules, prefix in (("transformer", DIFFUSERS_DIT, "net."),
+                                ("vae", DIFFUSERS_VAE, "representation.autoencoder."),
+                                ("projection_model", DIFFUSERS_PROJECTION, "timing.")):
+        ours.update(rename(parts[part], rules, str(path), prefix))
+    return ours, {k: f"{path}: {k}" for k in ours}
 
-    text_encoder: a transformers T5 folder (weights and tokenizer) to use instead of `src`'s own."""
+
+def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = None) -> Path:
+    """Write the audiodiff export folder `out` from the Stable Audio Open folder `src` (either layout); returns
+    `out`. text_encoder: a transformers T5 folder (weights and tokenizer); required for stable-audio-tools'
+    layout, which holds no T5 weights; for diffusers' it replaces the folder's own. Nothing is written unless every
+    check passes; then OUT appears complete at once."""
     src = Path(src)
     layout = detect_layout(src)
-    if layout != "diffusers":
-        raise ConversionError(f"{src}: the stable-audio-tools layout (model_config.json) is not supported yet; "
-                              f"convert diffusers' folder layout")
-    config, _ = diffusers_model_config(src)
-    state, origin = diffusers_state(src)
+    card: dict[str, Any] = {"converted_from": str(src.resolve()), "source_layout": layout}
+    if layout == "diffusers":
+        config = diffusers_model_config(src)
+        state, origin = diffusers_state(src)
+        encoder_files = _text_encoder_files(src, text_encoder, config["timing"]["text_dim"])
+    else:
+        config_path = src / "model_config.json"
+        parts, text_tokens, t5_name = read_stable_audio_tools_config(config_path)
+        if text_encoder is None:
+            raise ConversionError(f"{config_path}: a stable-audio-tools checkpoint holds no T5 weights "
+                                  f"(stable-audio-tools loads {t5_name!r} by name); pass text_encoder=PATH to a "
+                                  f"transformers T5 folder with its tokenizer")
+        encoder_files = _text_encoder_files(src, text_encoder, None)
+        parts["projection_model"]["text_encoder_dim"] = _t5_width(encoder_files["config.json"])
+        paths = {part: config_path for part in DIFFUSERS_CONFIG_KEYS}
+        config = model_config(parts, paths, text_tokens)
+        head = parts["transformer"]["attention_head_dim"]
+        state, origin = stable_audio_tools_state(src, len(parts["vae"]["downsampling_ratios"]), head // 2)
+        card["text_encoder"] = f"{Path(text_encoder).resolve()} (in place of {t5_name})"
     check_state(state, expected_state(config), str(src), lambda k: origin.get(k, k))
-    encoder_files = _text_encoder_files(src, text_encoder, config["timing"]["text_dim"])
-    card = {"converted_from": str(src.resolve()), "source_layout": layout}
     out = Path(out)
     with atomic_folder(out) as tmp:  # OUT appears complete, T5 folder included, or not at all
         write_export(tmp, state, config, card)  # (writes a complete folder and renames it onto tmp)
         (tmp / TEXT_ENCODER_DIR).mkdir()
         for name, path in encoder_files.items():
             shutil.copy2(path, tmp / TEXT_ENCODER_DIR / name)
-    folder = out
-    return folder
+    return out
 
 
-def _text_encoder_files(src: Path, text_encoder: str | Path | None, text_dim: int) -> dict[str, Path]:
+def _t5_width(config_path: Path) -> int:
+    t5 = json.loads(config_path.read_text())
+    if t5.get("model_type") not in ("t5", "mt5", "umt5") or not isinstance(t5.get("d_model"), int):
+        raise ConversionError(f"{config_path}: model_type {t5.get('model_type')!r}, expected a 't5' config with "
+                              f"d_model")
+    return int(t5["d_model"])
+
+
+def _text_encoder_files(src: Path, text_encoder: str | Path | None, text_dim: int | None) -> dict[str, Path]:
     """The files of the T5 encoder folder the export carries (model config, weights and tokenizer), checked."""
     folders = [Path(text_encoder)] if text_encoder is not None else [src / "text_encoder", src / "tokenizer"]
     files: dict[str, Path] = {}
@@ -287,12 +479,10 @@ def _text_encoder_files(src: Path, text_encoder: str | Path | None, text_dim: in
     config_path = files.get("config.json")
     if config_path is None:
         raise ConversionError(f"{folders[0]}: no config.json (expected a transformers T5 encoder folder)")
-    t5 = json.loads(config_path.read_text())
-    if t5.get("model_type") not in ("t5", "mt5", "umt5"):
-        raise ConversionError(f"{config_path}: model_type {t5.get('model_type')!r}, expected 't5'")
-    if t5.get("d_model") != text_dim:
-        raise ConversionError(f"{config_path}: d_model is {t5.get('d_model')}, but the projection expects "
-                              f"text_encoder_dim {text_dim}")
+    width = _t5_width(config_path)
+    if text_dim is not None and width != text_dim:
+        raise ConversionError(f"{config_path}: d_model is {width}, but the projection expects text_encoder_dim "
+                              f"{text_dim}")
     if "tokenizer_config.json" not in files:
         raise ConversionError(f"{folders[-1]}: no tokenizer_config.json (the T5 tokenizer)")
     return files
