@@ -363,6 +363,7 @@ def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -
     s = output.settings
     meta = {"prompt": prompt, "seed": output.seeds[index], "sampler": s.name, "steps": s.steps,
             "guidance": s.guidance, "duration": output.duration, "sample_rate": output.sample_rate,
+            "channels": int(output.audio.shape[1]),
             "model": model_id, "sampler_settings": {**asdict(s), "guidance_interval": list(s.guidance_interval)}}
     if output.joins:
         meta["joins"] = [round(j, 4) for j in output.joins]

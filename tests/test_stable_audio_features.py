@@ -1,0 +1,84 @@
+"""Every inference feature on a converted (tiny, random) Stable Audio Open model, which is stereo: all samplers,
+CFG with negative prompts, audio-to-audio, inpainting, continuation, long form, n variations, the generate command's
+stereo files and sidecars, and the web page's per-channel spectrogram."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+pytest.importorskip("diffusers")
+import stable_audio_tiny as tiny  # noqa: E402
+
+from audiodiff.diffusion.samplers import SAMPLERS  # noqa: E402
+from audiodiff.models.stable_audio_convert import convert  # noqa: E402
+from audiodiff.pipeline import AudioDiffusionPipeline  # noqa: E402
+from audiodiff.web.server import SPECTROGRAM_GAP, Studio  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = tiny.SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sao_features")
+    tiny.save_diffusers_pipeline(root / "src")
+    return convert(root / "src", root / "export")
+
+
+@pytest.fixture(scope="module")
+def pipe(folder: Path) -> AudioDiffusionPipeline:
+    return AudioDiffusionPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_gives_stereo(pipe, sampler: str):
+    out = pipe(["a dog barks", "rain on the roof"], duration=0.1, steps=3, sampler=sampler,
+               negative_prompts="low quality noise")
+    assert out.audio.shape == (2, 2, 100) and torch.isfinite(out.audio).all()
+
+
+def test_edits_keep_both_channels(pipe):
+    clip = pipe(["a dog barks"], duration=0.12, steps=2).audio[0]
+    assert clip.shape == (2, 120)
+    assert pipe.variation(clip, ["soft rain"], strength=0.5, steps=4).audio.shape == (1, 2, 120)
+    inpainted = pipe.inpaint(clip, ["soft rain"], 0.04, 0.08, crossfade=0.008, steps=2).audio
+    assert inpainted.shape == (1, 2, 120)
+    assert pipe.continuation(clip, ["soft rain"], 0.1, crossfade=0.008, steps=2).audio.shape == (1, 2, 220)
+    assert pipe.long_form(["soft rain"], 0.3, crossfade=0.008, steps=2).audio.shape == (1, 2, 300)
+    with pytest.raises(ValueError, match="takes 2 channel"):
+        pipe.variation(clip[:1], ["soft rain"])
+
+
+def test_generate_command_writes_stereo_files_and_sidecars(folder: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "audiodiff.generate", f"model={folder}", "prompt=a dog barks", "steps=2",
+           "duration=0.1", "n=2", "loudness=-20", f"out={out}"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    wavs = sorted(out.glob("*.wav"))
+    assert [w.name for w in wavs] == ["a_dog_barks_seed0.wav", "a_dog_barks_seed1.wav"]
+    data, rate = sf.read(wavs[0])
+    assert rate == RATE and data.shape == (100, 2)
+    meta = json.loads(wavs[0].with_suffix(".json").read_text())
+    assert meta["channels"] == 2 and meta["sample_rate"] == RATE and meta["sampler"] == "dpmpp_2m_sde"
+    assert meta["loudness"]["target_lufs"] == -20.0
+
+
+def test_web_page_result_is_stereo_with_a_spectrogram_per_channel(pipe):
+    studio = Studio(pipe)
+    reply = studio.generate({"prompt": "a dog barks", "seed": 1, "steps": 2, "duration": 0.1})
+    result = studio.result(reply["id"])
+    data, rate = sf.read(io.BytesIO(result.wav))
+    assert rate == RATE and data.shape == (100, 2)
+    assert reply["meta"]["channels"] == 2
+    image = Image.open(io.BytesIO(result.png))
+    assert image.height == 2 * 160 + SPECTROGRAM_GAP  # two 80-band spectrograms at 2 pixels per band
