@@ -20,7 +20,7 @@ from audiodiff.conditioning.text import TextEncoder  # noqa: E402
 from audiodiff.conditioning.types import Conditioning  # noqa: E402
 from audiodiff.denoisers.stable_audio_dit import StableAudioDiT  # noqa: E402
 from audiodiff.diffusion.objectives import VDiffusion  # noqa: E402
-from audiodiff.diffusion.samplers import sample_dpmpp_2m_sde  # noqa: E402
+from audiodiff.diffusion.samplers import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde  # noqa: E402
 from audiodiff.diffusion.schedules import t_from_sigma  # noqa: E402
 from audiodiff.models.stable_audio_keys import (  # noqa: E402
     DIFFUSERS_DIT,
@@ -197,3 +197,61 @@ def test_dpmpp_2m_sde_equals_the_scheduler(steps: int):
                                noise * math.sqrt((1 - float(times[0])) ** 2 + float(times[0]) ** 2), times,
                                noise_sampler=lambda s, s_next: tree(torch.tensor(s), torch.tensor(s_next)))
     assert tiny.relative_error(ours, x) < 1e-4
+
+
+def _dpmpp_3m_sde_ve(denoise_ve, x, sigmas, noise, eta=1.0):
+    """k-diffusion's sample_dpmpp_3m_sde as published, in VE coordinates and float64: the reference."""
+    denoised_1 = denoised_2 = h_1 = h_2 = None
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_ve(x, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            t, s = -math.log(sigmas[i]), -math.log(sigmas[i + 1])
+            h = s - t
+            h_eta = h * (eta + 1)
+            x = math.exp(-h_eta) * x + -math.expm1(-h_eta) * denoised
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0, d1_1 = (denoised - denoised_1) / r0, (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_2 = math.expm1(-h_eta) / h_eta + 1
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + phi_2 * d1 - phi_3 * d2
+            elif h_1 is not None:
+                d = (denoised - denoised_1) / (h_1 / h)
+                x = x + (math.expm1(-h_eta) / h_eta + 1) * d
+            if eta:
+                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * math.sqrt(-math.expm1(-2 * h * eta))
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h if sigmas[i + 1] != 0 else None, h_1
+    return x
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_dpmpp_3m_sde_equals_k_diffusion(eta: float):
+    """Our flow-coordinate DPM-Solver++(3M) SDE equals k-diffusion's VE algorithm (transcribed above, float64) with
+    the same noise, on a nonlinear toy denoiser and the exponential grid from 500 to 0.3."""
+    torch.manual_seed(8)
+    target = torch.randn(2, 3, 5, dtype=torch.float64)
+
+    def denoise_ve(y, sigma):  # x̂0 of a VE state
+        return torch.tanh(y / math.sqrt(sigma**2 + 1)) + 0.3 * target
+
+    draws = {}
+
+    def noise(s, s_next):  # the same draw for the same step, whichever coordinates ask
+        key = round(math.log(s), 6)
+        if key not in draws:
+            draws[key] = torch.randn(2, 3, 5, dtype=torch.float64)
+        return draws[key]
+
+    times = VDiffusion().time_grid(10)
+    sigmas = [float(s) for s in (times[:-1] / (1 - times[:-1]))] + [0.0]
+    start = torch.randn(2, 3, 5, dtype=torch.float64)
+    expected = _dpmpp_3m_sde_ve(denoise_ve, start * sigmas[0], sigmas, noise, eta)
+    t0 = float(times[0])
+    ours = sample_dpmpp_3m_sde(lambda x, t: denoise_ve(x / (1 - float(t[0])), float(t[0]) / (1 - float(t[0]))),
+                               start * sigmas[0] * (1 - t0), times, eta=eta, noise_sampler=noise)
+    assert tiny.relative_error(ours, expected) < 1e-8

@@ -155,11 +155,13 @@ def diffusers_model_config(src: Path) -> dict[str, Any]:
     return model_config(configs, paths, _tokenizer_length(src / "tokenizer"))
 
 
-def model_config(configs: Mapping[str, Mapping[str, Any]], paths: Mapping[str, Path],
-                 text_tokens: int) -> dict[str, Any]:
+def model_config(configs: Mapping[str, Mapping[str, Any]], paths: Mapping[str, Path], text_tokens: int,
+                 sampler: str = "dpmpp_2m_sde") -> dict[str, Any]:
     """The audiodiff model config from the four parts' settings in diffusers' terms (`configs`: transformer, vae,
     projection_model, scheduler; missing transformer / vae keys take the published values), checked for sizes that
-    must agree; `paths[part]` names the file each came from in errors. text_tokens: the padded prompt length."""
+    must agree; `paths[part]` names the file each came from in errors. text_tokens: the padded prompt length;
+    sampler: the default sampler (the source's own: diffusers' scheduler is DPM-Solver++(2M) SDE,
+    stable-audio-tools samples Stable Audio Open with DPM-Solver++(3M) SDE), 100 steps, guidance 7."""
     t = {**PUBLISHED["transformer"], **configs["transformer"]}
     v = {**PUBLISHED["vae"], **configs["vae"]}
     p, s = configs["projection_model"], configs["scheduler"]
@@ -211,7 +213,7 @@ def model_config(configs: Mapping[str, Mapping[str, Any]], paths: Mapping[str, P
                    "text_dim": p["text_encoder_dim"], "width": p["conditioning_dim"],
                    "min_seconds": float(p["min_value"]), "max_seconds": float(p["max_value"]),
                    "text_tokens": text_tokens},
-        "sampler": {"name": "dpmpp_2m_sde", "steps": 100, "guidance": 7.0, "eta": 1.0,
+        "sampler": {"name": sampler, "steps": 100, "guidance": 7.0, "eta": 1.0,
                     "spacing": "default" if schedule == "exponential" else "karras"},
         "duration": t["sample_size"] * hop / v["sampling_rate"],
     }
@@ -442,7 +444,7 @@ def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = 
         encoder_files = _text_encoder_files(src, text_encoder, None)
         parts["projection_model"]["text_encoder_dim"] = _t5_width(encoder_files["config.json"])
         paths = {part: config_path for part in DIFFUSERS_CONFIG_KEYS}
-        config = model_config(parts, paths, text_tokens)
+        config = model_config(parts, paths, text_tokens, sampler="dpmpp_3m_sde")
         head = parts["transformer"]["attention_head_dim"]
         state, origin = stable_audio_tools_state(src, len(parts["vae"]["downsampling_ratios"]), head // 2)
         card["text_encoder"] = f"{Path(text_encoder).resolve()} (in place of {t5_name})"
