@@ -82,3 +82,22 @@ def test_web_page_result_is_stereo_with_a_spectrogram_per_channel(pipe):
     assert reply["meta"]["channels"] == 2
     image = Image.open(io.BytesIO(result.png))
     assert image.height == 2 * 160 + SPECTROGRAM_GAP  # two 80-band spectrograms at 2 pixels per band
+
+
+def test_audio_to_audio_encodes_a_posterior_sample(pipe, monkeypatch):
+    """Stable Audio's audio-to-audio starts from a posterior sample of the input, seeded per prompt."""
+    rep = pipe.model.representation
+    drawn = []
+    sample = rep.encode_sample
+
+    def spy(wav, generator=None):
+        drawn.append(generator.initial_seed())
+        return sample(wav, generator)
+
+    monkeypatch.setattr(rep, "encode_sample", spy)
+    clip = torch.randn(2, 120) * 0.1
+    a = pipe.variation(clip, ["soft rain", "a dog barks"], strength=0.3, steps=4, seed=5).audio
+    b = pipe.variation(clip, ["soft rain", "a dog barks"], strength=0.3, steps=4, seed=5).audio
+    assert torch.equal(a, b) and len(set(drawn)) == 2 and 5 not in drawn  # apart from the diffusion noise's seed
+    mean = rep.encode(clip[None])
+    assert not torch.allclose(sample(clip[None], torch.Generator().manual_seed(1)), mean)

@@ -28,6 +28,7 @@ from audiodiff.models.stable_audio_convert import convert as convert_stable_audi
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
 MIN_INPUT_SECONDS = 0.1
 WINDOW_SEED_STRIDE = 1_000_003  # window j of a long-form clip draws from seed + j · stride
+POSTERIOR_SEED_OFFSET = 7_919  # an audio-to-audio input's posterior sample draws from seed + this
 
 
 class ModelLoadError(ValueError):
@@ -123,7 +124,7 @@ class AudioDiffusionPipeline:
         self.check_request(prompts, None, negative_prompts)
         strength_times(torch.zeros(2), strength)  # checks strength before any work
         wav = self.load_input(audio, len(prompts))
-        z, seconds = self._encode_window(wav)
+        z, seconds = self._encode_window(wav, seeds)
         with _StepBar(max(1, round(settings.steps * strength)), progress) as bar:
             z = self.model.sample_latents(prompts, z.shape[-1], seeds, settings, negative_prompts,
                                           seconds_total=seconds, init=z, strength=strength, callback=bar.callback)
@@ -231,16 +232,21 @@ class AudioDiffusionPipeline:
         return prompts, negative_prompts, self.settings(steps, guidance, sampler, **options), seed_list(seed,
                                                                                                         len(prompts))
 
-    def _encode_window(self, wav: Tensor) -> tuple[Tensor, float]:
+    def _encode_window(self, wav: Tensor, seeds: list[int] | None = None) -> tuple[Tensor, float]:
         """Latents [B, D, L] of wav [B, C, T] (padded to the window for a timing-conditioned model) and its length
-        in seconds."""
+        in seconds. seeds (audio-to-audio): item i is the representation's `encode_sample` with a generator seeded
+        seeds[i] + POSTERIOR_SEED_OFFSET (apart from the item's diffusion noise); None: `encode`."""
         seconds = wav.shape[-1] / self.sample_rate
         if seconds > self.model.max_duration + 1e-9:
             raise ValueError(f"audio: {seconds:.2f} s is longer than this model's maximum of "
                              f"{self.model.max_duration} s (continuation and long_form go further)")
         if self.model.timing is not None:
             wav = torch.nn.functional.pad(wav, (0, int(round(self.model.duration * self.sample_rate)) - wav.shape[-1]))
-        return self.model.representation.encode(wav.to(self.device)), seconds
+        rep, wav = self.model.representation, wav.to(self.device)
+        if seeds is None:
+            return rep.encode(wav), seconds
+        return torch.cat([rep.encode_sample(wav[i:i + 1], torch.Generator().manual_seed(seed + POSTERIOR_SEED_OFFSET))
+                          for i, seed in enumerate(seeds)]), seconds
 
     def _output(self, z: Tensor, seconds: float, settings: SamplerSettings, seeds: list[int]) -> GenerationOutput:
         wav = self.model.representation.decode(z).float().cpu()
