@@ -194,3 +194,10 @@ def test_unexpected_and_missing_sat_keys(folders, tmp_path: Path):
     save_file(state, str(src / "model.safetensors"))
     with pytest.raises(KeyMapError, match=r"decoder.block.0.res_unit1.conv1.weight_v is missing"):
         convert(src, tmp_path / "out", text_encoder=folders["t5"])
+
+
+def test_from_pretrained_names_what_the_pair_lacks(folders):
+    from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="holds no T5 weights"):
+        AudioDiffusionPipeline.from_pretrained(folders["sat"])
