@@ -201,3 +201,53 @@ def test_from_pretrained_names_what_the_pair_lacks(folders):
 
     with pytest.raises(ModelLoadError, match="holds no T5 weights"):
         AudioDiffusionPipeline.from_pretrained(folders["sat"])
+
+
+def test_full_size_stable_audio_tools_key_map_on_meta_device():
+    """The published size, on the meta device: every stable-audio-tools key lands on exactly one of ours."""
+    from types import SimpleNamespace
+
+    import diffusers
+    from diffusers.pipelines.stable_audio import StableAudioProjectionModel
+
+    from audiodiff.models.stable_audio_convert import expected_state
+    from audiodiff.models.stable_audio_keys import (
+        DIFFUSERS_DIT,
+        DIFFUSERS_PROJECTION,
+        DIFFUSERS_VAE,
+        fold_weight_norm,
+        rename,
+        stable_audio_tools_parts,
+    )
+
+    with torch.device("meta"):
+        pipe = SimpleNamespace(transformer=diffusers.StableAudioDiTModel(), vae=diffusers.AutoencoderOobleck(),
+                               projection_model=StableAudioProjectionModel(768, 768, 0, 512))
+        state = sat_state_published(pipe)
+    parts = stable_audio_tools_parts(state, 5, 32, "model.safetensors")
+    with torch.device("meta"):
+        vae = fold_weight_norm(parts["vae"], "model.safetensors")
+    ours = {**rename(parts["transformer"], DIFFUSERS_DIT, "t", "net."),
+            **rename(vae, DIFFUSERS_VAE, "v", "representation.autoencoder."),
+            **rename(parts["projection_model"], DIFFUSERS_PROJECTION, "p", "timing.")}
+    expected = expected_state({
+        "representation": {"_target_": "audiodiff.representations.oobleck.OobleckRepresentation"},
+        "denoiser": {"_target_": "audiodiff.denoisers.stable_audio_dit.StableAudioDiT"},
+        "timing": {"_target_": "audiodiff.conditioning.stable_audio.StableAudioConditioning"}})
+    assert set(ours) == set(expected) and all(ours[k].shape == expected[k].shape for k in ours)
+    weight_norm_pairs = sum(k.endswith("weight_g") for k in state)
+    assert len(ours) == len(state) - 1 - weight_norm_pairs + sum(k.endswith("to_qkv.weight") for k in state) * 2 \
+        + sum(k.endswith("to_kv.weight") for k in state)  # - inv_freq, fused q/k/v and k/v split
+
+
+def sat_state_published(pipe) -> dict[str, torch.Tensor]:
+    """`sat_state` for published-size meta modules (five autoencoder blocks; real rotary frequencies)."""
+    global BLOCKS
+    saved, BLOCKS = BLOCKS, 5
+    try:
+        state = sat_state(pipe)
+    finally:
+        BLOCKS = saved
+    state["model.model.transformer.rotary_pos_emb.inv_freq"] = 1.0 / (
+        10000 ** (torch.arange(0, 32, 2, device="cpu").float() / 32))
+    return state
