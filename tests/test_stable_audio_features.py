@@ -101,3 +101,23 @@ def test_audio_to_audio_encodes_a_posterior_sample(pipe, monkeypatch):
     assert torch.equal(a, b) and len(set(drawn)) == 2 and 5 not in drawn  # apart from the diffusion noise's seed
     mean = rep.encode(clip[None])
     assert not torch.allclose(sample(clip[None], torch.Generator().manual_seed(1)), mean)
+
+
+def test_the_parts_are_selectable_from_hydra():
+    """A training configuration can choose every Stable Audio part by its config group (tiny sizes here)."""
+    from audiodiff.config import compose_config
+    from audiodiff.models.build import build_model
+
+    cfg = compose_config("train", [
+        "recipe=debug", "representation=oobleck", "vocoder=none", "denoiser=stable_audio_dit", "timing=stable_audio",
+        "diffusion=v_cosine", "sampler=stable_audio", "data.segment_seconds=0.05",
+        "representation.channels=8", "representation.latent_channels=4", "representation.decoder_channels=4",
+        "representation.strides=[4,8]", "representation.channel_multiples=[1,2]",
+        "denoiser.width=64", "denoiser.depth=1", "denoiser.heads=1", "denoiser.kv_heads=1",
+        "denoiser.time_features=16", "timing.width=32"])
+    model = build_model(cfg)
+    assert type(model.net).__name__ == "StableAudioDiT" and model.net.context_dim == 32
+    assert model.timing.text_projection.in_features == model.text_encoder.dim  # the text encoder's width
+    assert model.sampler.name == "dpmpp_2m_sde" and model.sampler.guidance == 7.0  # (steps: the debug recipe's)
+    wav = model.generate(["two beeps"], settings=model.sampler.__class__(name="dpmpp_2m_sde", steps=2))
+    assert wav.shape == (1, 2, round(0.05 * 44100)) and torch.isfinite(wav).all()
