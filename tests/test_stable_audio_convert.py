@@ -85,6 +85,20 @@ def test_pipeline_equals_diffusers(source, converted, steps: int, negative: str 
     assert tiny.relative_error(out.audio, expected) < 1e-3
 
 
+@pytest.mark.parametrize("steps", [2, 10])
+def test_same_seeds_give_diffusers_audio(source, converted, steps: int):
+    """With the converted model's default Brownian-tree noise, seeds alone reproduce diffusers: prompt i with seed s
+    equals StableAudioPipeline given a generator seeded s (the initial noise and the scheduler's tree)."""
+    pipe, _ = source
+    ours = AudioDiffusionPipeline.from_pretrained(converted)
+    assert ours.model.sampler.noise == "brownian"
+    got = ours(PROMPTS, duration=SECONDS, steps=steps, guidance=7.0, seed=SEED).audio
+    generators = [torch.Generator().manual_seed(SEED + i) for i in range(len(PROMPTS))]
+    expected = pipe(PROMPTS, audio_end_in_s=SECONDS, num_inference_steps=steps, guidance_scale=7.0,
+                    generator=generators).audios
+    assert tiny.relative_error(got, expected) < 1e-3
+
+
 def test_export_folder_is_ordinary(converted: Path):
     config = (converted / "config.yaml").read_text()
     assert "_target_: audiodiff.denoisers.stable_audio_dit.StableAudioDiT" in config
@@ -94,6 +108,7 @@ def test_export_folder_is_ordinary(converted: Path):
     pipe = AudioDiffusionPipeline.from_pretrained(converted)
     assert pipe.sample_rate == tiny.SAMPLE_RATE and pipe.model.representation.channels == 2
     assert pipe.model.sampler.name == "dpmpp_2m_sde" and pipe.model.sampler.steps == 100
+    assert pipe.model.sampler.noise == "brownian"
 
 
 def test_from_pretrained_converts_a_diffusers_folder(source, converted: Path):

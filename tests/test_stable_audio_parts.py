@@ -255,3 +255,20 @@ def test_dpmpp_3m_sde_equals_k_diffusion(eta: float):
     ours = sample_dpmpp_3m_sde(lambda x, t: denoise_ve(x / (1 - float(t[0])), float(t[0]) / (1 - float(t[0]))),
                                start * sigmas[0] * (1 - t0), times, eta=eta, noise_sampler=noise)
     assert tiny.relative_error(ours, expected) < 1e-8
+
+
+def test_brownian_tree_noise():
+    from audiodiff.diffusion.noise import BrownianTreeNoise
+    from audiodiff.models.model import SamplerSettings
+
+    a = BrownianTreeNoise((4, 500), [1, 2], 0.3, 500.0)
+    b = BrownianTreeNoise((4, 500), [1, 3], 0.3, 500.0)
+    z = a(500.0, 40.0)
+    assert z.shape == (2, 4, 500) and abs(float(z.std()) - 1) < 0.1
+    assert torch.equal(z[0], b(500.0, 40.0)[0]) and not torch.equal(z[1], b(500.0, 40.0)[1])  # per-item seeds
+    halves = (a(500.0, 100.0) * math.sqrt(400.0) + a(100.0, 40.0) * math.sqrt(60.0)) / math.sqrt(460.0)
+    assert torch.allclose(halves, z, atol=1e-4)  # increments add up: the noise depends on the levels only
+    with pytest.raises(ValueError, match="leave the tree's range"):
+        a(math.inf, 40.0)
+    with pytest.raises(ValueError, match="takes no Brownian-tree noise"):
+        SamplerSettings(name="ddim", noise="brownian")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,7 @@ from audiodiff.conditioning.timing import TimingConditioning
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.diffusion.editing import keep_known, start_latents, strength_times
 from audiodiff.diffusion.guidance import classifier_free_guidance
+from audiodiff.diffusion.noise import BrownianTreeNoise
 from audiodiff.diffusion.objectives import Objective
 from audiodiff.diffusion.samplers import (
     SAMPLERS,
@@ -39,7 +41,9 @@ class SamplerSettings:
     eta: noise of ddim (0 = deterministic) and dpmpp_2m_sde (None = the sampler's default);
     s_churn: Karras' churn for euler / heun; guidance_rescale: φ of Lin et al. (2024), 0 = off;
     guidance_interval: flow times [lo, hi] where guidance applies (Kynkäänniemi et al. 2024), elsewhere the
-    conditional model alone.
+    conditional model alone. noise: where an SDE sampler's step noise comes from: "gaussian" (drawn from each
+    prompt's seed) or "brownian" (a Brownian tree per prompt seeded by it over the objective's noise range,
+    `audiodiff.diffusion.noise`, as Stable Audio's published sampler draws it).
     """
 
     name: str = "flow_heun"
@@ -51,6 +55,7 @@ class SamplerSettings:
     s_churn: float = 0.0
     guidance_rescale: float = 0.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    noise: Literal["gaussian", "brownian"] = "gaussian"
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
@@ -65,6 +70,11 @@ class SamplerSettings:
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"guidance_interval: expected 0 <= lo <= hi <= 1, got {list(self.guidance_interval)}")
         allowed = sampler_options(self.name)
+        if self.noise not in ("gaussian", "brownian"):
+            raise ValueError(f"noise: expected 'gaussian' or 'brownian', got {self.noise!r}")
+        if self.noise == "brownian" and "noise_sampler" not in inspect.signature(get_sampler(self.name)).parameters:
+            takers = [n for n in SAMPLERS if "noise_sampler" in inspect.signature(SAMPLERS[n]).parameters]
+            raise ValueError(f"noise: sampler {self.name!r} takes no Brownian-tree noise (samplers that do: {takers})")
         for option, unset in (("eta", self.eta is None), ("s_churn", self.s_churn == 0.0)):
             if not unset and option not in allowed:
                 takers = [n for n in SAMPLERS if option in sampler_options(n)]
@@ -165,6 +175,9 @@ class DiffusionModel(nn.Module):
             if keep is not None:
                 guided = keep_known(guided, init, keep)
         options = settings.sampler_options()
+        if noise_sampler is None and settings.noise == "brownian":
+            noise_sampler = BrownianTreeNoise(shape, seeds, self.objective.grid_sigma_min,
+                                              self.objective.grid_sigma_max, dtype=x.dtype, device=device)
         if noise_sampler is not None:
             if "noise_sampler" not in inspect.signature(get_sampler(settings.name)).parameters:
                 raise ValueError(f"noise_sampler: sampler {settings.name!r} takes no injected noise")

@@ -213,7 +213,7 @@ def model_config(configs: Mapping[str, Mapping[str, Any]], paths: Mapping[str, P
                    "text_dim": p["text_encoder_dim"], "width": p["conditioning_dim"],
                    "min_seconds": float(p["min_value"]), "max_seconds": float(p["max_value"]),
                    "text_tokens": text_tokens},
-        "sampler": {"name": sampler, "steps": 100, "guidance": 7.0, "eta": 1.0,
+        "sampler": {"name": sampler, "steps": 100, "guidance": 7.0, "eta": 1.0, "noise": "brownian",
                     "spacing": "default" if schedule == "exponential" else "karras"},
         "duration": t["sample_size"] * hop / v["sampling_rate"],
     }

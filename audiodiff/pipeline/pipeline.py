@@ -304,6 +304,8 @@ class AudioDiffusionPipeline:
                 changes["eta"] = None  # the default sampler's eta does not carry over to another sampler
             if sampler != self.model.sampler.name and "s_churn" not in changes:
                 changes["s_churn"] = 0.0
+            if sampler != self.model.sampler.name and "noise" not in changes:
+                changes["noise"] = "gaussian"  # Brownian-tree noise only where the other sampler takes it
         if steps is not None:
             changes["steps"] = int(steps)
         if guidance is not None:
