@@ -422,11 +422,11 @@ def stable_audio_tools_state(src: Path, blocks: int, rotary_dim: int) -> tuple[d
     return ours, {k: f"{path}: {k}" for k in ours}
 
 
-def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = None) -> Path:
-    """Write the audiodiff export folder `out` from the Stable Audio Open folder `src` (either layout); returns
-    `out`. text_encoder: a transformers T5 folder (weights and tokenizer); required for stable-audio-tools'
-    layout, which holds no T5 weights; for diffusers' it replaces the folder's own. Nothing is written unless every
-    check passes; then OUT appears complete at once."""
+def converted(src: str | Path, text_encoder: str | Path | None = None
+              ) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Path], dict[str, Any]]:
+    """(model config, state, the T5 folder's files by name, provenance) of the Stable Audio Open folder `src`
+    (either layout), every check passed; `convert` writes them as an export folder. text_encoder: as for
+    `convert`."""
     src = Path(src)
     layout = detect_layout(src)
     card: dict[str, Any] = {"converted_from": str(src.resolve()), "source_layout": layout}
@@ -449,6 +449,15 @@ def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = 
         state, origin = stable_audio_tools_state(src, len(parts["vae"]["downsampling_ratios"]), head // 2)
         card["text_encoder"] = f"{Path(text_encoder).resolve()} (in place of {t5_name})"
     check_state(state, expected_state(config), str(src), lambda k: origin.get(k, k))
+    return config, state, encoder_files, card
+
+
+def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = None) -> Path:
+    """Write the audiodiff export folder `out` from the Stable Audio Open folder `src` (either layout); returns
+    `out`. text_encoder: a transformers T5 folder (weights and tokenizer); required for stable-audio-tools'
+    layout, which holds no T5 weights; for diffusers' it replaces the folder's own. Nothing is written unless every
+    check passes; then OUT appears complete at once."""
+    config, state, encoder_files, card = converted(src, text_encoder)
     out = Path(out)
     with atomic_folder(out) as tmp:  # OUT appears complete, T5 folder included, or not at all
         write_export(tmp, state, config, card)  # (writes a complete folder and renames it onto tmp)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +24,7 @@ from audiodiff.models.build import build_model
 from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
 from audiodiff.models.stable_audio_convert import ConversionError, is_stable_audio_folder
-from audiodiff.models.stable_audio_convert import convert as convert_stable_audio
+from audiodiff.models.stable_audio_convert import converted as convert_stable_audio
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
 MIN_INPUT_SECONDS = 0.1
@@ -65,15 +66,16 @@ class AudioDiffusionPipeline:
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder")
-        if is_stable_audio_folder(path):  # a published Stable Audio Open folder: convert it on the way in
-            with tempfile.TemporaryDirectory(prefix="audiodiff-convert-") as tmp:
-                try:
-                    converted = convert_stable_audio(path, Path(tmp) / "export")
-                except ConversionError as err:
-                    raise ModelLoadError(str(err)) from err
-                pipe = cls.from_pretrained(converted, device)
-            pipe.model_id = str(path)
-            return pipe
+        if is_stable_audio_folder(path):  # a published Stable Audio Open folder: converted in memory
+            try:
+                cfg, state, encoder_files, _ = convert_stable_audio(path)
+            except ConversionError as err:
+                raise ModelLoadError(str(err)) from err
+            with tempfile.TemporaryDirectory(prefix="audiodiff-t5-") as tmp:  # the T5 files side by side, linked
+                for name, file in encoder_files.items():
+                    os.symlink(file.resolve(), Path(tmp) / name)
+                cfg = {**cfg, "text_encoder": {**cfg["text_encoder"], "name_or_path": tmp}}
+                return cls._build(cfg, state, str(path), device)
         folder = path
         if path.is_dir() and not (path / WEIGHTS).exists() and (path / "export" / WEIGHTS).exists():
             folder = path / "export"  # a run directory whose training finished
@@ -85,13 +87,20 @@ class AudioDiffusionPipeline:
             cfg, state = read_export(folder)
         except (FileNotFoundError, ValueError) as err:
             raise ModelLoadError(str(err)) from err
-        cfg = _local_parts(cfg, folder)
+        pipe = cls._build(_local_parts(cfg, folder), state, str(folder), device)
+        pipe.model_id = str(path)
+        return pipe
+
+    @classmethod
+    def _build(cls, cfg: dict[str, Any], state: dict[str, Tensor], source: str,
+               device: str | torch.device) -> AudioDiffusionPipeline:
+        """The pipeline of a model config and its inference weights; errors name `source`."""
         try:
             model = build_model(cfg)
         except Exception as err:  # an unknown target, a missing key, a size that does not fit
-            raise ModelLoadError(f"{folder}: cannot build the model from its config: {err}") from err
-        load_inference_state(model, state, str(folder))
-        return cls(model.to(device), model_id=str(path))
+            raise ModelLoadError(f"{source}: cannot build the model from its config: {err}") from err
+        load_inference_state(model, state, source)
+        return cls(model.to(device), model_id=source)
 
     def __call__(self, prompts: str | list[str], duration: float | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | list[int] = 0, sampler: str | None = None,
