@@ -320,6 +320,11 @@ def sampler_options(name: str) -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(get_sampler(name)).parameters if p not in fixed)
 
 
+def takes_noise_sampler(name: str) -> bool:
+    """Whether the sampler `name` draws its step noise from a `noise_sampler` it can be given."""
+    return "noise_sampler" in inspect.signature(get_sampler(name)).parameters
+
+
 def get_sampler(name: str) -> Callable[..., Tensor]:
     """The sampler function called `name`; a clear error lists the known ones."""
     if name not in SAMPLERS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,6 +22,7 @@ from audiodiff.diffusion.samplers import (
     get_sampler,
     initial_latents,
     sampler_options,
+    takes_noise_sampler,
 )
 from audiodiff.representations.base import Representation
 
@@ -72,8 +72,8 @@ class SamplerSettings:
         allowed = sampler_options(self.name)
         if self.noise not in ("gaussian", "brownian"):
             raise ValueError(f"noise: expected 'gaussian' or 'brownian', got {self.noise!r}")
-        if self.noise == "brownian" and "noise_sampler" not in inspect.signature(get_sampler(self.name)).parameters:
-            takers = [n for n in SAMPLERS if "noise_sampler" in inspect.signature(SAMPLERS[n]).parameters]
+        if self.noise == "brownian" and not takes_noise_sampler(self.name):
+            takers = [n for n in SAMPLERS if takes_noise_sampler(n)]
             raise ValueError(f"noise: sampler {self.name!r} takes no Brownian-tree noise (samplers that do: {takers})")
         for option, unset in (("eta", self.eta is None), ("s_churn", self.s_churn == 0.0)):
             if not unset and option not in allowed:
@@ -179,7 +179,7 @@ class DiffusionModel(nn.Module):
             noise_sampler = BrownianTreeNoise(shape, seeds, self.objective.grid_sigma_min,
                                               self.objective.grid_sigma_max, dtype=x.dtype, device=device)
         if noise_sampler is not None:
-            if "noise_sampler" not in inspect.signature(get_sampler(settings.name)).parameters:
+            if not takes_noise_sampler(settings.name):
                 raise ValueError(f"noise_sampler: sampler {settings.name!r} takes no injected noise")
             options["noise_sampler"] = noise_sampler
         return get_sampler(settings.name)(guided, x, times, callback=callback, generator=generators, **options)
