@@ -139,12 +139,11 @@ def read_weights(folder: Path, names: Iterable[str] = WEIGHT_FILES) -> tuple[dic
     raise ConversionError(f"{folder}: no weights (expected one of {list(names)})")
 
 
-def _need(config: Mapping[str, Any], key: str, path: Path, default: Any = None) -> Any:
-    if key in config:
-        return config[key]
-    if default is None:
-        raise ConversionError(f"{path}: key {key!r} is missing")
-    return default
+def _require(config: Mapping[str, Any], keys: Iterable[str], path: Path) -> None:
+    """ConversionError naming `path` and the first of `keys` that `config` lacks."""
+    for key in keys:
+        if key not in config:
+            raise ConversionError(f"{path}: key {key!r} is missing")
 
 
 def diffusers_model_config(src: Path) -> dict[str, Any]:
@@ -166,8 +165,7 @@ def model_config(configs: Mapping[str, Mapping[str, Any]], paths: Mapping[str, P
     v = {**PUBLISHED["vae"], **configs["vae"]}
     p, s = configs["projection_model"], configs["scheduler"]
     tp, vp, pp, sp = (paths[k] for k in ("transformer", "vae", "projection_model", "scheduler"))
-    for key in ("text_encoder_dim", "conditioning_dim", "min_value", "max_value"):
-        _need(p, key, pp)
+    _require(p, ("text_encoder_dim", "conditioning_dim", "min_value", "max_value"), pp)
     if t["cross_attention_input_dim"] != t["cross_attention_dim"]:
         raise ConversionError(f"{tp}: cross_attention_input_dim {t['cross_attention_input_dim']} differs from "
                               f"cross_attention_dim {t['cross_attention_dim']}; expected them equal")
@@ -294,7 +292,7 @@ def read_stable_audio_tools_config(path: Path) -> tuple[dict[str, dict[str, Any]
     if not isinstance(config, dict):
         raise ConversionError(f"{path}: expected a JSON object")
     for name, allowed in SAT_KEYS.items():
-        section = _section(config, name, path) if name not in _OPTIONAL_SECTIONS or _has(config, name) else {}
+        section = _section(config, name, path)
         unknown = sorted(set(section) - allowed)
         if unknown:
             where = f"{name}.{unknown[0]}" if name else unknown[0]
@@ -302,7 +300,7 @@ def read_stable_audio_tools_config(path: Path) -> tuple[dict[str, dict[str, Any]
                                   f"{sorted(allowed)}")
     for name, value in SAT_FIXED.items():
         section, _, key = name.rpartition(".")
-        node = _section(config, section, path) if not section or _has(config, section) else {}
+        node = _section(config, section, path)
         got = node.get(key, _SAT_DEFAULTS.get(name, value))
         if got != value:
             raise ConversionError(f"{path}: {name} is {got!r}; the converter reproduces only {value!r}")
@@ -361,18 +359,6 @@ def read_stable_audio_tools_config(path: Path) -> tuple[dict[str, dict[str, Any]
                               f"{enc['latent_dim']}; only equal ones are reproduced")
     prompt_config = prompt.get("config", {})
     return parts, int(prompt_config.get("max_length", 128)), str(prompt_config.get("t5_model_name", "t5-base"))
-
-
-_OPTIONAL_SECTIONS = {"model.pretransform.config.bottleneck"}
-
-
-def _has(config: Mapping[str, Any], name: str) -> bool:
-    node: Any = config
-    for part in name.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def expected_state(config: Mapping[str, Any]) -> dict[str, Tensor]:
