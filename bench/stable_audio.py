@@ -72,26 +72,30 @@ def reference_pipeline(size: str, frames: int):
 
 
 def _interleaved(ours: Callable[[], object], reference: Callable[[], object], repeats: int,
-                 device: torch.device) -> tuple[float, float]:
-    """Median seconds of `ours` and `reference`, run alternately (one warm-up each, then `repeats` pairs), so a
-    machine whose load drifts (a shared CPU) slows both alike."""
+                 device: torch.device) -> tuple[float, float, float, float]:
+    """(median seconds of `ours`, of `reference`, peak GiB of each on a GPU, else nan), the two run alternately
+    (one warm-up each, then `repeats` pairs), so a machine whose load drifts (a shared CPU) slows both alike."""
     times: tuple[list[float], list[float]] = ([], [])
+    peaks = [math.nan, math.nan]
     for i in range(repeats + 1):
-        for run, into in ((ours, times[0]), (reference, times[1])):
+        for k, run in enumerate((ours, reference)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             run()
             if device.type == "cuda":
                 torch.cuda.synchronize()
+                peaks[k] = max(0.0 if math.isnan(peaks[k]) else peaks[k], torch.cuda.max_memory_allocated() / 2**30)
             if i:  # the first pair warms up
-                into.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+                times[k].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1]), peaks[0], peaks[1]
 
 
 def _time_batch(ours, reference, batch: int, frames: int, seconds: float, steps: int, repeats: int,
-                device: torch.device) -> tuple[float, float, float, float]:
-    """(our step, diffusers' step, our end to end, diffusers' end to end) in seconds for `batch` prompts."""
+                device: torch.device) -> tuple[float, ...]:
+    """(our step, diffusers' step, our end to end, diffusers' end to end) in seconds for `batch` prompts, and the
+    peak GPU memory of each end to end in GiB (nan on a CPU)."""
     from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
     from audiodiff.conditioning.types import Conditioning
@@ -107,15 +111,15 @@ def _time_batch(ours, reference, batch: int, frames: int, seconds: float, steps:
     rope = get_1d_rotary_pos_embed(dit.config.attention_head_dim // 2, frames + 1, use_real=True,
                                    repeat_interleave_real=False)
     with torch.inference_mode():
-        step_ours, step_ref = _interleaved(
+        step_ours, step_ref, _, _ = _interleaved(
             lambda: net(x, tau, cond),
             lambda: dit(x, tau, encoder_hidden_states=tokens, global_hidden_states=globals_[:, None],
                         rotary_embedding=rope, return_dict=False), repeats, device)
-        end_ours, end_ref = _interleaved(
+        end_ours, end_ref, peak_ours, peak_ref = _interleaved(
             lambda: ours(prompts, duration=seconds, steps=steps, guidance=7.0),
             lambda: reference(prompts, audio_end_in_s=seconds, num_inference_steps=steps, guidance_scale=7.0),
             repeats, device)
-    return step_ours, step_ref, end_ours, end_ref
+    return step_ours, step_ref, end_ours, end_ref, peak_ours, peak_ref
 
 
 def main(argv: list[str]) -> None:
@@ -147,11 +151,13 @@ def main(argv: list[str]) -> None:
     print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, device {device}, {mode} fp32; DiT {params / 1e6:.1f} M parameters, {frames} frames "
           f"({seconds} s), {steps} steps, guidance 7\n")
-    print("| batch | step ours (s) | step diffusers (s) | end to end ours (s) | end to end diffusers (s) | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for batch, so, sr, eo, er in rows:
-        print(f"| {batch} | {so:.3f} | {sr:.3f} | {eo:.2f} | {er:.2f} | {er / eo:.2f}× |")
-
+    memory = device.type == "cuda"
+    print("| batch | step ours (s) | step diffusers (s) | end to end ours (s) | end to end diffusers (s) | speed-up |"
+          + (" peak GiB ours | peak GiB diffusers |" if memory else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if memory else ""))
+    for batch, so, sr, eo, er, po, pr in rows:
+        print(f"| {batch} | {so:.3f} | {sr:.3f} | {eo:.2f} | {er:.2f} | {er / eo:.2f}× |"
+              + (f" {po:.2f} | {pr:.2f} |" if memory else ""))
 
 if __name__ == "__main__":
     main(sys.argv[1:])
