@@ -272,3 +272,13 @@ def test_brownian_tree_noise():
         a(math.inf, 40.0)
     with pytest.raises(ValueError, match="takes no Brownian-tree noise"):
         SamplerSettings(name="ddim", noise="brownian")
+
+
+def test_dit_compiles_as_one_graph():
+    """No graph breaks (torch.compile fullgraph), so compiled and CUDA-graph runs on a GPU take the whole step."""
+    _, ours = _dit_pair()
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    x, tau = torch.randn(2, 8, 16), torch.tensor([0.2, 0.9])
+    cond = Conditioning(torch.randn(2, 7, 24), torch.ones(2, 7, dtype=torch.bool), None, torch.randn(2, 48))
+    with torch.no_grad():
+        assert torch.allclose(compiled(x, tau, cond), ours(x, tau, cond), atol=1e-6)
