@@ -47,13 +47,14 @@ DIT_64 = dict(DIT, attention_head_dim=64, num_attention_heads=2, num_key_value_a
 PROJECTION_64 = dict(PROJECTION, conditioning_dim=64)
 
 
-def diffusers_pipeline(seed: int = 0, dit: dict | None = None, projection: dict | None = None):
-    """A tiny random diffusers StableAudioPipeline (published scheduler settings); dit / projection: other sizes."""
+def diffusers_pipeline(seed: int = 0, dit: dict | None = None, projection: dict | None = None, vae: dict | None = None):
+    """A tiny random diffusers StableAudioPipeline (published scheduler settings); dit / projection / vae: other
+    sizes."""
     import diffusers
 
     torch.manual_seed(seed)
     transformer = perturb(diffusers.StableAudioDiTModel(**(dit or DIT)))
-    vae = perturb(diffusers.AutoencoderOobleck(**VAE))
+    vae = perturb(diffusers.AutoencoderOobleck(**(vae or VAE)))
     projection = perturb(diffusers.pipelines.stable_audio.StableAudioProjectionModel(**(projection or PROJECTION)))
     text_encoder = tf.T5EncoderModel(tf.T5Config(**T5)).eval()
     scheduler = diffusers.CosineDPMSolverMultistepScheduler(

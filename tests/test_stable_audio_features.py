@@ -121,3 +121,35 @@ def test_the_parts_are_selectable_from_hydra():
     assert model.sampler.name == "dpmpp_2m_sde" and model.sampler.guidance == 7.0  # (steps: the debug recipe's)
     wav = model.generate(["two beeps"], settings=model.sampler.__class__(name="dpmpp_2m_sde", steps=2))
     assert wav.shape == (1, 2, round(0.05 * 44100)) and torch.isfinite(wav).all()
+
+
+def test_evaluation_runs_on_a_stereo_model(tmp_path: Path):
+    """`audiodiff.evaluate`'s run on a converted stereo model at 16 kHz (1 s window): attributes read the downmix."""
+    from audiodiff.benchmarks import ensure_corpus
+    from audiodiff.evaluation.run import EvalSettings, evaluate_model
+
+    root = tmp_path / "data"
+    ensure_corpus("sfx", root, num_clips=24, workers=1)
+    vae = dict(tiny.VAE, downsampling_ratios=[4, 8], sampling_rate=16000)
+    tiny.save_diffusers_pipeline(tmp_path / "src", dit=dict(tiny.DIT, sample_size=500), vae=vae)
+    pipe = AudioDiffusionPipeline.from_pretrained(tmp_path / "src")
+    settings = EvalSettings(corpus="sfx", root=str(root), n=2, steps=2, batch_size=2, n_boot=5,
+                            cache=str(tmp_path / "cache"))
+    report = evaluate_model(pipe, settings, tmp_path / "eval", {"bands": _BandEnergies()})
+    assert len(report["per_prompt"]) == 2 and "attribute/mean" in report["summary"]
+    data, rate = sf.read(tmp_path / "eval" / report["per_prompt"][0]["file"])
+    assert rate == 16000 and data.shape == (16000, 2)
+
+
+class _BandEnergies:
+    """A deterministic stand-in embedder (as in test_evaluate): mean log energy in 16 bands of the downmix."""
+
+    id = "band-energies-v1"
+    sample_rate = 16000
+
+    def embed(self, wavs, sample_rate):
+        out = []
+        for w in wavs:
+            spec = torch.stft(w.mean(0), 512, window=torch.hann_window(512), return_complex=True).abs()
+            out.append(torch.log(spec[:256].reshape(16, 16, -1).mean(dim=(1, 2)) + 1e-5))
+        return torch.stack(out)
