@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audiodiff import cli, evaluate, export, generate, prepare, serve, train
+from audiodiff import cli, convert, evaluate, export, generate, prepare, serve, train
 
 FIXTURE_MODEL = Path(__file__).parent / "fixtures" / "export_v0_1" / "model"
 # (module, conf name, task): every entry point built on the runner.
@@ -18,6 +18,7 @@ TOOLS = {
     "audiodiff.export": ("export", export.main),
     "audiodiff.serve": ("serve", serve.main),
     "audiodiff.prepare": ("prepare", prepare.main),
+    "audiodiff.convert": ("convert", convert.main),
 }
 
 

@@ -139,7 +139,7 @@ def test_generate_cli_writes_audio_and_sidecar(run, tmp_path):
     assert full["name"] == "flow_heun" and full["steps"] == 2 and full["spacing"] == "default"
     assert meta | {"model": None} == {"prompt": "three short high beeps", "seed": 3, "sampler": "flow_heun",
                                       "steps": 2, "guidance": 3.0, "duration": 0.5, "sample_rate": 16000,
-                                      "model": None}
+                                      "channels": 1, "model": None}
 
 
 def test_generate_cli_takes_negative_prompt_and_sampler_options(run, tmp_path):

@@ -9,9 +9,12 @@ embedding (`global_dim` = `dim`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor
+
+from audiodiff.conditioning.types import Conditioning
 
 
 class TimingConditioning:
@@ -44,6 +47,10 @@ class TimingConditioning:
         for k in range(1, self.harmonics + 1):
             parts += [torch.sin(2 * math.pi * k * v), torch.cos(2 * math.pi * k * v)]
         return torch.cat(parts, dim=1)
+
+    def condition(self, cond: Conditioning, seconds_start: Tensor, seconds_total: Tensor) -> Conditioning:
+        """cond with its global features set to `features(seconds_start, seconds_total)` ([B] seconds each)."""
+        return replace(cond, globals_=self.features(seconds_start, seconds_total).to(cond.tokens.device))
 
 
 def frame_mask(sample_mask: Tensor, frames: int) -> Tensor:

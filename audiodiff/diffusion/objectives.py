@@ -12,10 +12,13 @@ the network's output (ε, v, x0, velocity or a preconditioned F) back to x̂0.
 - VPDiffusion: discrete variance-preserving diffusion (Ho et al. 2020) with ε, v (Salimans & Ho 2022) or x0
   targets, linear / scaled-linear / cosine β schedules and Min-SNR-γ loss weighting (Hang et al. 2023).
 - EDM: Karras et al. (2022) preconditioning and log-normal noise levels.
+- VDiffusion: continuous cosine-schedule v-prediction, Stable Audio's objective (Salimans & Ho 2022; Evans et al.
+  2024).
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Literal, Protocol
 
@@ -304,3 +307,46 @@ class EDM(Objective):
         c_skip, c_out, c_in, c_noise = (c.to(x.dtype) for c in self.precondition(sigma))
         out = net(_view(c_in, y) * y, c_noise, cond)
         return _view(c_skip, y) * y + _view(c_out, y) * out
+
+
+class VDiffusion(Objective):
+    """Continuous v-prediction on the cosine schedule (Salimans & Ho 2022, Section 4; k-diffusion's and
+    stable-audio-tools' "v" objective), the objective of Stable Audio Open.
+
+    x_τ = α x0 + σ ε with α = cos(πτ/2), σ = sin(πτ/2) for τ ∈ [0, 1]; the network sees x_τ and τ itself and predicts
+    v = α ε - σ x0, so x̂0 = α x_τ - σ v. In VE terms s = σ / α = tan(πτ/2), τ = atan(s) · 2 / π: exactly the
+    preconditioning of diffusers' `CosineDPMSolverMultistepScheduler` with σ_data = 1 (c_in = 1 / √(s² + 1),
+    c_skip = 1 / (s² + 1), c_out = -s / √(s² + 1), c_noise = atan(s) · 2 / π).
+    Training draws τ ~ U(0, 1). Sampling grids default to even steps in log s over [sigma_min, sigma_max]
+    (Stable Audio Open: 0.3 to 500).
+    """
+
+    default_spacing = "exponential"
+
+    def __init__(self, sigma_min: float = 0.3, sigma_max: float = 500.0) -> None:
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"VDiffusion: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.grid_sigma_min = float(sigma_min)
+        self.grid_sigma_max = float(sigma_max)
+
+    @staticmethod
+    def network_time(t: Tensor) -> Tensor:
+        """τ = atan(s) · 2 / π of canonical flow times t [B] (s = t / (1 - t); t = 1 gives τ = 1), float64."""
+        t = t.to(torch.float64)
+        return torch.atan2(t, 1 - t) * (2 / math.pi)
+
+    def loss(self, net: Denoiser, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
+             weight: Tensor | None = None) -> Tensor:
+        tau = torch.rand(x0.shape[0], device=x0.device, generator=generator)
+        alpha, sigma = _view(torch.cos(tau * math.pi / 2), x0), _view(torch.sin(tau * math.pi / 2), x0)
+        eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        out = net(alpha * x0 + sigma * eps, tau.to(x0.dtype), cond).float()
+        return _masked_mean((out - (alpha * eps - sigma * x0).float()) ** 2, weight)
+
+    def denoise(self, net: Denoiser, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        t = t.to(torch.float64).clamp(max=self.t_max)
+        norm = ((1 - t) ** 2 + t**2).sqrt()
+        alpha, sigma = _view((1 - t) / norm, x), _view(t / norm, x)
+        x_vp = x / _view(norm, x)
+        v = net(x_vp, self.network_time(t).to(x.dtype), cond)
+        return alpha * x_vp - sigma * v

@@ -22,6 +22,9 @@ DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor], None]  # (step index, x_t, x̂0)
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+NoiseSampler = Callable[[float, float], Tensor]
+"""`noise_sampler(s, s_next)`: unit-variance noise [B, D, L] for the step between VE sigmas s and s_next (e.g. a
+Brownian tree's normalised increment, as k-diffusion's and diffusers' SDE samplers draw it)."""
 
 
 
@@ -61,6 +64,11 @@ def _ratio(t: float, t_next: float) -> float:
     if t >= 1.0:
         return 0.0
     return (t_next / (1 - t_next)) / (t / (1 - t))
+
+
+def _ve(t: float) -> float:
+    """VE sigma s = t / (1 - t) of flow time t (∞ at t = 1)."""
+    return math.inf if t >= 1.0 else t / (1 - t)
 
 
 def _call(denoise: DenoiseFn, x: Tensor, t: float) -> Tensor:
@@ -215,8 +223,15 @@ def sample_dpmpp_2m(denoise: DenoiseFn, noise: Tensor, times: Tensor, callback: 
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde(denoise: DenoiseFn, noise: Tensor, times: Tensor, callback: Callback | None = None,
-                        generator: Generators = None, eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
-    """DPM-Solver++(2M) SDE (k-diffusion's `sample_dpmpp_2m_sde`, midpoint solver); eta = 0 is the ODE form."""
+                        generator: Generators = None, eta: float = 1.0, s_noise: float = 1.0,
+                        noise_sampler: NoiseSampler | None = None) -> Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's `sample_dpmpp_2m_sde`, midpoint solver); eta = 0 is the ODE
+    form. With eta = 1 this is diffusers' `CosineDPMSolverMultistepScheduler` (Stable Audio Open's sampler): first
+    order on the first step and into t = 0, second order in between.
+
+    noise_sampler: where the step noise comes from (`NoiseSampler`, called with VE sigmas on every step that adds
+    noise); None draws i.i.d. Gaussian noise from `generator`.
+    """
     x = noise
     old: Tensor | None = None
     h_last = math.inf
@@ -235,8 +250,54 @@ def sample_dpmpp_2m_sde(denoise: DenoiseFn, noise: Tensor, times: Tensor, callba
         if old is not None and math.isfinite(h_last):
             x = x + (1 - t_next) * 0.5 * gain * (h / h_last) * (x0_hat - old)
         if eta > 0:
-            x = x + t_next * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise * randn_like(x, generator)
+            z = randn_like(x, generator) if noise_sampler is None else noise_sampler(_ve(t), _ve(t_next))
+            x = x + t_next * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise * z.to(x)
         old, h_last = x0_hat, h
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(denoise: DenoiseFn, noise: Tensor, times: Tensor, callback: Callback | None = None,
+                        generator: Generators = None, eta: float = 1.0, s_noise: float = 1.0,
+                        noise_sampler: NoiseSampler | None = None) -> Tensor:
+    """DPM-Solver++(3M) SDE (k-diffusion's `sample_dpmpp_3m_sde`; stable-audio-tools' default sampler for Stable
+    Audio Open): multistep, third order from the third step on (second order on the second, first on the first),
+    exact into t = 0. In VE terms with h = log(s / s_next) and ĥ = (1 + η) h:
+    y_next = e^{-ĥ} y + (1 - e^{-ĥ}) x̂0 + φ2 D1 - φ3 D2 + s_next √(1 - e^{-2ηh}) z, where φ2 = (e^{-ĥ} - 1) / ĥ + 1,
+    φ3 = φ2 / ĥ - 1/2 and D1, D2 are the divided differences of the last three x̂0 (Lu et al. 2022, Section 4).
+    Written in flow coordinates (x = (1 - t) y), as `sample_dpmpp_2m_sde`; noise_sampler as there.
+    """
+    x = noise
+    older: list[Tensor] = []  # x̂0 of the previous steps, newest first
+    steps_h: list[float] = []  # their h, newest first
+    for i in range(len(times) - 1):
+        t, t_next = float(times[i]), float(times[i + 1])
+        x0_hat = _call(denoise, x, t)
+        if callback is not None:
+            callback(i, x, x0_hat)
+        if t_next == 0.0:
+            x = x0_hat
+            break
+        h = _lambda_step(t, t_next)
+        h_eta = h * (eta + 1)
+        x = (t_next / t) * (math.exp(-eta * h) if eta > 0 else 1.0) * x + (1 - t_next) * -math.expm1(-h_eta) * x0_hat
+        if math.isfinite(h) and steps_h and math.isfinite(steps_h[0]):  # second order, third with two behind
+            phi_2 = math.expm1(-h_eta) / h_eta + 1
+            r0 = steps_h[0] / h
+            d1_0 = (x0_hat - older[0]) / r0
+            if len(steps_h) == 2 and math.isfinite(steps_h[1]):
+                phi_3 = phi_2 / h_eta - 0.5
+                r1 = steps_h[1] / h
+                d1_1 = (older[0] - older[1]) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                x = x + (1 - t_next) * (phi_2 * d1 - phi_3 * d2)
+            else:
+                x = x + (1 - t_next) * phi_2 * d1_0
+        if eta > 0:
+            z = randn_like(x, generator) if noise_sampler is None else noise_sampler(_ve(t), _ve(t_next))
+            x = x + t_next * math.sqrt(-math.expm1(-2 * eta * h)) * s_noise * z.to(x)
+        older, steps_h = [x0_hat, *older[:1]], [h, *steps_h[:1]]
     return x
 
 
@@ -249,13 +310,19 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": sample_ddpm,
     "dpmpp_2m": sample_dpmpp_2m,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
 }
 
 
 def sampler_options(name: str) -> tuple[str, ...]:
     """Keyword options the sampler `name` takes beyond denoise, noise, times, callback and generator."""
-    fixed = {"denoise", "noise", "times", "callback", "generator"}
+    fixed = {"denoise", "noise", "times", "callback", "generator", "noise_sampler"}
     return tuple(p for p in inspect.signature(get_sampler(name)).parameters if p not in fixed)
+
+
+def takes_noise_sampler(name: str) -> bool:
+    """Whether the sampler `name` draws its step noise from a `noise_sampler` it can be given."""
+    return "noise_sampler" in inspect.signature(get_sampler(name)).parameters
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:

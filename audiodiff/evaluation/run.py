@@ -133,7 +133,7 @@ def evaluate_model(pipe: AudioDiffusionPipeline, settings: EvalSettings, out_dir
     notes: list[str] = []
 
     extract, score = corpus_metrics(settings.corpus)
-    predicted = [extract(w[0].numpy(), rate, reference=t)
+    predicted = [extract(w.mean(0).numpy(), rate, reference=t)  # extractors read mono: stereo is downmixed
                  for w, t in tqdm(list(zip(wavs, truths, strict=True)), desc="attributes", unit="clip", leave=False)]
     attribute_scores = score(predicted, truths)
     for name, s in attribute_scores.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -12,8 +13,17 @@ from audiodiff.conditioning.timing import TimingConditioning
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.diffusion.editing import keep_known, start_latents, strength_times
 from audiodiff.diffusion.guidance import classifier_free_guidance
+from audiodiff.diffusion.noise import BrownianTreeNoise
 from audiodiff.diffusion.objectives import Objective
-from audiodiff.diffusion.samplers import SAMPLERS, Callback, get_sampler, initial_latents, sampler_options
+from audiodiff.diffusion.samplers import (
+    SAMPLERS,
+    Callback,
+    NoiseSampler,
+    get_sampler,
+    initial_latents,
+    sampler_options,
+    takes_noise_sampler,
+)
 from audiodiff.representations.base import Representation
 
 # SamplerSettings fields passed to the sampler function when it takes them.
@@ -31,7 +41,9 @@ class SamplerSettings:
     eta: noise of ddim (0 = deterministic) and dpmpp_2m_sde (None = the sampler's default);
     s_churn: Karras' churn for euler / heun; guidance_rescale: φ of Lin et al. (2024), 0 = off;
     guidance_interval: flow times [lo, hi] where guidance applies (Kynkäänniemi et al. 2024), elsewhere the
-    conditional model alone.
+    conditional model alone. noise: where an SDE sampler's step noise comes from: "gaussian" (drawn from each
+    prompt's seed) or "brownian" (a Brownian tree per prompt seeded by it over the objective's noise range,
+    `audiodiff.diffusion.noise`, as Stable Audio's published sampler draws it).
     """
 
     name: str = "flow_heun"
@@ -43,6 +55,7 @@ class SamplerSettings:
     s_churn: float = 0.0
     guidance_rescale: float = 0.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    noise: Literal["gaussian", "brownian"] = "gaussian"
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
@@ -57,6 +70,11 @@ class SamplerSettings:
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"guidance_interval: expected 0 <= lo <= hi <= 1, got {list(self.guidance_interval)}")
         allowed = sampler_options(self.name)
+        if self.noise not in ("gaussian", "brownian"):
+            raise ValueError(f"noise: expected 'gaussian' or 'brownian', got {self.noise!r}")
+        if self.noise == "brownian" and not takes_noise_sampler(self.name):
+            takers = [n for n in SAMPLERS if takes_noise_sampler(n)]
+            raise ValueError(f"noise: sampler {self.name!r} takes no Brownian-tree noise (samplers that do: {takers})")
         for option, unset in (("eta", self.eta is None), ("s_churn", self.s_churn == 0.0)):
             if not unset and option not in allowed:
                 takers = [n for n in SAMPLERS if option in sampler_options(n)]
@@ -109,14 +127,14 @@ class DiffusionModel(nn.Module):
             return cond
         if seconds_start is None or seconds_total is None:
             raise ValueError("this model is timing-conditioned: seconds_start and seconds_total are needed")
-        feats = self.timing.features(seconds_start, seconds_total).to(cond.tokens.device)
-        return Conditioning(cond.tokens, cond.mask, cond.pooled, feats)
+        return self.timing.condition(cond, seconds_start, seconds_total)
 
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], frames: int, seeds: list[int], settings: SamplerSettings,
                        negative_prompts: list[str] | None = None, net: nn.Module | None = None,
                        seconds_total: float | None = None, init: Tensor | None = None, strength: float = 1.0,
-                       keep: Tensor | None = None, callback: Callback | None = None) -> Tensor:
+                       keep: Tensor | None = None, callback: Callback | None = None,
+                       noise_sampler: NoiseSampler | None = None) -> Tensor:
         """Latents z [B, D, frames] for B prompts. Prompt i draws its starting noise, then any sampler noise, from
         a CPU generator seeded seeds[i], so its result does not depend on the rest of the batch.
 
@@ -124,6 +142,7 @@ class DiffusionModel(nn.Module):
         init: latents [B, D, frames] to start from (`audiodiff.diffusion.editing`): with strength < 1 the sampler
         starts from them noised to t = strength (a variation); with keep ([frames] or [B, 1, frames] in [0, 1])
         the result equals them where keep is 1 (inpainting, continuation). callback(step, x_t, x̂0) sees every step.
+        noise_sampler: the step noise of an SDE sampler that takes one (`NoiseSampler`), instead of the seeds'.
         """
         net = self.net if net is None else net
         device = next(net.parameters()).device
@@ -155,21 +174,30 @@ class DiffusionModel(nn.Module):
             x = start_latents(init, noise, float(times[0]))
             if keep is not None:
                 guided = keep_known(guided, init, keep)
-        return get_sampler(settings.name)(guided, x, times, callback=callback, generator=generators,
-                                          **settings.sampler_options())
+        options = settings.sampler_options()
+        if noise_sampler is None and settings.noise == "brownian":
+            noise_sampler = BrownianTreeNoise(shape, seeds, self.objective.grid_sigma_min,
+                                              self.objective.grid_sigma_max, dtype=x.dtype, device=device)
+        if noise_sampler is not None:
+            if not takes_noise_sampler(settings.name):
+                raise ValueError(f"noise_sampler: sampler {settings.name!r} takes no injected noise")
+            options["noise_sampler"] = noise_sampler
+        return get_sampler(settings.name)(guided, x, times, callback=callback, generator=generators, **options)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], duration: float | None = None, settings: SamplerSettings | None = None,
                  seed: int | Sequence[int] = 0, negative_prompts: list[str] | None = None,
-                 net: nn.Module | None = None, callback: Callback | None = None) -> Tensor:
+                 net: nn.Module | None = None, callback: Callback | None = None,
+                 noise_sampler: NoiseSampler | None = None) -> Tensor:
         """Waveforms [B, C, T] at `sample_rate` Hz, T = duration · sample_rate; prompt i uses seed `seed + i`
-        (or seed[i] when a sequence is given)."""
+        (or seed[i] when a sequence is given). noise_sampler: as in `sample_latents`."""
         settings = settings or self.sampler
         duration = self.duration if duration is None else duration
         window = self.duration if self.timing is not None else duration
         frames = self.representation.num_frames(window)
         latents = self.sample_latents(prompts, frames, seed_list(seed, len(prompts)), settings, negative_prompts,
-                                      net, seconds_total=duration, callback=callback)
+                                      net, seconds_total=duration, callback=callback,
+                                      noise_sampler=noise_sampler)
         wav = self.representation.decode(latents)
         return wav[..., : int(round(duration * self.sample_rate))]
 

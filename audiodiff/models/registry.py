@@ -19,6 +19,7 @@ COMPONENTS: dict[str, str] = {
     "audiodiff.representations.codec.CodecRepresentation": "representation",
     "audiodiff.representations.autoencoder.from_export": "representation",
     "audiodiff.representations.autoencoder.from_config": "representation",
+    "audiodiff.representations.oobleck.OobleckRepresentation": "representation",
     "audiodiff.autoencoders.mel_vae.MelVAE": "autoencoder",
     "audiodiff.autoencoders.waveform_vae.WaveformVAE": "autoencoder",
     "audiodiff.vocoders.griffinlim.GriffinLimVocoder": "vocoder",
@@ -30,11 +31,14 @@ COMPONENTS: dict[str, str] = {
     "audiodiff.vocoders.trained.from_export": "vocoder",
     "audiodiff.denoisers.unet1d.UNet1d": "denoiser",
     "audiodiff.denoisers.dit.DiT1d": "denoiser",
+    "audiodiff.denoisers.stable_audio_dit.StableAudioDiT": "denoiser",
     "audiodiff.diffusion.objectives.FlowMatching": "diffusion",
     "audiodiff.diffusion.objectives.VPDiffusion": "diffusion",
     "audiodiff.diffusion.objectives.EDM": "diffusion",
+    "audiodiff.diffusion.objectives.VDiffusion": "diffusion",
     "audiodiff.conditioning.text.TextEncoder": "text_encoder",
     "audiodiff.conditioning.timing.TimingConditioning": "timing",
+    "audiodiff.conditioning.stable_audio.StableAudioConditioning": "timing",
 }
 # Names older exports carry → the component that now builds them.
 ALIASES: dict[str, str] = {

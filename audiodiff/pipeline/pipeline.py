@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor
 
 from audiodiff.diffusion.editing import keep_mask, strength_times
+from audiodiff.diffusion.samplers import NoiseSampler
 from audiodiff.models.adapters import (
     Adapter,
     AdapterError,
@@ -29,10 +32,13 @@ from audiodiff.models.adapters import (
 from audiodiff.models.build import build_model
 from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export, write_export
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
+from audiodiff.models.stable_audio_convert import ConversionError, is_stable_audio_folder
+from audiodiff.models.stable_audio_convert import converted as convert_stable_audio
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
 MIN_INPUT_SECONDS = 0.1
 WINDOW_SEED_STRIDE = 1_000_003  # window j of a long-form clip draws from seed + j · stride
+POSTERIOR_SEED_OFFSET = 7_919  # an audio-to-audio input's posterior sample draws from seed + this
 
 
 class ModelLoadError(ValueError):
@@ -73,6 +79,16 @@ class AudioDiffusionPipeline:
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder")
+        if is_stable_audio_folder(path):  # a published Stable Audio Open folder: converted in memory
+            try:
+                cfg, state, encoder_files, _ = convert_stable_audio(path)
+            except ConversionError as err:
+                raise ModelLoadError(str(err)) from err
+            with tempfile.TemporaryDirectory(prefix="audiodiff-t5-") as tmp:  # the T5 files side by side, linked
+                for name, file in encoder_files.items():
+                    os.symlink(file.resolve(), Path(tmp) / name)
+                cfg = {**cfg, "text_encoder": {**cfg["text_encoder"], "name_or_path": tmp}}
+                return cls._build(cfg, state, str(path), device)
         folder = path
         if path.is_dir() and not (path / WEIGHTS).exists() and (path / "export" / WEIGHTS).exists():
             folder = path / "export"  # a run directory whose training finished
@@ -84,12 +100,20 @@ class AudioDiffusionPipeline:
             cfg, state = read_export(folder)
         except (FileNotFoundError, ValueError) as err:
             raise ModelLoadError(str(err)) from err
+        pipe = cls._build(_local_parts(cfg, folder), state, str(folder), device)
+        pipe.model_id = str(path)
+        return pipe
+
+    @classmethod
+    def _build(cls, cfg: dict[str, Any], state: dict[str, Tensor], source: str,
+               device: str | torch.device) -> AudioDiffusionPipeline:
+        """The pipeline of a model config and its inference weights; errors name `source`."""
         try:
             model = build_model(cfg)
         except Exception as err:  # an unknown target, a missing key, a size that does not fit
-            raise ModelLoadError(f"{folder}: cannot build the model from its config: {err}") from err
-        load_inference_state(model, state, str(folder))
-        return cls(model.to(device), model_id=str(path), config=cfg)
+            raise ModelLoadError(f"{source}: cannot build the model from its config: {err}") from err
+        load_inference_state(model, state, source)
+        return cls(model.to(device), model_id=source, config=cfg)
 
     @property
     def base_hash(self) -> str:
@@ -150,17 +174,18 @@ class AudioDiffusionPipeline:
     def __call__(self, prompts: str | list[str], duration: float | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | list[int] = 0, sampler: str | None = None,
                  negative_prompts: str | list[str] | None = None, progress: bool = False,
-                 **options: Any) -> GenerationOutput:
+                 noise_sampler: NoiseSampler | None = None, **options: Any) -> GenerationOutput:
         """Generate one clip per prompt (prompt i with seed `seed + i`, or seed[i] for a list). Unset settings fall
         back to the model's defaults; `options` are further SamplerSettings fields (spacing, eta, s_churn,
         guidance_rescale, guidance_interval, shift). A single negative prompt applies to every prompt.
-        progress: show a progress bar over sampler steps."""
+        progress: show a progress bar over sampler steps. noise_sampler: the SDE samplers' step noise
+        (`audiodiff.diffusion.samplers.NoiseSampler`, e.g. a Brownian tree) instead of draws from the seeds."""
         prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
                                                                    sampler, options)
         duration = self.check_request(prompts, duration, negative_prompts)
         with _StepBar(settings.steps, progress) as bar:
             wav = self.model.generate(prompts, duration, settings, seed=seeds, negative_prompts=negative_prompts,
-                                      callback=bar.callback)
+                                      callback=bar.callback, noise_sampler=noise_sampler)
         return GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration)
 
     def variation(self, audio: AudioInput, prompts: str | list[str], strength: float = 0.5,
@@ -177,7 +202,7 @@ class AudioDiffusionPipeline:
         self.check_request(prompts, None, negative_prompts)
         strength_times(torch.zeros(2), strength)  # checks strength before any work
         wav = self.load_input(audio, len(prompts))
-        z, seconds = self._encode_window(wav)
+        z, seconds = self._encode_window(wav, seeds)
         with _StepBar(max(1, round(settings.steps * strength)), progress) as bar:
             z = self.model.sample_latents(prompts, z.shape[-1], seeds, settings, negative_prompts,
                                           seconds_total=seconds, init=z, strength=strength, callback=bar.callback)
@@ -285,16 +310,21 @@ class AudioDiffusionPipeline:
         return prompts, negative_prompts, self.settings(steps, guidance, sampler, **options), seed_list(seed,
                                                                                                         len(prompts))
 
-    def _encode_window(self, wav: Tensor) -> tuple[Tensor, float]:
+    def _encode_window(self, wav: Tensor, seeds: list[int] | None = None) -> tuple[Tensor, float]:
         """Latents [B, D, L] of wav [B, C, T] (padded to the window for a timing-conditioned model) and its length
-        in seconds."""
+        in seconds. seeds (audio-to-audio): item i is the representation's `encode_sample` with a generator seeded
+        seeds[i] + POSTERIOR_SEED_OFFSET (apart from the item's diffusion noise); None: `encode`."""
         seconds = wav.shape[-1] / self.sample_rate
         if seconds > self.model.max_duration + 1e-9:
             raise ValueError(f"audio: {seconds:.2f} s is longer than this model's maximum of "
                              f"{self.model.max_duration} s (continuation and long_form go further)")
         if self.model.timing is not None:
             wav = torch.nn.functional.pad(wav, (0, int(round(self.model.duration * self.sample_rate)) - wav.shape[-1]))
-        return self.model.representation.encode(wav.to(self.device)), seconds
+        rep, wav = self.model.representation, wav.to(self.device)
+        if seeds is None:
+            return rep.encode(wav), seconds
+        return torch.cat([rep.encode_sample(wav[i:i + 1], torch.Generator().manual_seed(seed + POSTERIOR_SEED_OFFSET))
+                          for i, seed in enumerate(seeds)]), seconds
 
     def _output(self, z: Tensor, seconds: float, settings: SamplerSettings, seeds: list[int]) -> GenerationOutput:
         wav = self.model.representation.decode(z).float().cpu()
@@ -352,6 +382,8 @@ class AudioDiffusionPipeline:
                 changes["eta"] = None  # the default sampler's eta does not carry over to another sampler
             if sampler != self.model.sampler.name and "s_churn" not in changes:
                 changes["s_churn"] = 0.0
+            if sampler != self.model.sampler.name and "noise" not in changes:
+                changes["noise"] = "gaussian"  # Brownian-tree noise only where the other sampler takes it
         if steps is not None:
             changes["steps"] = int(steps)
         if guidance is not None:
@@ -377,6 +409,16 @@ class AudioDiffusionPipeline:
             raise ValueError(f"duration: {duration} s is longer than this model's maximum of "
                              f"{self.model.max_duration} s")
         return duration
+
+
+def _local_parts(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """cfg with a text encoder the export folder carries (`name_or_path` naming a subfolder of it, as converted
+    models do) pointed at that subfolder."""
+    encoder = cfg.get("text_encoder") or {}
+    name = encoder.get("name_or_path")
+    if isinstance(name, str) and not Path(name).is_absolute() and (folder / name / "config.json").is_file():
+        return {**cfg, "text_encoder": {**encoder, "name_or_path": str((folder / name).resolve())}}
+    return cfg
 
 
 def load_inference_state(model: DiffusionModel, state: dict[str, Tensor], source: str) -> None:
@@ -407,6 +449,7 @@ def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -
     s = output.settings
     meta = {"prompt": prompt, "seed": output.seeds[index], "sampler": s.name, "steps": s.steps,
             "guidance": s.guidance, "duration": output.duration, "sample_rate": output.sample_rate,
+            "channels": int(output.audio.shape[1]),
             "model": model_id, "sampler_settings": {**asdict(s), "guidance_interval": list(s.guidance_interval)}}
     if output.joins:
         meta["joins"] = [round(j, 4) for j in output.joins]

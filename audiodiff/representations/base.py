@@ -61,6 +61,11 @@ class Representation(nn.Module, ABC):
     @abstractmethod
     def decode(self, z: Tensor) -> Tensor: ...
 
+    def encode_sample(self, wav: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Latents of wav [B, C, T] as the model was trained on them, for audio-to-audio: a posterior sample where
+        the representation diffuses samples (Stable Audio's Oobleck), else `encode` (the default)."""
+        return self.encode(wav)
+
     def fit_statistics(self, wavs: list[Tensor]) -> None:
         """Set the latent scaling statistics from a sample of waveforms [B, C, T] (default: nothing to fit)."""
 

@@ -31,6 +31,7 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import soundfile as sf
 import torch
 from PIL import Image
@@ -138,6 +139,9 @@ def parse_request(payload: Any) -> Request:
                    adapters=tuple((name, value) for name, value in strengths if value is not None))
 
 
+SPECTROGRAM_GAP = 2  # pixels between the channels of a multichannel clip
+
+
 def display_mel(sample_rate: int) -> MelSpectrogram:
     """The spectrogram shown on the page, the same for every representation: power mel with 80 Slaney bands,
     a ~50 ms Hann window (a power of two) and a 10 ms hop; zero padding so clips of any length work."""
@@ -147,11 +151,15 @@ def display_mel(sample_rate: int) -> MelSpectrogram:
 
 
 def spectrogram_png(wav: Tensor, sample_rate: int) -> bytes:
-    """wav [C, T] at sample_rate Hz (channels averaged) → PNG bytes of `spectrogram_image` of its natural-log mel:
-    [2·80 pixels high, one column per 10 ms], low frequencies at the bottom, the top 80 dB coloured."""
-    log_mel = log_compress(display_mel(sample_rate)(wav.float().mean(0)), floor=SPECTROGRAM_FLOOR)
+    """wav [C, T] at sample_rate Hz → PNG bytes: `spectrogram_image` of each channel's natural-log mel, stacked
+    top to bottom (channel 0, the left, on top; a 2-pixel black line between), each [2·80 pixels high, one column
+    per 10 ms], low frequencies at the bottom, the top 80 dB of that channel coloured."""
+    mel = display_mel(sample_rate)
+    images = [spectrogram_image(log_compress(mel(channel.float()), floor=SPECTROGRAM_FLOOR)) for channel in wav]
+    gap = np.zeros((SPECTROGRAM_GAP, images[0].shape[1], 3), dtype=images[0].dtype)
+    rows = [part for image in images for part in (gap, image)][1:]
     out = io.BytesIO()
-    Image.fromarray(spectrogram_image(log_mel)).save(out, format="PNG")
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out, format="PNG")
     return out.getvalue()
 
 
