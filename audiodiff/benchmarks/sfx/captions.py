@@ -4,10 +4,6 @@ Every template names each of count, loudness, pitch, envelope and direction exac
 slot forms below (a slot is empty where the attribute does not apply to the clip's kind). The training and
 held-out template sets share the slot vocabulary but no framing phrase, so a held-out caption never equals a
 training caption.
-
-Training rows also carry terse captions (`terse_caption`): the kind and a random subset of the other
-attributes as adjectives, the way people type prompts ("three loud high-pitched beeps", "a rising sweep"). A
-model that only ever saw captions naming everything reads such a prompt as out of distribution.
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from audiodiff.benchmarks.captions import fill, tidy
+from audiodiff.benchmarks.captions import fill
 
 # Nouns as (singular, plural) and verbs (third person singular) per kind; none names an attribute value.
 _NOUNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -58,11 +54,6 @@ _VERBS: dict[str, tuple[str, ...]] = {
     "noise_burst": ("sounds", "is heard", "blasts"),
     "sweep": ("glides", "slides", "moves"),
     "whoosh": ("sweeps", "swoops", "moves"),
-}
-# Shorter nouns that only terse captions use (people type "a sweep", "a hum").
-_TERSE_NOUNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "sweep": (("sweep", ""),),
-    "hum": (("hum", ""),),
 }
 # Phrasings of each attribute value, per slot form (adjective, prepositional phrase, clause, adverb, ...).
 _WORDS: dict[str, dict[object, tuple[str, ...]]] = {
@@ -196,31 +187,3 @@ def caption_for(attributes: dict, rng: np.random.Generator, held_out: bool,
     templates = CAPTION_TEMPLATES_EVAL if held_out else CAPTION_TEMPLATES_TRAIN
     template = templates[int(rng.integers(len(templates)))]
     return fill(template, caption_choices(attributes, rng, nouns, verbs), rng)
-
-
-TERSE_ORDER = ("count", "loudness", "pitch", "envelope", "direction")  # adjective order in a terse caption
-
-
-def terse_caption(attributes: dict, rng: np.random.Generator, keep: float = 0.5) -> str:
-    """A short caption naming the clip's kind and each other attribute with probability `keep`, as adjectives.
-
-    A count of 2 or 3 that is left out gives a plural noun with no number ("loud beeps"), which is true of
-    either; a count of 1 always reads "a <noun>". Every attribute named is true of the clip.
-    """
-    kind = attributes["kind"]
-    nouns = _NOUNS[kind] + _TERSE_NOUNS.get(kind, ())
-    singular, plural = nouns[int(rng.integers(len(nouns)))]
-    count = attributes.get("count")
-    slots = {"count": "det", "loudness": "loud", "pitch": "pitch", "envelope": "env", "direction": "dir"}
-    words: list[str] = []
-    counted = False
-    for name in TERSE_ORDER:
-        value = attributes.get(name)
-        if value is None or rng.random() >= keep:
-            continue
-        options = _WORDS[slots[name]][value]
-        words.append(options[int(rng.integers(len(options)))])
-        counted |= name == "count"
-    if count is not None and count > 1:
-        return tidy(" ".join([*words, plural]))
-    return tidy(" ".join([*([] if counted else ["a"]), *words, singular]))

@@ -34,7 +34,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,16 +41,11 @@ import scipy.signal
 import soundfile as sf
 
 from audiodiff.audio.loudness import event_loudness
-from audiodiff.benchmarks.sfx.captions import (
-    CAPTION_TEMPLATES_EVAL,
-    CAPTION_TEMPLATES_TRAIN,
-    caption_for,
-    terse_caption,
-)
+from audiodiff.benchmarks.sfx.captions import CAPTION_TEMPLATES_EVAL, CAPTION_TEMPLATES_TRAIN, caption_for
 from audiodiff.data.manifest import write_manifest
 from audiodiff.utils.files import atomic_folder
 
-VERSION = 2  # 2: training rows also carry terse captions
+VERSION = 1
 SAMPLE_RATE = 16000
 MIN_DURATION_S = 1.0
 MAX_DURATION_S = 4.0
@@ -452,7 +446,6 @@ SPLIT_PERIOD = 16  # of every 16 clips of a kind, 1 goes to test, 1 to val, 14 t
 LICENSE = "CC0-1.0"
 TRAIN_CAPTIONS = (3, 5)  # captions per train row, inclusive range
 EVAL_CAPTIONS = 3  # captions per val / test row
-TERSE_CAPTIONS = (1, 2)  # terse captions added to each train row, inclusive range
 
 
 def source_line(seed: int) -> str:
@@ -498,8 +491,6 @@ def make_clip(seed: int, index: int, kind: str, split: str) -> tuple[dict, np.nd
             captions.append(caption)
         if len(captions) == wanted:
             break
-    if not held_out:
-        captions += terse_captions(attributes, seed, index, exclude=captions)
     row = {
         "caption": captions,
         "duration": round(wav.size / SAMPLE_RATE, 4),
@@ -510,23 +501,6 @@ def make_clip(seed: int, index: int, kind: str, split: str) -> tuple[dict, np.nd
         "attributes": attributes,
     }
     return row, wav
-
-
-def terse_captions(attributes: dict, seed: int, index: int, exclude: Sequence[str]) -> list[str]:
-    """`TERSE_CAPTIONS` distinct terse captions of clip `index` (see `captions.terse_caption`), none in `exclude`.
-
-    They come from their own generator, so the clip's audio and full captions are those of version 1.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index)))
-    wanted = int(rng.integers(TERSE_CAPTIONS[0], TERSE_CAPTIONS[1] + 1))
-    found: list[str] = []
-    for _ in range(20 * wanted):
-        caption = terse_caption(attributes, rng)
-        if caption not in found and caption not in exclude:
-            found.append(caption)
-        if len(found) == wanted:
-            break
-    return found
 
 
 def render_caption(attributes: dict, rng: np.random.Generator, held_out: bool) -> str:
@@ -581,7 +555,6 @@ def corpus_summary(rows: list[dict], seed: int) -> dict:
             "held_out": list(CAPTION_TEMPLATES_EVAL),
         },
         "captions_per_row": {"train": list(TRAIN_CAPTIONS), "val": EVAL_CAPTIONS, "test": EVAL_CAPTIONS},
-        "terse_captions_per_train_row": list(TERSE_CAPTIONS),
     }
 
 
@@ -606,9 +579,8 @@ made by {summary["source"]}
 `manifest.jsonl` has one row per clip with `caption` (a list), `split`, and `attributes`; `corpus.json`
 holds everything below in machine-readable form. Splits: {splits["train"]} train / {splits["val"]} val /
 {splits["test"]} test, stratified over kinds. Train rows carry {TRAIN_CAPTIONS[0]}–{TRAIN_CAPTIONS[1]}
-captions from the training templates, then {TERSE_CAPTIONS[0]}–{TERSE_CAPTIONS[1]} terse ones (the kind and a random subset of the
-other attributes as adjectives: "three loud high beeps", "a rising sweep"); val and test rows carry {EVAL_CAPTIONS}
-captions from the held-out templates only. Attribute values are drawn uniformly per clip, so chance is 1 / number of values.
+captions from the training templates; val and test rows carry {EVAL_CAPTIONS} captions from the held-out
+templates only. Attribute values are drawn uniformly per clip, so chance is 1 / number of values.
 
 Loudness: quiet {LOUDNESS_LUFS["quiet"]:g} / loud {LOUDNESS_LUFS["loud"]:g} LUFS (±{LOUDNESS_JITTER_DB:g} dB,
 {summary["loudness_measure"]}). Pitch: fundamentals {TONE_HZ} Hz (hiss band centres {HISS_HZ} Hz).
