@@ -19,6 +19,7 @@ from audiodiff.utils.files import atomic_folder
 from audiodiff.vocoders.trained import FROM_EXPORT_TARGETS
 from audiodiff.vocoders.trained import inference_config as vocoder_inference_config
 
+TEXT_ENCODER_DIR = "text_encoder"  # a text encoder an export folder carries (converted models' T5)
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 
@@ -38,7 +39,8 @@ def write_weights_folder(out: str | Path, state: dict[str, torch.Tensor], config
                                                     indent=2) + "\n")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
-        for name, source in (copies or {}).items():
+        for name, source in (copies or {}).items():  # a name may hold a subfolder: "text_encoder/config.json"
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, tmp / name)
     return out
 
@@ -94,3 +96,26 @@ def read_export(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
     if not isinstance(config, dict):
         raise ValueError(f"{folder / CONFIG}: expected a mapping of model settings, got {type(config).__name__}")
     return config, load_file(str(folder / WEIGHTS))
+
+
+def carried_text_encoder(cfg: dict[str, Any]) -> dict[str, Path]:
+    """The files of a text encoder an export folder carries (converted models' T5: `TEXT_ENCODER_DIR` beside the
+    export's config, as `with_local_parts` resolved it), as {name inside a new export: source}; {} otherwise."""
+    name = (cfg.get("text_encoder") or {}).get("name_or_path")
+    if not isinstance(name, str):
+        return {}
+    folder = Path(name)
+    if folder.name != TEXT_ENCODER_DIR or not (folder.parent / CONFIG).is_file() or not folder.is_dir():
+        return {}
+    return {f"{TEXT_ENCODER_DIR}/{f.name}": f for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+def with_local_parts(cfg: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """`cfg` (an export's config) with a text encoder the export folder carries (`name_or_path` naming a subfolder
+    of it, as converted models do) pointed at that subfolder's absolute path; other configs are returned as they are."""
+    folder = Path(folder)
+    encoder = cfg.get("text_encoder") or {}
+    name = encoder.get("name_or_path")
+    if isinstance(name, str) and not Path(name).is_absolute() and (folder / name / "config.json").is_file():
+        return {**cfg, "text_encoder": {**encoder, "name_or_path": str((folder / name).resolve())}}
+    return cfg

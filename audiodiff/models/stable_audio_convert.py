@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from audiodiff.models.export_format import write_export
+from audiodiff.models.export_format import TEXT_ENCODER_DIR, write_export
 from audiodiff.models.registry import build_component
 from audiodiff.models.stable_audio_keys import (
     DIFFUSERS_DIT,
@@ -36,7 +36,6 @@ from audiodiff.models.stable_audio_keys import (
 from audiodiff.utils.files import atomic_folder
 
 Layout = Literal["diffusers", "stable-audio-tools"]
-TEXT_ENCODER_DIR = "text_encoder"  # inside the export folder
 DIFFUSERS_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "projection_model", "scheduler")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 # Keys diffusers writes into every config.json besides the constructor arguments.

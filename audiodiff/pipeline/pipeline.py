@@ -30,7 +30,15 @@ from audiodiff.models.adapters import (
     weights_hash,
 )
 from audiodiff.models.build import build_model
-from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export, write_export
+from audiodiff.models.export_format import (
+    CONFIG,
+    TEXT_ENCODER_DIR,
+    WEIGHTS,
+    carried_text_encoder,
+    read_export,
+    with_local_parts,
+    write_export,
+)
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
 from audiodiff.models.stable_audio_convert import ConversionError, is_stable_audio_folder
 from audiodiff.models.stable_audio_convert import converted as convert_stable_audio
@@ -100,7 +108,7 @@ class AudioDiffusionPipeline:
             cfg, state = read_export(folder)
         except (FileNotFoundError, ValueError) as err:
             raise ModelLoadError(str(err)) from err
-        pipe = cls._build(_local_parts(cfg, folder), state, str(folder), device)
+        pipe = cls._build(with_local_parts(cfg, folder), state, str(folder), device)
         pipe.model_id = str(path)
         return pipe
 
@@ -169,7 +177,10 @@ class AudioDiffusionPipeline:
                if not k.startswith("text_encoder.") and not k.startswith("net.")}
         state = {**own, **{f"net.{k}": v for k, v in merged_state(self.model.net).items()}}
         info = {"base": self.model_id, **({"adapters": dict(self.adapters)} if self.adapters else {}), **(card or {})}
-        return write_export(out, state, self.config, info, copies)
+        config, carried = self.config, carried_text_encoder(self.config)
+        if carried:  # the text encoder this model's folder carries goes into the new folder too
+            config = {**config, "text_encoder": {**config["text_encoder"], "name_or_path": TEXT_ENCODER_DIR}}
+        return write_export(out, state, config, info, {**carried, **(copies or {})})
 
     def __call__(self, prompts: str | list[str], duration: float | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | list[int] = 0, sampler: str | None = None,
@@ -409,16 +420,6 @@ class AudioDiffusionPipeline:
             raise ValueError(f"duration: {duration} s is longer than this model's maximum of "
                              f"{self.model.max_duration} s")
         return duration
-
-
-def _local_parts(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """cfg with a text encoder the export folder carries (`name_or_path` naming a subfolder of it, as converted
-    models do) pointed at that subfolder."""
-    encoder = cfg.get("text_encoder") or {}
-    name = encoder.get("name_or_path")
-    if isinstance(name, str) and not Path(name).is_absolute() and (folder / name / "config.json").is_file():
-        return {**cfg, "text_encoder": {**encoder, "name_or_path": str((folder / name).resolve())}}
-    return cfg
 
 
 def load_inference_state(model: DiffusionModel, state: dict[str, Tensor], source: str) -> None:

@@ -16,6 +16,9 @@ from audiodiff.audio.io import save_audio
 from audiodiff.audio.mel import MelSpectrogram, log_compress
 
 
+DISPLAY_N_FFT = 1024  # the preview spectrogram's STFT size
+
+
 class AudioPreview(L.Callback):
     """Every `every_n_steps` optimizer steps (and at the end of training), sample `prompts` with the EMA weights and
     write `previews/step_NNNNNN/<i>.wav` and `.png` (log-mel) under `out_dir`, and log both to TensorBoard.
@@ -61,18 +64,22 @@ class AudioPreview(L.Callback):
         tb = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         for i, (prompt, clip) in enumerate(zip(self.prompts, wav, strict=True)):
             save_audio(folder / f"{i}.wav", clip.cpu(), model.sample_rate)
-            log_mel = log_compress(self._mel(model.sample_rate)(clip.float().cpu().mean(0)))
-            save_spectrogram(folder / f"{i}.png", log_mel)
+            log_mel = None
+            if clip.shape[-1] > DISPLAY_N_FFT // 2:  # a clip shorter than the display STFT's padding has no image
+                log_mel = log_compress(self._mel(model.sample_rate)(clip.float().cpu().mean(0)))
+                save_spectrogram(folder / f"{i}.png", log_mel)
             if tb is not None:
                 tb.add_audio(f"preview/{i}", clip[0].cpu().numpy(), step, sample_rate=model.sample_rate)
-                tb.add_image(f"preview/{i}", spectrogram_image(log_mel).astype(np.uint8), step, dataformats="HWC")
+                if log_mel is not None:
+                    tb.add_image(f"preview/{i}", spectrogram_image(log_mel).astype(np.uint8), step,
+                                 dataformats="HWC")
                 tb.add_text(f"preview/{i}", prompt, step)
         (folder / "prompts.txt").write_text("\n".join(self.prompts) + "\n")
 
     def _mel(self, sample_rate: int) -> MelSpectrogram:
         """A display mel of the output waveform, whatever the representation (mel, VAE or codec latents)."""
         if getattr(self, "_display_mel", None) is None or self._display_mel.sample_rate != sample_rate:
-            self._display_mel = MelSpectrogram(sample_rate=sample_rate, n_fft=1024, hop_length=256, n_mels=80,
+            self._display_mel = MelSpectrogram(sample_rate=sample_rate, n_fft=DISPLAY_N_FFT, hop_length=256, n_mels=80,
                                                power=1.0)
         return self._display_mel
 

@@ -14,13 +14,15 @@ from audiodiff.models.export_format import self_contained, write_export
 
 
 def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """From a DiffusionTask state dict, the weights inference needs: `net.*` from the EMA copy and
-    `representation.*` (statistics and any trained parts). Text encoders are frozen and load from their source."""
+    """From a DiffusionTask state dict, the weights inference needs: `net.*` from the EMA copy, and the model's
+    other parts as they are: `representation.*` (statistics and any trained parts), `timing.*` (a timing
+    conditioner with weights, such as Stable Audio's seconds embedders). Text encoders are frozen and load from
+    their source."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith("ema.average."):
             out["net." + key[len("ema.average."):]] = value
-        elif key.startswith("model.representation."):
+        elif key.startswith("model.") and not key.startswith(("model.net.", "model.text_encoder.")):
             out[key[len("model."):]] = value
     if not any(k.startswith("net.") for k in out):
         raise ValueError("state dict has no EMA weights (keys 'ema.average.*'): is it a DiffusionTask checkpoint?")

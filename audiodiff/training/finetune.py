@@ -14,6 +14,7 @@ sets one of those keys is refused, naming it. `finetune.method` says what trains
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from audiodiff.models.adapters import (
     weights_hash,
 )
 from audiodiff.models.build import MODEL_KEYS, OPTIONAL_MODEL_KEYS, model_config
-from audiodiff.models.export_format import CONFIG, WEIGHTS, read_export
+from audiodiff.models.export_format import CONFIG, WEIGHTS, carried_text_encoder, read_export, with_local_parts
 from audiodiff.models.model import DiffusionModel
 from audiodiff.pipeline import AudioDiffusionPipeline, load_inference_state
 
@@ -77,7 +78,9 @@ def init_config(cfg: DictConfig) -> DictConfig:
         raise FinetuneError(f"recipe {cfg.get('name')!r} fine-tunes a model: give init=<export folder or run dir>")
     if cfg.get("finetune") is None:
         raise FinetuneError("init= needs finetune=lora or finetune=full")
-    exported, _ = read_export(init_folder(cfg.init))
+    folder = init_folder(cfg.init)
+    exported, _ = read_export(folder)
+    exported = with_local_parts(exported, folder)  # a converted model's T5 lives in its export folder
     model = model_config(exported)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
@@ -86,6 +89,9 @@ def init_config(cfg: DictConfig) -> DictConfig:
         cfg.init = str(init_folder(cfg.init))
         segment = cfg.finetune.get("segment_seconds")
         cfg.data.segment_seconds = float(segment if segment is not None else model["duration"])
+        # the clips are read with the model's audio channels (a stereo model such as a converted Stable Audio
+        # Open: mono clips are duplicated into both channels, see audiodiff.data.dataset)
+        cfg.data.channels = int((model.get("representation") or {}).get("audio_channels", cfg.data.channels))
     return cfg
 
 
@@ -144,7 +150,14 @@ def export_finetune_run(last: Path, out: Path, cfg: DictConfig, started: dict[st
     from audiodiff.training.checkpoints import export_run, inference_state, load_checkpoint
 
     if started["method"] == "full":
-        return export_run(last, out)
+        export_run(last, out)
+        pipe = AudioDiffusionPipeline.from_pretrained(out)
+        if not carried_text_encoder(pipe.config or {}):
+            return out
+        # the init model's folder carries its text encoder (a converted model's T5): so does this export
+        card = json.loads((out / "export.json").read_text())
+        pipe.model_id = str(cfg.init)  # recorded as the base
+        return pipe.save_pretrained(out, card={k: v for k, v in card.items() if k != "audiodiff_version"})
     ckpt = load_checkpoint(last)
     ema = {k[len("net."):]: v for k, v in inference_state(ckpt["state_dict"]).items() if k.startswith("net.")}
     info = {"recipe": cfg.get("name"), "global_step": ckpt.get("global_step"), "init": str(cfg.init),

@@ -164,8 +164,9 @@ class DiffusionTask(L.LightningModule):
         cond = self.encode_captions(captions)
         if self.model.timing is None:
             return cond, None
-        feats = self.model.timing.features(batch["seconds_start"], batch["seconds_total"]).to(cond.tokens)
-        return replace(cond, globals_=feats), frame_mask(batch["mask"], frames).to(cond.tokens)
+        # the model's own timing conditioner, as at inference (global features, or Stable Audio's seconds tokens)
+        timed = self.model.timing.condition(cond, batch["seconds_start"], batch["seconds_total"])
+        return timed.to(cond.tokens.device, cond.tokens.dtype), frame_mask(batch["mask"], frames).to(cond.tokens)
 
     def batch_latents(self, batch: dict[str, Any]) -> Tensor:
         """z [B, D, L]: the batch's precomputed `latents` (a latent cache), else its `wav` [B, C, T] encoded."""
