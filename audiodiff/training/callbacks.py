@@ -15,7 +15,6 @@ from audiodiff.audio.image import save_spectrogram, spectrogram_image
 from audiodiff.audio.io import save_audio
 from audiodiff.audio.mel import MelSpectrogram, log_compress
 
-
 DISPLAY_N_FFT = 1024  # the preview spectrogram's STFT size
 
 

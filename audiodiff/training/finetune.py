@@ -86,7 +86,7 @@ def init_config(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         for key in (*MODEL_KEYS, *OPTIONAL_MODEL_KEYS):
             cfg[key] = model.get(key)
-        cfg.init = str(init_folder(cfg.init))
+        cfg.init = str(folder)
         segment = cfg.finetune.get("segment_seconds")
         cfg.data.segment_seconds = float(segment if segment is not None else model["duration"])
         # the clips are read with the model's audio channels (a stereo model such as a converted Stable Audio

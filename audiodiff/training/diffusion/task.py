@@ -6,7 +6,6 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 import lightning as L
