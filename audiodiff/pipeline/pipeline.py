@@ -423,7 +423,8 @@ class AudioDiffusionPipeline:
 
 
 def load_inference_state(model: DiffusionModel, state: dict[str, Tensor], source: str) -> None:
-    """Load `net.*`, `representation.*` and any `timing.*` weights; any other difference is an error naming both sides."""
+    """Load `net.*`, `representation.*` and any `timing.*` weights; any other difference is an error naming both
+    sides."""
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
