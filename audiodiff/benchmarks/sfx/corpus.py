@@ -34,6 +34,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -483,14 +484,7 @@ def make_clip(seed: int, index: int, kind: str, split: str) -> tuple[dict, np.nd
     attributes = sample_attributes(rng, kind=kind)
     wav = synthesize(attributes, rng)
     held_out = split != "train"
-    wanted = EVAL_CAPTIONS if held_out else int(rng.integers(TRAIN_CAPTIONS[0], TRAIN_CAPTIONS[1] + 1))
-    captions: list[str] = []
-    for _ in range(20 * wanted):
-        caption = render_caption(attributes, rng, held_out)
-        if caption not in captions:
-            captions.append(caption)
-        if len(captions) == wanted:
-            break
+    captions = distinct_captions(render_caption, attributes, rng, held_out)
     row = {
         "caption": captions,
         "duration": round(wav.size / SAMPLE_RATE, 4),
@@ -501,6 +495,21 @@ def make_clip(seed: int, index: int, kind: str, split: str) -> tuple[dict, np.nd
         "attributes": attributes,
     }
     return row, wav
+
+
+def distinct_captions(render: Callable[[dict, np.random.Generator, bool], str], attributes: dict,
+                      rng: np.random.Generator, held_out: bool) -> list[str]:
+    """`EVAL_CAPTIONS` (held out) or 3-5 (`TRAIN_CAPTIONS`, drawn from `rng`) distinct captions from `render`;
+    fewer only when `render` keeps repeating itself (20 tries per caption)."""
+    wanted = EVAL_CAPTIONS if held_out else int(rng.integers(TRAIN_CAPTIONS[0], TRAIN_CAPTIONS[1] + 1))
+    captions: list[str] = []
+    for _ in range(20 * wanted):
+        caption = render(attributes, rng, held_out)
+        if caption not in captions:
+            captions.append(caption)
+        if len(captions) == wanted:
+            break
+    return captions
 
 
 def render_caption(attributes: dict, rng: np.random.Generator, held_out: bool) -> str:

@@ -26,11 +26,9 @@ import soundfile as sf
 from audiodiff.benchmarks.sfx.captions import caption_for
 from audiodiff.benchmarks.sfx.corpus import (
     ATTRIBUTE_VALUES,
-    EVAL_CAPTIONS,
     LICENSE,
     SAMPLE_RATE,
     TONE_HZ,
-    TRAIN_CAPTIONS,
     _decay,
     _frame_held,
     _held_duration,
@@ -38,6 +36,7 @@ from audiodiff.benchmarks.sfx.corpus import (
     _place_events,
     _ramps,
     _sustain_envelope,
+    distinct_captions,
     finish,
 )
 from audiodiff.data.manifest import write_manifest
@@ -133,15 +132,7 @@ def make_clip(seed: int, kind: str, split: str, index: int) -> tuple[dict, np.nd
     rng = clip_rng(seed, kind, split, index)
     attributes = sample_attributes(rng, kind)
     wav = synthesize(attributes, rng)
-    held_out = split != "train"
-    wanted = EVAL_CAPTIONS if held_out else int(rng.integers(TRAIN_CAPTIONS[0], TRAIN_CAPTIONS[1] + 1))
-    captions: list[str] = []
-    for _ in range(20 * wanted):
-        caption = render_caption(attributes, rng, held_out)
-        if caption not in captions:
-            captions.append(caption)
-        if len(captions) == wanted:
-            break
+    captions = distinct_captions(render_caption, attributes, rng, held_out=split != "train")
     return {"caption": captions, "duration": round(wav.size / SAMPLE_RATE, 4), "sample_rate": SAMPLE_RATE,
             "split": split, "license": LICENSE, "source": f"audiodiff sfx new kinds v{VERSION}, seed {seed}",
             "attributes": attributes}, wav
