@@ -6,7 +6,8 @@ T5-family configs load as an encoder-only model, CLAP configs as CLAP's text tow
 RoBERTa, MPNet, ...) through `AutoModel`.
 
 An empty caption ("" or only whitespace) means "no caption", the null condition of classifier-free guidance:
-its mask is all False and its token states and pooled vector are exactly zero.
+its mask is all False and its token states and pooled vector are exactly zero, unless `encode_empty` is set
+(Stable Audio 3 trained its null condition as the encoded empty string).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     T5EncoderModel,
+    T5GemmaEncoderModel,
 )
 
 from audiodiff.conditioning.types import Conditioning
@@ -78,6 +80,8 @@ def _resolve(name_or_path: str) -> tuple[str, bool]:
 def _model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
     if config.model_type in _T5_TYPES:
         return T5EncoderModel
+    if config.model_type == "t5gemma":
+        return T5GemmaEncoderModel
     if config.model_type in _CLAP_TYPES:
         return ClapTextModelWithProjection
     return AutoModel
@@ -130,11 +134,13 @@ class TextEncoder(nn.Module):
         value only loosely (a ridge probe on all-MiniLM-L6-v2's token states reads "60".."176 BPM" back within 4%
         for 35% of held-out values; 63% with the features). The features give nearby values nearby directions,
         so what is learned for 120 BPM carries over to 122.
+    encode_empty: encode an empty caption like any other (its tokens are the tokenizer's special tokens) instead of
+        returning the zero null condition.
     """
 
     def __init__(self, name_or_path: str = MINILM, max_length: int = 64,
                  dtype: torch.dtype | Literal["float32", "float16", "bfloat16"] = torch.float32,
-                 pooling: Literal["mean"] = "mean", numbers: bool = False) -> None:
+                 pooling: Literal["mean"] = "mean", numbers: bool = False, encode_empty: bool = False) -> None:
         super().__init__()
         dtype = _as_dtype(dtype)
         if pooling != "mean":
@@ -145,6 +151,7 @@ class TextEncoder(nn.Module):
         self.max_length = max_length
         self.pooling = pooling
         self.numbers = bool(numbers)
+        self.encode_empty = bool(encode_empty)
         source, is_local = _resolve(name_or_path)
         # Hub ids: the local cache first; the network only when it is allowed and the cache lacks the model.
         last_try = is_local or is_offline_mode()
@@ -165,7 +172,8 @@ class TextEncoder(nn.Module):
         if isinstance(model, ClapTextModelWithProjection):
             model = model.text_model
         self.model = model.eval().requires_grad_(False)
-        self._dim = int(self.model.config.hidden_size)
+        config = self.model.config
+        self._dim = int(config.encoder.hidden_size if config.model_type == "t5gemma" else config.hidden_size)
         if self.numbers:
             if not self.tokenizer.is_fast:
                 raise ValueError(f"text encoder '{name_or_path}': numbers=true needs a fast tokenizer (character "
@@ -192,7 +200,7 @@ class TextEncoder(nn.Module):
             raise TypeError(f"TextEncoder: captions must be a list of str, got {type(captions).__name__}")
         if len(captions) == 0:
             raise ValueError("TextEncoder: captions is empty; expected at least one caption")
-        keep = [i for i, caption in enumerate(captions) if caption.strip()]
+        keep = [i for i, caption in enumerate(captions) if caption.strip() or self.encode_empty]
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
         states = torch.zeros(0, 1, self.dim, device=device, dtype=dtype)

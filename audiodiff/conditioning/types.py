@@ -16,12 +16,15 @@ class Conditioning:
     mask:   [B, N] bool, True where a token is real (False = padding or dropped caption).
     pooled: [B, E] mean of the real token states (zeros for a dropped caption), or None.
     globals_: [B, G] global features such as timing (seconds start, seconds total), or None.
+    local: [B, C, L] per-frame features aligned with the latents, or None (Stable Audio 3's inpainting input: the
+           keep mask and the masked known latents, C = 1 + D).
     """
 
     tokens: Tensor
     mask: Tensor
     pooled: Tensor | None = None
     globals_: Tensor | None = None
+    local: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -34,14 +37,15 @@ class Conditioning:
             return t.to(device=device, dtype=dtype if cast and dtype is not None else t.dtype)
 
         return Conditioning(move(self.tokens, True), move(self.mask, False), move(self.pooled, True),
-                            move(self.globals_, True))
+                            move(self.globals_, True), move(self.local, True))
 
     def select(self, index: Tensor | slice) -> Conditioning:
         """Rows `index` of every field."""
         def pick(t: Tensor | None) -> Tensor | None:
             return None if t is None else t[index]
 
-        return Conditioning(pick(self.tokens), pick(self.mask), pick(self.pooled), pick(self.globals_))
+        return Conditioning(pick(self.tokens), pick(self.mask), pick(self.pooled), pick(self.globals_),
+                            pick(self.local))
 
     def with_mask(self, mask: Tensor) -> Conditioning:
         return replace(self, mask=mask)
@@ -65,4 +69,5 @@ class Conditioning:
             return None if ts[0] is None else torch.cat(ts, dim=0)  # type: ignore[arg-type]
 
         return Conditioning(torch.cat([c.tokens for c in items]), torch.cat([c.mask for c in items]),
-                            join([c.pooled for c in items]), join([c.globals_ for c in items]))
+                            join([c.pooled for c in items]), join([c.globals_ for c in items]),
+                            join([c.local for c in items]))

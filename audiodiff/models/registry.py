@@ -20,6 +20,7 @@ COMPONENTS: dict[str, str] = {
     "audiodiff.representations.autoencoder.from_export": "representation",
     "audiodiff.representations.autoencoder.from_config": "representation",
     "audiodiff.representations.oobleck.OobleckRepresentation": "representation",
+    "audiodiff.representations.same.SAMERepresentation": "representation",
     "audiodiff.autoencoders.mel_vae.MelVAE": "autoencoder",
     "audiodiff.autoencoders.waveform_vae.WaveformVAE": "autoencoder",
     "audiodiff.vocoders.griffinlim.GriffinLimVocoder": "vocoder",
@@ -32,6 +33,7 @@ COMPONENTS: dict[str, str] = {
     "audiodiff.denoisers.unet1d.UNet1d": "denoiser",
     "audiodiff.denoisers.dit.DiT1d": "denoiser",
     "audiodiff.denoisers.stable_audio_dit.StableAudioDiT": "denoiser",
+    "audiodiff.denoisers.stable_audio3_dit.StableAudio3DiT": "denoiser",
     "audiodiff.diffusion.objectives.FlowMatching": "diffusion",
     "audiodiff.diffusion.objectives.VPDiffusion": "diffusion",
     "audiodiff.diffusion.objectives.EDM": "diffusion",
@@ -39,6 +41,7 @@ COMPONENTS: dict[str, str] = {
     "audiodiff.conditioning.text.TextEncoder": "text_encoder",
     "audiodiff.conditioning.timing.TimingConditioning": "timing",
     "audiodiff.conditioning.stable_audio.StableAudioConditioning": "timing",
+    "audiodiff.conditioning.stable_audio3.StableAudio3Conditioning": "timing",
 }
 # Names older exports carry → the component that now builds them.
 ALIASES: dict[str, str] = {
