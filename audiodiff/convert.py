@@ -1,10 +1,12 @@
-"""`python -m audiodiff.convert stable-audio-open SRC OUT [text_encoder=PATH]`: convert a published model folder into
-an audiodiff export folder, which `AudioDiffusionPipeline.from_pretrained(OUT)` loads without the source's library.
+"""`python -m audiodiff.convert FORMAT SRC OUT [text_encoder=PATH]`: convert a published model folder into an
+audiodiff export folder, which `AudioDiffusionPipeline.from_pretrained(OUT)` loads without the source's library.
 
-SRC is Stable Audio Open in diffusers' folder layout (transformer/, vae/, text_encoder/, tokenizer/,
-projection_model/, scheduler/) or stable-audio-tools' pair (model_config.json + model.safetensors or model.ckpt),
-which holds no T5 weights: text_encoder=PATH names a transformers T5 folder with its tokenizer. The three positional
-words are shorthand for format=, src= and out=.
+FORMAT stable-audio-open: SRC is Stable Audio Open in diffusers' folder layout (transformer/, vae/, text_encoder/,
+tokenizer/, projection_model/, scheduler/) or stable-audio-tools' pair (model_config.json + model.safetensors or
+model.ckpt), which holds no T5 weights: text_encoder=PATH names a transformers T5 folder with its tokenizer.
+FORMAT stable-audio-3: SRC is Stable Audio 3 in diffusers' folder layout (transformer/, vae/, text_encoder/,
+tokenizer/, duration_embedder/, scheduler/); text_encoder=PATH replaces its T5Gemma folder.
+The three positional words are shorthand for format=, src= and out=.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from audiodiff import cli
-from audiodiff.models.stable_audio_convert import convert
+from audiodiff.models.published import FAMILIES, convert
 
-FORMATS = ("stable-audio-open",)
+FORMATS = tuple(FAMILIES)
 POSITIONAL = ("format", "src", "out")
 
 
@@ -24,7 +26,7 @@ def main(cfg: Any, overrides: list[str] | None = None) -> None:
     """Convert what `cfg` (conf/convert.yaml) names and print the export folder."""
     if cfg.format not in FORMATS:
         raise ValueError(f"format: expected one of {list(FORMATS)}, got {cfg.format!r}")
-    print(convert(cfg.src, cfg.out, text_encoder=cfg.text_encoder))
+    print(convert(cfg.format, cfg.src, cfg.out, text_encoder=cfg.text_encoder))
 
 
 def as_overrides(argv: Sequence[str]) -> list[str]:

@@ -26,12 +26,14 @@ import torch
 from torch import Tensor
 
 from audiodiff.conditioning.types import Conditioning
+from audiodiff.diffusion.editing import strength_times
 from audiodiff.diffusion.schedules import (
     BetaSchedule,
     append_zero,
     discrete_timesteps,
     exponential_sigmas,
     karras_sigmas,
+    logsnr_times,
     shift_times,
     sigma_from_t,
     t_from_sigma,
@@ -82,16 +84,27 @@ class Objective(ABC):
         """The noisiest canonical time the model was trained at (1 = pure noise)."""
         return float(t_from_sigma(self.grid_sigma_max))
 
-    def time_grid(self, steps: int, spacing: str = "default", shift: float = 1.0) -> Tensor:
+    def time_grid(self, steps: int, spacing: str = "default", shift: float = 1.0, strength: float = 1.0) -> Tensor:
         """Decreasing canonical times [steps + 1] (float64) from the noisiest level down to exactly 0.
 
         spacing: "uniform" (even in flow time from t_max), "karras" (rho = 7) or "exponential" (even in log s)
         over [grid_sigma_min, grid_sigma_max]; discrete objectives add diffusers' "leading", "trailing" and
-        "linspace". shift > 1 then moves the grid towards noise (SD3's time shift).
+        "linspace"; flow matching adds "logsnr" (Stable Audio 3). shift > 1 then moves the grid towards noise
+        (SD3's time shift). strength < 1 (audio-to-audio): the tail of the grid from noise level `strength`
+        (`audiodiff.diffusion.editing.strength_times`), except "logsnr", which runs all its steps below it.
         """
         if steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength: expected a number in (0, 1], got {strength}")
         spacing = self.default_spacing if spacing == "default" else spacing
+        if spacing == "logsnr":
+            if not isinstance(self, FlowMatching) or shift != 1.0:
+                raise ValueError("spacing 'logsnr' is a flow-matching grid without a time shift")
+            return logsnr_times(steps, *self.logsnr_range, t_max=strength)
+        return strength_times(self._grid(steps, spacing, shift), strength)
+
+    def _grid(self, steps: int, spacing: str, shift: float) -> Tensor:
         if spacing == "uniform":
             t = torch.linspace(self.t_max, 0.0, steps + 1, dtype=torch.float64)[:-1]
         elif spacing == "karras":
@@ -120,13 +133,15 @@ class FlowMatching(Objective):
       "velocity" the network predicts v = ε - x0 (the usual rectified-flow target); loss MSE on v.
     time_sampling: "uniform" t ~ U(0, 1), or "logit_normal" t = sigmoid(N(mean, std)) (Esser et al. 2024, SD3).
     shift: training times pass through SD3's shift t' = shift·t / (1 + (shift - 1) t) (> 1: more noise).
+    logsnr_range: (λ_min, λ_max) of the "logsnr" sampling grid (`schedules.logsnr_times`; Stable Audio 3: -6.2, 2).
     The network's noise input is t itself. Sampling grids default to even flow times from t = 1.
     """
 
     default_spacing = "uniform"  # Karras and exponential grids span EDM's default range [0.002, 80]
 
     def __init__(self, prediction: Prediction = "x0", time_sampling: TimeSampling = "uniform",
-                 logit_mean: float = 0.0, logit_std: float = 1.0, shift: float = 1.0) -> None:
+                 logit_mean: float = 0.0, logit_std: float = 1.0, shift: float = 1.0,
+                 logsnr_range: tuple[float, float] | list[float] = (-6.2, 2.0)) -> None:
         if prediction not in ("x0", "velocity"):
             raise ValueError(f"FlowMatching.prediction: expected 'x0' or 'velocity', got {prediction!r}")
         if time_sampling not in ("uniform", "logit_normal"):
@@ -138,6 +153,10 @@ class FlowMatching(Objective):
         self.logit_mean = logit_mean
         self.logit_std = logit_std
         self.shift = shift
+        lo, hi = (float(v) for v in logsnr_range)
+        if not lo < hi:
+            raise ValueError(f"FlowMatching.logsnr_range: expected (min, max) with min < max, got {logsnr_range}")
+        self.logsnr_range = (lo, hi)
 
     @property
     def t_max(self) -> float:

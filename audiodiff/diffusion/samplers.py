@@ -301,6 +301,32 @@ def sample_dpmpp_3m_sde(denoise: DenoiseFn, noise: Tensor, times: Tensor, callba
     return x
 
 
+@torch.no_grad()
+def sample_pingpong(denoise: DenoiseFn, noise: Tensor, times: Tensor, callback: Callback | None = None,
+                    generator: Generators = None, noise_sampler: NoiseSampler | None = None) -> Tensor:
+    """Stochastic ("ping-pong") flow sampling, Stable Audio 3's published sampler (diffusers'
+    `FlowMatchEulerDiscreteScheduler` with stochastic_sampling=True): each step jumps to the estimate x̂0 and
+    re-noises it to the next time with fresh noise, x_next = (1 - t_next) x̂0 + t_next z; the step into t = 0
+    returns x̂0. Few-step (distilled, adversarially trained) models are sampled this way: the error of one step
+    does not carry into the next as it does on an ODE path.
+
+    noise: [B, D, L] at times[0]; noise_sampler: where z comes from (`NoiseSampler`, called with the VE sigmas of
+    each step into t_next > 0), so a test can inject it; None draws it from `generator` (one draw per step, in
+    the order diffusers draws it, so one seed reproduces diffusers' pipeline).
+    """
+    x = noise
+    for i in range(len(times) - 1):
+        t, t_next = float(times[i]), float(times[i + 1])
+        x0_hat = _call(denoise, x, t)
+        if callback is not None:
+            callback(i, x, x0_hat)
+        if t_next == 0.0:
+            return x0_hat
+        z = randn_like(x, generator) if noise_sampler is None else noise_sampler(_ve(t), _ve(t_next)).to(x)
+        x = (1 - t_next) * x0_hat + t_next * z
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "flow_euler": sample_flow_euler,
     "flow_heun": sample_flow_heun,
@@ -311,6 +337,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_2m": sample_dpmpp_2m,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
     "dpmpp_3m_sde": sample_dpmpp_3m_sde,
+    "pingpong": sample_pingpong,
 }
 
 

@@ -96,3 +96,15 @@ def append_zero(t: Tensor) -> Tensor:
     """The grid with a final t = 0 (clean data) appended (float64: step ratios near t = 1 need the precision)."""
     t = t.to(torch.float64)
     return torch.cat([t, t.new_zeros(1)])
+
+
+def logsnr_times(steps: int, logsnr_min: float, logsnr_max: float, t_max: float = 1.0) -> Tensor:
+    """Stable Audio 3's grid: `steps` breakpoints u evenly spaced over [t_max, 0) mapped through the log-SNR line
+    λ = λ_max - u (λ_max - λ_min) to flow times t = sigmoid(-λ), the first set to exactly t_max, then t = 0
+    appended; [steps + 1] float64. For t_max = 1 the times are even in log-SNR over [λ_min, λ_max]; a smaller
+    t_max (audio-to-audio) compresses the same number of steps below it (its first two times need not decrease).
+    Computed in float32 as diffusers' `logsnr_sigma_schedule` and `FlowMatchEulerDiscreteScheduler` do."""
+    u = torch.linspace(t_max, 0.0, steps + 1)
+    t = torch.sigmoid(-(logsnr_max - u * (logsnr_max - logsnr_min)))
+    t[0] = t_max
+    return append_zero(t[:-1].double())

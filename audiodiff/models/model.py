@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from audiodiff.conditioning.timing import TimingConditioning
 from audiodiff.conditioning.types import Conditioning
-from audiodiff.diffusion.editing import keep_known, start_latents, strength_times
+from audiodiff.diffusion.editing import keep_known, start_latents
 from audiodiff.diffusion.guidance import classifier_free_guidance
 from audiodiff.diffusion.noise import BrownianTreeNoise
 from audiodiff.diffusion.objectives import Objective
@@ -94,7 +94,8 @@ class DiffusionModel(nn.Module):
     Conditioning; objective: the training objective, which also defines `denoise` for sampling.
     duration: default clip length in seconds (the training segment); max_duration: longest allowed request.
     timing: timing conditioning; with it the model always samples its `duration`-second window, told the length
-    wanted, and crops (so max_duration is the window).
+    wanted, and crops (so max_duration is the window), unless the timing part says `fixed_window = False`
+    (Stable Audio 3), whose model samples the length asked for, up to the timing's `max_seconds`.
     """
 
     def __init__(self, representation: Representation, net: nn.Module, text_encoder: nn.Module,
@@ -108,7 +109,12 @@ class DiffusionModel(nn.Module):
         self.sampler = sampler or SamplerSettings()
         self.duration = duration
         self.timing = timing
-        self.max_duration = duration if timing is not None else max_duration
+        self.fixed_window = timing is not None and getattr(timing, "fixed_window", True)
+        if self.fixed_window:
+            max_duration = duration
+        elif timing is not None:
+            max_duration = float(getattr(timing, "max_seconds", max_duration))
+        self.max_duration = max_duration
 
     @property
     def sample_rate(self) -> int:
@@ -134,15 +140,20 @@ class DiffusionModel(nn.Module):
                        negative_prompts: list[str] | None = None, net: nn.Module | None = None,
                        seconds_total: float | None = None, init: Tensor | None = None, strength: float = 1.0,
                        keep: Tensor | None = None, callback: Callback | None = None,
-                       noise_sampler: NoiseSampler | None = None) -> Tensor:
+                       noise_sampler: NoiseSampler | None = None, local_keep: Tensor | None = None,
+                       init_noise: Tensor | None = None) -> Tensor:
         """Latents z [B, D, frames] for B prompts. Prompt i draws its starting noise, then any sampler noise, from
         a CPU generator seeded seeds[i], so its result does not depend on the rest of the batch.
 
         seconds_total: the length asked of a timing-conditioned model (default: the whole window).
         init: latents [B, D, frames] to start from (`audiodiff.diffusion.editing`): with strength < 1 the sampler
         starts from them noised to t = strength (a variation); with keep ([frames] or [B, 1, frames] in [0, 1])
-        the result equals them where keep is 1 (inpainting, continuation). callback(step, x_t, x̂0) sees every step.
+        the result equals them where keep is 1 (inpainting, continuation). local_keep: like keep, but given to a
+        denoiser trained with a mask input (`takes_local`: cond.local = [keep, keep · init]) instead of replacing
+        its estimate; the sampler starts from pure noise. callback(step, x_t, x̂0) sees every step.
         noise_sampler: the step noise of an SDE sampler that takes one (`NoiseSampler`), instead of the seeds'.
+        init_noise: the unit starting noise [B, D, frames] instead of the seeds' first draw (with noise_sampler, a
+        run that depends on no generator, for comparisons with other implementations).
         """
         net = self.net if net is None else net
         device = next(net.parameters()).device
@@ -155,13 +166,26 @@ class DiffusionModel(nn.Module):
         shape = (self.representation.latent_channels, frames)
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+        if init_noise is not None:
+            if tuple(init_noise.shape) != tuple(noise.shape):
+                raise ValueError(f"init_noise: expected shape {tuple(noise.shape)}, got {tuple(init_noise.shape)}")
+            noise = init_noise.to(noise)
+        if local_keep is not None:
+            if init is None or not getattr(net, "takes_local", False):
+                raise ValueError("local_keep needs init latents and a denoiser trained with a mask input")
+            mask = local_keep.to(noise).expand(len(prompts), 1, frames)
+            local = torch.cat([mask, init.to(noise) * mask], dim=1)
+            cond = replace(cond, local=local)
+            uncond = None if uncond is None else replace(uncond, local=local)
+            init = None
 
         def denoise(x: Tensor, t: Tensor, c: Conditioning) -> Tensor:
             return self.objective.denoise(net, x, t, c)
 
         guided = classifier_free_guidance(denoise, cond, uncond, settings.guidance, settings.guidance_rescale,
                                           settings.guidance_interval)
-        times = self.objective.time_grid(settings.steps, settings.spacing, settings.shift)
+        times = self.objective.time_grid(settings.steps, settings.spacing, settings.shift,
+                                         strength if init is not None else 1.0)
         if init is None:
             if strength != 1.0 or keep is not None:
                 raise ValueError("strength < 1 and keep need the latents to start from (init)")
@@ -170,7 +194,6 @@ class DiffusionModel(nn.Module):
             if tuple(init.shape) != (len(prompts), *shape):
                 raise ValueError(f"init latents: expected shape {(len(prompts), *shape)}, got {tuple(init.shape)}")
             init = init.to(noise)
-            times = strength_times(times, strength)
             x = start_latents(init, noise, float(times[0]))
             if keep is not None:
                 guided = keep_known(guided, init, keep)
@@ -193,7 +216,7 @@ class DiffusionModel(nn.Module):
         (or seed[i] when a sequence is given). noise_sampler: as in `sample_latents`."""
         settings = settings or self.sampler
         duration = self.duration if duration is None else duration
-        window = self.duration if self.timing is not None else duration
+        window = self.duration if self.fixed_window else duration
         frames = self.representation.num_frames(window)
         latents = self.sample_latents(prompts, frames, seed_list(seed, len(prompts)), settings, negative_prompts,
                                       net, seconds_total=duration, callback=callback,

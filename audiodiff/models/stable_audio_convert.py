@@ -7,39 +7,47 @@ Accepted layouts: diffusers' (`model_index.json`, `transformer/`, `vae/`, `text_
 with safetensors (or `torch.load(weights_only=True)`, which never runs code from the file). Every config key must be
 one the converter knows, every reference weight must land on exactly one of ours and shapes must match the
 configuration: anything else is refused naming the file, the key and expected vs got, before OUT is touched; OUT is
-written to a temporary folder and renamed into place.
+written to a temporary folder and renamed into place. The mechanism is the one every family shares
+(`audiodiff.models.conversion`); this module holds what is Stable Audio Open's own.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from audiodiff.models.export_format import TEXT_ENCODER_DIR, write_export
-from audiodiff.models.registry import build_component
+from audiodiff.models.conversion import (
+    ConversionError,
+    Converted,
+    WeightPart,
+    check_converted,
+    diffusers_state,
+    expected_state,
+    pipeline_class,
+    read_weights,
+    require,
+    text_encoder_files,
+    write_converted,
+)
+from audiodiff.models.conversion import read_config as _read_config
+from audiodiff.models.export_format import TEXT_ENCODER_DIR
 from audiodiff.models.stable_audio_keys import (
     DIFFUSERS_DIT,
     DIFFUSERS_PROJECTION,
     DIFFUSERS_VAE,
-    check_state,
     fold_weight_norm,
     rename,
     stable_audio_tools_parts,
 )
-from audiodiff.utils.files import atomic_folder
+
+__all__ = ["ConversionError", "convert", "converted", "detect_layout", "expected_state", "is_stable_audio_folder"]
 
 Layout = Literal["diffusers", "stable-audio-tools"]
 DIFFUSERS_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "projection_model", "scheduler")
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-# Keys diffusers writes into every config.json besides the constructor arguments.
-_BOOKKEEPING = {"_class_name", "_diffusers_version", "_name_or_path", "_use_default_values"}
 # The constructor arguments of each diffusers class, as diffusers 0.42 defines them.
 DIFFUSERS_CONFIG_KEYS: dict[str, set[str]] = {
     "transformer": {"sample_size", "in_channels", "num_layers", "attention_head_dim", "num_attention_heads",
@@ -65,10 +73,10 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 # Scheduler settings our sampler reproduces (other values are refused rather than silently sampled differently).
 _SCHEDULER_FIXED = {"sigma_data": 1.0, "solver_order": 2, "prediction_type": "v_prediction", "solver_type": "midpoint",
                     "final_sigmas_type": "zero", "euler_at_final": False}
-
-
-class ConversionError(ValueError):
-    """A source folder that is not a Stable Audio Open checkpoint this converter can take, with the reason."""
+PIPELINE_CLASS = "StableAudioPipeline"
+WEIGHT_PARTS = (WeightPart("transformer", DIFFUSERS_DIT, "net."),
+                WeightPart("vae", DIFFUSERS_VAE, "representation.autoencoder.", fold=True),
+                WeightPart("projection_model", DIFFUSERS_PROJECTION, "timing."))
 
 
 def detect_layout(src: str | Path) -> Layout:
@@ -90,59 +98,15 @@ def is_stable_audio_folder(path: str | Path) -> bool:
     path = Path(path)
     if not path.is_dir() or (path / "config.yaml").is_file():
         return False
-    index = path / "model_index.json"
-    if index.is_file():
-        try:
-            return json.loads(index.read_text()).get("_class_name") == "StableAudioPipeline"
-        except (json.JSONDecodeError, AttributeError):
-            return False
+    if (path / "model_index.json").is_file():
+        return pipeline_class(path) == PIPELINE_CLASS
     return (path / "model_config.json").is_file()
 
 
 def read_config(path: Path, part: str) -> dict[str, Any]:
-    """A diffusers component's config.json, checked: the class it names and no key outside the known constructor
-    arguments (ConversionError naming the file and the key)."""
-    if not path.is_file():
-        raise ConversionError(f"{path}: missing (the {part} configuration)")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConversionError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(config, dict):
-        raise ConversionError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    expected_class = DIFFUSERS_CLASSES[part]
-    if config.get("_class_name", expected_class) != expected_class:
-        raise ConversionError(f"{path}: _class_name is {config['_class_name']!r}, expected {expected_class!r}")
-    unknown = sorted(set(config) - DIFFUSERS_CONFIG_KEYS[part] - _BOOKKEEPING)
-    if unknown:
-        raise ConversionError(f"{path}: unknown key {unknown[0]!r}{f' (and {unknown[1:]})' if unknown[1:] else ''}; "
-                              f"expected keys among {sorted(DIFFUSERS_CONFIG_KEYS[part])}")
-    return {k: v for k, v in config.items() if k not in _BOOKKEEPING}
-
-
-def read_weights(folder: Path, names: Iterable[str] = WEIGHT_FILES) -> tuple[dict[str, Tensor], Path]:
-    """(state dict, file) of the first weight file of `names` in `folder`; safetensors, or a torch file read with
-    weights_only=True (tensors only, never code)."""
-    for name in names:
-        path = folder / name
-        if path.is_file():
-            if path.suffix == ".safetensors":
-                return load_file(str(path)), path
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:  # an unpickling refusal or a corrupt file
-                raise ConversionError(f"{path}: cannot be read as plain tensors ({err})") from err
-            if not isinstance(state, dict):
-                raise ConversionError(f"{path}: expected a state dict, got {type(state).__name__}")
-            return state, path
-    raise ConversionError(f"{folder}: no weights (expected one of {list(names)})")
-
-
-def _require(config: Mapping[str, Any], keys: Iterable[str], path: Path) -> None:
-    """ConversionError naming `path` and the first of `keys` that `config` lacks."""
-    for key in keys:
-        if key not in config:
-            raise ConversionError(f"{path}: key {key!r} is missing")
+    """A Stable Audio Open component's config.json, checked: the class it names and no key outside the known
+    constructor arguments (ConversionError naming the file and the key)."""
+    return _read_config(path, part, DIFFUSERS_CONFIG_KEYS[part], DIFFUSERS_CLASSES[part])
 
 
 def diffusers_model_config(src: Path) -> dict[str, Any]:
@@ -164,7 +128,7 @@ def model_config(configs: Mapping[str, Mapping[str, Any]], paths: Mapping[str, P
     v = {**PUBLISHED["vae"], **configs["vae"]}
     p, s = configs["projection_model"], configs["scheduler"]
     tp, vp, pp, sp = (paths[k] for k in ("transformer", "vae", "projection_model", "scheduler"))
-    _require(p, ("text_encoder_dim", "conditioning_dim", "min_value", "max_value"), pp)
+    require(p, ("text_encoder_dim", "conditioning_dim", "min_value", "max_value"), pp)
     if t["cross_attention_input_dim"] != t["cross_attention_dim"]:
         raise ConversionError(f"{tp}: cross_attention_input_dim {t['cross_attention_input_dim']} differs from "
                               f"cross_attention_dim {t['cross_attention_dim']}; expected them equal")
@@ -360,36 +324,6 @@ def read_stable_audio_tools_config(path: Path) -> tuple[dict[str, dict[str, Any]
     return parts, int(prompt_config.get("max_length", 128)), str(prompt_config.get("t5_model_name", "t5-base"))
 
 
-def expected_state(config: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The weights (shapes only: built on the meta device) that the model `config` describes needs in its export:
-    net.*, representation.* and timing.*; the text encoder travels as its own folder."""
-    with torch.device("meta"):
-        rep = build_component(config["representation"], "representation", "representation")
-        timing = build_component(config["timing"], "timing", "timing")
-        denoiser = {k: v for k, v in config["denoiser"].items() if k != "pooled_text"}
-        net = build_component(denoiser, "denoiser", "denoiser", in_channels=rep.latent_channels,
-                              context_dim=timing.token_dim, global_dim=timing.dim)
-    parts = {"net.": net, "representation.": rep, "timing.": timing}
-    return {prefix + k: v for prefix, module in parts.items() for k, v in module.state_dict().items()}
-
-
-def diffusers_state(src: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """(our state dict, our key → 'file: reference key') from a diffusers folder's three weight files."""
-    state: dict[str, Tensor] = {}
-    origin: dict[str, str] = {}
-    for part, rules, prefix in (("transformer", DIFFUSERS_DIT, "net."),
-                                ("vae", DIFFUSERS_VAE, "representation.autoencoder."),
-                                ("projection_model", DIFFUSERS_PROJECTION, "timing.")):
-        reference, path = read_weights(src / part)
-        if part == "vae":
-            reference = fold_weight_norm(reference, str(path))
-        renamed = rename(reference, rules, str(path), prefix)
-        back = {new: old for new, old in zip(renamed, reference, strict=True)}
-        state.update(renamed)
-        origin.update({k: f"{path}: {back[k]}" for k in renamed})
-    return state, origin
-
-
 def stable_audio_tools_state(src: Path, blocks: int, rotary_dim: int) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(our state dict, our key → 'file: reference key') from a stable-audio-tools checkpoint beside
     model_config.json: model.safetensors, or model.ckpt read with weights_only=True (a Lightning checkpoint's
@@ -400,15 +334,12 @@ def stable_audio_tools_state(src: Path, blocks: int, rotary_dim: int) -> tuple[d
     parts = stable_audio_tools_parts(state, blocks, rotary_dim, str(path))
     parts["vae"] = fold_weight_norm(parts["vae"], str(path))
     ours: dict[str, Tensor] = {}
-    for part, rules, prefix in (("transformer", DIFFUSERS_DIT, "net."),
-                                ("vae", DIFFUSERS_VAE, "representation.autoencoder."),
-                                ("projection_model", DIFFUSERS_PROJECTION, "timing.")):
-        ours.update(rename(parts[part], rules, str(path), prefix))
+    for part in WEIGHT_PARTS:
+        ours.update(rename(parts[part.folder], part.rules, str(path), part.prefix))
     return ours, {k: f"{path}: {k}" for k in ours}
 
 
-def converted(src: str | Path, text_encoder: str | Path | None = None
-              ) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Path], dict[str, Any]]:
+def converted(src: str | Path, text_encoder: str | Path | None = None) -> Converted:
     """(model config, state, the T5 folder's files by name, provenance) of the Stable Audio Open folder `src`
     (either layout), every check passed; `convert` writes them as an export folder. text_encoder: as for
     `convert`."""
@@ -417,7 +348,7 @@ def converted(src: str | Path, text_encoder: str | Path | None = None
     card: dict[str, Any] = {"converted_from": str(src.resolve()), "source_layout": layout}
     if layout == "diffusers":
         config = diffusers_model_config(src)
-        state, origin = diffusers_state(src)
+        state, origin = diffusers_state(src, WEIGHT_PARTS)
         encoder_files = _text_encoder_files(src, text_encoder, config["timing"]["text_dim"])
     else:
         config_path = src / "model_config.json"
@@ -433,7 +364,7 @@ def converted(src: str | Path, text_encoder: str | Path | None = None
         head = parts["transformer"]["attention_head_dim"]
         state, origin = stable_audio_tools_state(src, len(parts["vae"]["downsampling_ratios"]), head // 2)
         card["text_encoder"] = f"{Path(text_encoder).resolve()} (in place of {t5_name})"
-    check_state(state, expected_state(config), str(src), lambda k: origin.get(k, k))
+    check_converted(state, config, src, origin)
     return config, state, encoder_files, card
 
 
@@ -442,14 +373,7 @@ def convert(src: str | Path, out: str | Path, text_encoder: str | Path | None = 
     `out`. text_encoder: a transformers T5 folder (weights and tokenizer); required for stable-audio-tools'
     layout, which holds no T5 weights; for diffusers' it replaces the folder's own. Nothing is written unless every
     check passes; then OUT appears complete at once."""
-    config, state, encoder_files, card = converted(src, text_encoder)
-    out = Path(out)
-    with atomic_folder(out) as tmp:  # OUT appears complete, T5 folder included, or not at all
-        write_export(tmp, state, config, card)  # (writes a complete folder and renames it onto tmp)
-        (tmp / TEXT_ENCODER_DIR).mkdir()
-        for name, path in encoder_files.items():
-            shutil.copy2(path, tmp / TEXT_ENCODER_DIR / name)
-    return out
+    return write_converted(out, converted(src, text_encoder))
 
 
 def _t5_width(config_path: Path) -> int:
@@ -463,22 +387,4 @@ def _t5_width(config_path: Path) -> int:
 def _text_encoder_files(src: Path, text_encoder: str | Path | None, text_dim: int | None) -> dict[str, Path]:
     """The files of the T5 encoder folder the export carries (model config, weights and tokenizer), checked."""
     folders = [Path(text_encoder)] if text_encoder is not None else [src / "text_encoder", src / "tokenizer"]
-    files: dict[str, Path] = {}
-    for folder in folders:
-        if not folder.is_dir():
-            raise ConversionError(f"{folder}: no such folder (the T5 text encoder)")
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                if path.name in files:
-                    raise ConversionError(f"{path}: {path.name} is also in {files[path.name].parent}")
-                files[path.name] = path
-    config_path = files.get("config.json")
-    if config_path is None:
-        raise ConversionError(f"{folders[0]}: no config.json (expected a transformers T5 encoder folder)")
-    width = _t5_width(config_path)
-    if text_dim is not None and width != text_dim:
-        raise ConversionError(f"{config_path}: d_model is {width}, but the projection expects text_encoder_dim "
-                              f"{text_dim}")
-    if "tokenizer_config.json" not in files:
-        raise ConversionError(f"{folders[-1]}: no tokenizer_config.json (the T5 tokenizer)")
-    return files
+    return text_encoder_files(folders, _t5_width, text_dim, "T5")

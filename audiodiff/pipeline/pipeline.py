@@ -30,6 +30,7 @@ from audiodiff.models.adapters import (
     weights_hash,
 )
 from audiodiff.models.build import build_model
+from audiodiff.models.conversion import ConversionError
 from audiodiff.models.export_format import (
     CONFIG,
     TEXT_ENCODER_DIR,
@@ -40,8 +41,8 @@ from audiodiff.models.export_format import (
     write_export,
 )
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
-from audiodiff.models.stable_audio_convert import ConversionError, is_stable_audio_folder
-from audiodiff.models.stable_audio_convert import converted as convert_stable_audio
+from audiodiff.models.published import family_of
+from audiodiff.models.stable_audio_keys import KeyMapError
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
 MIN_INPUT_SECONDS = 0.1
@@ -87,12 +88,13 @@ class AudioDiffusionPipeline:
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder")
-        if is_stable_audio_folder(path):  # a published Stable Audio Open folder: converted in memory
+        family = family_of(path)
+        if family is not None:  # a published folder (Stable Audio Open, Stable Audio 3): converted in memory
             try:
-                cfg, state, encoder_files, _ = convert_stable_audio(path)
-            except ConversionError as err:
+                cfg, state, encoder_files, _ = family.converted(path, None)
+            except (ConversionError, KeyMapError) as err:
                 raise ModelLoadError(str(err)) from err
-            with tempfile.TemporaryDirectory(prefix="audiodiff-t5-") as tmp:  # the T5 files side by side, linked
+            with tempfile.TemporaryDirectory(prefix="audiodiff-text-") as tmp:  # the text encoder files, linked
                 for name, file in encoder_files.items():
                     os.symlink(file.resolve(), Path(tmp) / name)
                 cfg = {**cfg, "text_encoder": {**cfg["text_encoder"], "name_or_path": tmp}}
@@ -225,9 +227,12 @@ class AudioDiffusionPipeline:
                 negative_prompts: str | list[str] | None = None, progress: bool = False,
                 **options: Any) -> GenerationOutput:
         """Regenerate seconds [start, end) of `audio` for each prompt, keeping the rest (known-region replacement,
-        `audiodiff.diffusion.editing`); works with any trained model, U-Net or DiT.
+        `audiodiff.diffusion.editing`); works with any trained model, U-Net or DiT. A denoiser trained with a mask
+        input (Stable Audio 3: `takes_local`) is given the mask and the known latents instead, from pure noise, as
+        its own inpainting pipeline does.
 
-        crossfade: seconds on each side of the range over which kept content blends into generated content.
+        crossfade: seconds on each side of the range over which kept content blends into generated content (not
+        used with a trained mask input, whose mask is binary).
         The whole clip is decoded again, so kept parts are the decoder's rendering of the input's latents.
         """
         prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
@@ -241,10 +246,12 @@ class AudioDiffusionPipeline:
         z, seconds = self._encode_window(wav)
         rate = self.model.representation.frame_rate
         first, last = int(start * rate), min(z.shape[-1], max(int(start * rate) + 1, int(math.ceil(end * rate))))
-        keep = keep_mask(z.shape[-1], [(first, last)], round(crossfade * rate))
+        trained_mask = getattr(self.model.net, "takes_local", False)
+        keep = keep_mask(z.shape[-1], [(first, last)], 0 if trained_mask else round(crossfade * rate))
+        edit = {"local_keep": keep} if trained_mask else {"keep": keep}
         with _StepBar(settings.steps, progress) as bar:
             z = self.model.sample_latents(prompts, z.shape[-1], seeds, settings, negative_prompts,
-                                          seconds_total=seconds, init=z, keep=keep, callback=bar.callback)
+                                          seconds_total=seconds, init=z, callback=bar.callback, **edit)
         return self._output(z, seconds, settings, seeds)
 
     def continuation(self, audio: AudioInput, prompts: str | list[str], seconds: float,
@@ -329,7 +336,7 @@ class AudioDiffusionPipeline:
         if seconds > self.model.max_duration + 1e-9:
             raise ValueError(f"audio: {seconds:.2f} s is longer than this model's maximum of "
                              f"{self.model.max_duration} s (continuation and long_form go further)")
-        if self.model.timing is not None:
+        if self.model.fixed_window:
             wav = torch.nn.functional.pad(wav, (0, int(round(self.model.duration * self.sample_rate)) - wav.shape[-1]))
         rep, wav = self.model.representation, wav.to(self.device)
         if seeds is None:

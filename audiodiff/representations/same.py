@@ -16,7 +16,7 @@ SAME_REPRESENTATION_TARGET = "audiodiff.representations.same.SAMERepresentation"
 class SAMERepresentation(Representation):
     """wav [B, C, T] at `sample_rate` Hz ↔ z [B, D, L], L = ceil(T / latent_hop) (T zero-padded on the right);
     decode gives L · latent_hop samples. Published: C = 2, D = 256, hop 4096 at 44.1 kHz (≈ 10.77 frames per
-    second). Deterministic: `encode_sample` is `encode`. The arguments are those of
+    second). Decoded audio is clamped to [-1, 1]. Deterministic: `encode_sample` is `encode`. The arguments are those of
     :class:`audiodiff.autoencoders.same.SAME` (vocoder: must be None; the model builder passes the configuration's).
     """
 
@@ -58,6 +58,7 @@ class SAMERepresentation(Representation):
         return self.autoencoder.encode(wav.to(weight))
 
     def decode(self, z: Tensor) -> Tensor:
-        """z [B, D, L] → wav [B, C, L · hop] at `sample_rate` Hz."""
+        """z [B, D, L] → wav [B, C, L · hop] at `sample_rate` Hz, clamped to [-1, 1] as Stable Audio 3's pipeline
+        clamps its output."""
         weight = next(self.autoencoder.parameters())
-        return self.autoencoder.decode(z.to(weight))
+        return self.autoencoder.decode(z.to(weight)).clamp(-1.0, 1.0)
