@@ -45,15 +45,15 @@ def text_encoder() -> tf.T5GemmaEncoderModel:
     return model
 
 
-def diffusers_pipeline(seed: int = 0, stochastic: bool = True, num_train_timesteps: int = 1):
+def diffusers_pipeline(seed: int = 0, stochastic: bool = True, num_train_timesteps: int = 1, vae: dict | None = None):
     """A tiny random diffusers StableAudio3Pipeline; stochastic: the distilled model's ping-pong sampling (else the
-    base model's Euler steps)."""
+    base model's Euler steps); vae: other autoencoder settings."""
     import diffusers
     from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
 
     torch.manual_seed(seed)
     transformer = perturb(diffusers.StableAudio3DiTModel(**DIT))
-    vae = diffusers.AutoencoderSAME(**VAE)
+    vae = diffusers.AutoencoderSAME(**(vae or VAE))
     rotary = {name: buffer.clone() for name, buffer in vae.named_buffers() if name.endswith("inv_freq")}
     perturb(vae)
     with torch.no_grad():

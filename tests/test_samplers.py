@@ -81,11 +81,15 @@ OBJECTIVES = {
     "v_cosine": lambda: VDiffusion(sigma_min=0.01),
 }
 STEPS = {"flow_euler": 60, "euler": 100, "ddim": 60, "flow_heun": 25, "heun": 60, "dpmpp_2m": 30, "ddpm": 150,
-         "dpmpp_2m_sde": 100, "dpmpp_3m_sde": 100}
+         "dpmpp_2m_sde": 100, "dpmpp_3m_sde": 100, "pingpong": 100}
 # Karras' samplers integrate in VE sigma and want Karras' grid; a VP schedule's default "trailing" grid jumps
 # from s ≈ 2·10⁴ (cosine) in one step, which Heun's trapezoid cannot take, and the cosine schedule's seven decades
 # of sigma need more Euler/Heun steps than the other objectives do.
 SPACING = {"euler": "karras", "heun": "karras"}
+# Ping-pong sampling jumps to x̂0 and re-noises it: with the exact posterior *mean* as x̂0 every step loses the
+# posterior's spread, so only the mean is recovered (the covariance collapses towards 0). It is the sampler of
+# distilled models, whose x̂0 is a sample rather than a mean.
+MEAN_ONLY = {"pingpong"}
 
 
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
@@ -103,6 +107,9 @@ def test_every_sampler_recovers_gaussian_data(sampler, objective):
     cov_err = (torch.cov(samples.T) - SIGMA).abs().max().item()
     # Monte-Carlo error with 3000 samples is about 0.03 on the mean and 0.05 on the covariance.
     assert mean_err < 0.08, f"{sampler} × {objective}: mean off by {mean_err:.3f}"
+    if sampler in MEAN_ONLY:
+        assert torch.linalg.eigvalsh(torch.cov(samples.T)).max() < torch.linalg.eigvalsh(SIGMA.double()).max()
+        return
     assert cov_err < 0.15, f"{sampler} × {objective}: covariance off by {cov_err:.3f}"
 
 
