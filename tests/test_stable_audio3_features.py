@@ -101,7 +101,7 @@ def test_lora_fine_tuning_lowers_the_loss_and_exports(folder: Path, tmp_path: Pa
     plain = AudioDiffusionPipeline.from_pretrained(folder)
     manifest = clips(tmp_path / "clips", plain.sample_rate, 2.0)
     run_stages(["recipe=finetune", f"init={folder}", "data=manifest", f"data.manifest={manifest}",
-                "data.segment_seconds=2.0", "data.batch_size=4", "data.num_workers=0", "trainer.max_steps=30",
+                "finetune.segment_seconds=2.0", "data.batch_size=4", "data.num_workers=0", "trainer.max_steps=30",
                 "trainer.val_check_interval=30", "trainer.limit_val_batches=1", "task.warmup_steps=2",
                 "task.ema_decay=0.5", "checkpoint_every=30", "preview.prompts=[]", "optim.lr=3e-3",
                 "finetune=lora", "finetune.rank=4", f"run_dir={tmp_path / 'run'}"])
