@@ -69,6 +69,7 @@ class Objective(ABC):
     grid_sigma_min: float = 0.002
     grid_sigma_max: float = 80.0
     default_spacing: str = "karras"
+    logsnr_range: tuple[float, float] = (-6.2, 2.0)  # (λ_min, λ_max) of the "logsnr" grid (Stable Audio 3's)
 
     @abstractmethod
     def loss(self, net: Denoiser, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
@@ -89,7 +90,8 @@ class Objective(ABC):
 
         spacing: "uniform" (even in flow time from t_max), "karras" (rho = 7) or "exponential" (even in log s)
         over [grid_sigma_min, grid_sigma_max]; discrete objectives add diffusers' "leading", "trailing" and
-        "linspace"; flow matching adds "logsnr" (Stable Audio 3). shift > 1 then moves the grid towards noise
+        "linspace"; "logsnr" is Stable Audio 3's grid even in log-SNR (`schedules.logsnr_times`, over
+        `logsnr_range`). shift > 1 then moves the grid towards noise
         (SD3's time shift). strength < 1 (audio-to-audio): the tail of the grid from noise level `strength`
         (`audiodiff.diffusion.editing.strength_times`), except "logsnr", which runs all its steps below it.
         """
@@ -99,8 +101,8 @@ class Objective(ABC):
             raise ValueError(f"strength: expected a number in (0, 1], got {strength}")
         spacing = self.default_spacing if spacing == "default" else spacing
         if spacing == "logsnr":
-            if not isinstance(self, FlowMatching) or shift != 1.0:
-                raise ValueError("spacing 'logsnr' is a flow-matching grid without a time shift")
+            if shift != 1.0:
+                raise ValueError(f"spacing 'logsnr' takes no time shift, got shift {shift}")
             return logsnr_times(steps, *self.logsnr_range, t_max=strength)
         return strength_times(self._grid(steps, spacing, shift), strength)
 
