@@ -89,6 +89,24 @@ def test_a_crafted_checkpoint_config_is_refused(tmp_path):
     assert not witness.exists()
 
 
+def test_converted_families_build_only_registered_components():
+    """What the converters write (Stable Audio Open, Stable Audio 3) is on the allow-list, each of its own kind."""
+    from audiodiff.conditioning.stable_audio import STABLE_AUDIO_CONDITIONING_TARGET
+    from audiodiff.conditioning.stable_audio3 import STABLE_AUDIO3_CONDITIONING_TARGET
+    from audiodiff.denoisers.stable_audio3_dit import STABLE_AUDIO3_DIT_TARGET
+    from audiodiff.denoisers.stable_audio_dit import STABLE_AUDIO_DIT_TARGET
+    from audiodiff.representations.oobleck import OOBLECK_REPRESENTATION_TARGET
+    from audiodiff.representations.same import SAME_REPRESENTATION_TARGET
+
+    for target, kind in ((STABLE_AUDIO_DIT_TARGET, "denoiser"), (STABLE_AUDIO3_DIT_TARGET, "denoiser"),
+                         (OOBLECK_REPRESENTATION_TARGET, "representation"),
+                         (SAME_REPRESENTATION_TARGET, "representation"),
+                         (STABLE_AUDIO_CONDITIONING_TARGET, "timing"), (STABLE_AUDIO3_CONDITIONING_TARGET, "timing")):
+        assert component_kind(target) == kind, target
+    with pytest.raises(UnknownComponentError, match="not a registered audiodiff denoiser"):
+        build_component({"_target_": "audiodiff.autoencoders.same.SAME"}, "denoiser", "denoiser")
+
+
 def test_a_registered_component_of_another_kind_is_refused():
     """A denoiser node cannot build a vocoder, even a registered one."""
     node = {"_target_": "audiodiff.vocoders.griffinlim.GriffinLimVocoder", "sample_rate": 16000}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from audiodiff.diffusion.editing import keep_mask, strength_times
+from audiodiff.diffusion.editing import keep_mask
 from audiodiff.diffusion.samplers import NoiseSampler
 from audiodiff.models.adapters import (
     Adapter,
@@ -208,15 +208,17 @@ class AudioDiffusionPipeline:
         """Audio-to-audio: `audio` noised to level `strength` ∈ (0, 1] and denoised towards each prompt (SDEdit).
 
         audio: a file, or samples [C, T] / [B, C, T] at `sample_rate` Hz (one clip for all prompts, or one each).
-        Strength near 0 returns (a re-synthesis of) the input, 1 ignores it. Runs round(steps · strength) steps.
+        Strength near 0 returns (a re-synthesis of) the input, 1 ignores it. Runs round(steps · strength) steps,
+        or all of them on the log-SNR grid (`spacing=logsnr`, Stable Audio 3's), which it compresses below strength.
         """
         prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
                                                                    sampler, options)
         self.check_request(prompts, None, negative_prompts)
-        strength_times(torch.zeros(2), strength)  # checks strength before any work
+        # (checks strength before any work)
+        times = self.model.objective.time_grid(settings.steps, settings.spacing, settings.shift, strength)
         wav = self.load_input(audio, len(prompts))
         z, seconds = self._encode_window(wav, seeds)
-        with _StepBar(max(1, round(settings.steps * strength)), progress) as bar:
+        with _StepBar(len(times) - 1, progress) as bar:
             z = self.model.sample_latents(prompts, z.shape[-1], seeds, settings, negative_prompts,
                                           seconds_total=seconds, init=z, strength=strength, callback=bar.callback)
         return self._output(z, seconds, settings, seeds)
