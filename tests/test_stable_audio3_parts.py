@@ -114,3 +114,19 @@ def test_conditioning_equals_diffusers(pipe, encoder_folder):
                                     return_dict=False)[0]
         got = net(x, torch.full((3,), 0.5), ours)
     assert tiny.relative_error(got, expected) < TOL
+
+
+def test_dit_and_same_compile_as_one_graph(pipe):
+    """No graph breaks (torch.compile fullgraph), so compiled and CUDA-graph runs on a GPU take the whole step."""
+    net = our_dit(pipe.transformer)
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    g = torch.Generator().manual_seed(6)
+    x, t = torch.randn(2, 8, 10, generator=g), torch.tensor([0.2, 0.9])
+    cond = Conditioning(torch.randn(2, 5, 32, generator=g), torch.ones(2, 5, dtype=torch.bool), None,
+                        torch.randn(2, 32, generator=g), torch.randn(2, 9, 10, generator=g))
+    same = our_same(pipe.vae)
+    decode = torch.compile(same.decode, fullgraph=True, backend="aot_eager")
+    z = torch.randn(1, 8, 6, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x, t, cond), net(x, t, cond), atol=1e-6)
+        assert torch.allclose(decode(z), same.decode(z), atol=1e-6)
