@@ -148,6 +148,9 @@ def test_command_line(distilled, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith(str(out)) and (out / "model.safetensors").is_file()
+    wrong = subprocess.run([sys.executable, "-m", "audiodiff.convert", "stable-audio-open", str(src), str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1 and "a published stable-audio-3 folder, not stable-audio-open" in wrong.stderr
 
 
 def _copy(src: Path, tmp_path: Path) -> Path:

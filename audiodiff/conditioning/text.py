@@ -194,7 +194,8 @@ class TextEncoder(nn.Module):
         """captions: B strings -> Conditioning(tokens [B, N, E], mask [B, N] bool, pooled [B, E] float32).
 
         N is the longest tokenised caption in the batch (at most max_length; 1 if every caption is empty).
-        Padding positions and empty captions have exactly zero token states.
+        Padding positions and empty captions have exactly zero token states (with `encode_empty`, an empty
+        caption is encoded like any other).
         """
         if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
             raise TypeError(f"TextEncoder: captions must be a list of str, got {type(captions).__name__}")

@@ -43,4 +43,8 @@ def convert(format: str, src: str | Path, out: str | Path, text_encoder: str | P
     """Convert the `format` folder `src` into the export folder `out` (written atomically); returns `out`."""
     if format not in FAMILIES:
         raise ConversionError(f"format: expected one of {list(FAMILIES)}, got {format!r}")
+    found = family_of(src)
+    if found is not None and found.format != format:
+        raise ConversionError(f"{src}: a published {found.format} folder, not {format}; convert it with "
+                              f"format {found.format}")
     return FAMILIES[format].convert(src, out, text_encoder)
