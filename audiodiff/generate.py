@@ -2,7 +2,9 @@
 
 Prompts come from `prompt=` or a file (`prompts=prompts.txt`: one per line; `prompts=prompts.jsonl`: one object per
 line with "prompt" and optionally "negative_prompt", "duration", "seed", "n"). Each clip is written as wav or flac
-with a JSON sidecar (prompt, seed, sampler settings, duration, model, mode). With `audio=<file>` the clip is edited
+with a JSON sidecar (prompt, seed, sampler settings, duration, model, mode, watermark). Every clip carries an
+imperceptible watermark (`audiodiff.watermark`; check files with `python -m audiodiff.watermark detect FILES`)
+unless `watermark=false`, which the sidecar records as `"watermark": false`. With `audio=<file>` the clip is edited
 instead: `strength=` makes a variation, `inpaint=[start,end]` regenerates that range, `extend=<seconds>` continues
 it; `long_form=true` builds durations beyond the model's window from overlapping windows. Every request is checked
 before anything is generated or written.
@@ -153,6 +155,17 @@ def adapter_specs(value: Any) -> list[tuple[str, float]]:
     return specs
 
 
+def watermark_option(cfg: DictConfig) -> Any:
+    """False when `watermark=false`, else the Watermarker `watermark_method=` and `watermark_key=` name (the
+    built-in spectral method and the public key by default)."""
+    from audiodiff.watermark import watermarker
+
+    if cfg.get("watermark") is not None and not checked.flag(cfg, "watermark"):
+        return False
+    key = cfg.get("watermark_key")
+    return watermarker(str(cfg.get("watermark_method") or "spectral"), None if key is None else str(key))
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """Generate as `cfg` says; returns the written audio files."""
     from tqdm.auto import tqdm
@@ -170,7 +183,7 @@ def run(cfg: DictConfig) -> list[Path]:
         raise ValueError(f"batch_size and n: expected at least 1, got {cfg.batch_size} and {cfg.n}")
     mode = _mode(cfg)
     requests = plan(_rows(cfg), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
-    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device)
+    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device, watermark=watermark_option(cfg))
     adapters = adapter_specs(cfg.get("adapter"))
     for path, strength in adapters:
         pipe.load_adapter(path, strength, force=checked.flag(cfg, "force_adapter"))

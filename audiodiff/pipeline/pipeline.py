@@ -42,6 +42,7 @@ from audiodiff.models.export_format import (
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
 from audiodiff.models.stable_audio_convert import ConversionError, is_stable_audio_folder
 from audiodiff.models.stable_audio_convert import converted as convert_stable_audio
+from audiodiff.watermark import Watermarker, describe_mark, hex_bits, watermarker
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
 MIN_INPUT_SECONDS = 0.1
@@ -61,13 +62,20 @@ class GenerationOutput:
     seeds: list[int]
     duration: float  # seconds
     joins: tuple[float, ...] = ()  # seconds where a continuation / long-form window's new content begins
+    watermark: dict[str, Any] | None = None  # the mark applied (method, key fingerprint, message); None: unmarked
 
 
 class AudioDiffusionPipeline:
-    """Prompt → waveform with a trained DiffusionModel (EMA weights)."""
+    """Prompt → waveform with a trained DiffusionModel (EMA weights). Every output carries an imperceptible
+    watermark (`audiodiff.watermark`, the built-in spectral method with the public key) whose message is the first
+    16 bits of the model's content hash, unless `watermark=False` (or set `pipe.watermark = None`); a Watermarker
+    (`audiodiff.watermark.watermarker(method, key)`) chooses another method or key."""
 
-    def __init__(self, model: DiffusionModel, model_id: str = "", config: dict[str, Any] | None = None) -> None:
+    def __init__(self, model: DiffusionModel, model_id: str = "", config: dict[str, Any] | None = None,
+                 watermark: bool | Watermarker = True) -> None:
         self.model = model.eval()
+        self.watermark: Watermarker | None = (watermarker() if watermark is True else None if watermark is False
+                                              else watermark)
         self.model_id = model_id
         self.config = config  # the export's config.yaml (what save_pretrained writes)
         self.adapters: dict[str, float] = {}  # LoRA adapters loaded: name → strength
@@ -79,11 +87,13 @@ class AudioDiffusionPipeline:
         return self.model.sample_rate
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> AudioDiffusionPipeline:
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        watermark: bool | Watermarker = True) -> AudioDiffusionPipeline:
         """Load an export folder (config.yaml + model.safetensors), or a training run directory through the
         `export/` folder training wrote into it. A training checkpoint is not loaded here: `python -m
         audiodiff.export run=<run dir or .ckpt>` turns it into an export folder (the generate command and the web
-        page do that for you). Building resolves only registered components (`audiodiff.models.registry`)."""
+        page do that for you). Building resolves only registered components (`audiodiff.models.registry`).
+        watermark: as for the constructor (True: the built-in mark; False: outputs unmarked)."""
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder")
@@ -96,7 +106,7 @@ class AudioDiffusionPipeline:
                 for name, file in encoder_files.items():
                     os.symlink(file.resolve(), Path(tmp) / name)
                 cfg = {**cfg, "text_encoder": {**cfg["text_encoder"], "name_or_path": tmp}}
-                return cls._build(cfg, state, str(path), device)
+                return cls._build(cfg, state, str(path), device, watermark)
         folder = path
         if path.is_dir() and not (path / WEIGHTS).exists() and (path / "export" / WEIGHTS).exists():
             folder = path / "export"  # a run directory whose training finished
@@ -108,20 +118,20 @@ class AudioDiffusionPipeline:
             cfg, state = read_export(folder)
         except (FileNotFoundError, ValueError) as err:
             raise ModelLoadError(str(err)) from err
-        pipe = cls._build(with_local_parts(cfg, folder), state, str(folder), device)
+        pipe = cls._build(with_local_parts(cfg, folder), state, str(folder), device, watermark)
         pipe.model_id = str(path)
         return pipe
 
     @classmethod
-    def _build(cls, cfg: dict[str, Any], state: dict[str, Tensor], source: str,
-               device: str | torch.device) -> AudioDiffusionPipeline:
+    def _build(cls, cfg: dict[str, Any], state: dict[str, Tensor], source: str, device: str | torch.device,
+               watermark: bool | Watermarker = True) -> AudioDiffusionPipeline:
         """The pipeline of a model config and its inference weights; errors name `source`."""
         try:
             model = build_model(cfg)
         except Exception as err:  # an unknown target, a missing key, a size that does not fit
             raise ModelLoadError(f"{source}: cannot build the model from its config: {err}") from err
         load_inference_state(model, state, source)
-        return cls(model.to(device), model_id=source, config=cfg)
+        return cls(model.to(device), model_id=source, config=cfg, watermark=watermark)
 
     @property
     def base_hash(self) -> str:
@@ -197,7 +207,7 @@ class AudioDiffusionPipeline:
         with _StepBar(settings.steps, progress) as bar:
             wav = self.model.generate(prompts, duration, settings, seed=seeds, negative_prompts=negative_prompts,
                                       callback=bar.callback, noise_sampler=noise_sampler)
-        return GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration)
+        return self._marked(GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration))
 
     def variation(self, audio: AudioInput, prompts: str | list[str], strength: float = 0.5,
                   steps: int | None = None, guidance: float | None = None, seed: int | list[int] = 0,
@@ -341,7 +351,22 @@ class AudioDiffusionPipeline:
         wav = self.model.representation.decode(z).float().cpu()
         samples = int(round(seconds * self.sample_rate))
         wav = torch.nn.functional.pad(wav, (0, max(0, samples - wav.shape[-1])))[..., :samples]
-        return GenerationOutput(wav, self.sample_rate, settings, seeds, seconds)
+        return self._marked(GenerationOutput(wav, self.sample_rate, settings, seeds, seconds))
+
+    @property
+    def watermark_bits(self) -> tuple[int, ...]:
+        """The message every mark of this pipeline carries: the first bits of `base_hash` (the model's id)."""
+        if self.watermark is None:
+            raise ValueError("this pipeline does not watermark (watermark=False)")
+        return hex_bits(self.base_hash, self.watermark.bits)
+
+    def _marked(self, output: GenerationOutput) -> GenerationOutput:
+        """`output` with the watermark embedded in every clip (unchanged when watermarking is off)."""
+        if self.watermark is None:
+            return output
+        bits = self.watermark_bits
+        return replace(output, audio=self.watermark.embed(output.audio, output.sample_rate, bits),
+                       watermark=describe_mark(self.watermark, bits))
 
     def _windowed(self, prompts: list[str], negative_prompts: list[str] | None, settings: SamplerSettings,
                   seeds: list[int], seconds: float, prefix: Tensor | None, context: float | None, crossfade: float,
@@ -455,6 +480,7 @@ def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -
             "model": model_id, "sampler_settings": {**asdict(s), "guidance_interval": list(s.guidance_interval)}}
     if output.joins:
         meta["joins"] = [round(j, 4) for j in output.joins]
+    meta["watermark"] = output.watermark if output.watermark is not None else False
     return meta
 
 
