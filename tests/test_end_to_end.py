@@ -137,9 +137,22 @@ def test_generate_cli_writes_audio_and_sidecar(run, tmp_path):
     meta = json.loads(wavs[0].with_suffix(".json").read_text())
     full = meta.pop("sampler_settings")
     assert full["name"] == "flow_heun" and full["steps"] == 2 and full["spacing"] == "default"
+    mark = meta.pop("watermark")  # on by default: the built-in method and the model's id as its message
+    assert mark["method"] == "spectral" and len(mark["message"]) == 4 and len(mark["key"]) == 12
     assert meta | {"model": None} == {"prompt": "three short high beeps", "seed": 3, "sampler": "flow_heun",
                                       "steps": 2, "guidance": 3.0, "duration": 0.5, "sample_rate": 16000,
                                       "channels": 1, "model": None}
+
+
+def test_generate_cli_watermark_false_writes_unmarked_audio_and_says_so(run, tmp_path):
+    clips = {}
+    for flag in ("true", "false"):
+        out = tmp_path / flag
+        cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "prompt=rain", "seed=3",
+               "steps=2", "duration=1.0", f"watermark={flag}", f"out={out}"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        clips[flag] = (sf.read(out / "rain_seed3.wav")[0], json.loads((out / "rain_seed3.json").read_text()))
+    assert clips["false"][1]["watermark"] is False and clips["true"][1]["watermark"]["method"] == "spectral"
 
 
 def test_generate_cli_takes_negative_prompt_and_sampler_options(run, tmp_path):

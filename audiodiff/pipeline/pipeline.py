@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -48,6 +49,8 @@ AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's ra
 MIN_INPUT_SECONDS = 0.1
 WINDOW_SEED_STRIDE = 1_000_003  # window j of a long-form clip draws from seed + j · stride
 POSTERIOR_SEED_OFFSET = 7_919  # an audio-to-audio input's posterior sample draws from seed + this
+MIN_WATERMARK_RATE = 8_000  # Hz: models below this rate (tiny test models) cannot carry the mark's band
+_log = logging.getLogger(__name__)
 
 
 class ModelLoadError(ValueError):
@@ -364,6 +367,10 @@ class AudioDiffusionPipeline:
         """`output` with the watermark embedded in every clip (unchanged when watermarking is off)."""
         if self.watermark is None:
             return output
+        if output.sample_rate < MIN_WATERMARK_RATE:
+            reason = f"sample rate {output.sample_rate} Hz is below the {MIN_WATERMARK_RATE} Hz the mark needs"
+            _log.warning("not watermarked: %s", reason)
+            return replace(output, watermark={"method": self.watermark.name, "skipped": reason})
         bits = self.watermark_bits
         return replace(output, audio=self.watermark.embed(output.audio, output.sample_rate, bits),
                        watermark=describe_mark(self.watermark, bits))

@@ -12,19 +12,24 @@ the log-magnitude feature as in Kalantari et al. (2009), "Robust multiplicative 
 watermarking"). Why this and not additive spread spectrum (Cox et al. (1997)): at the loudness this mark may have,
 an additive pattern is buried under the host's own fluctuations, which the detector cannot predict; a quantised
 feature carries no host interference, so a few hundred symbols decide. Because u sums to zero, a gain change or
-any fixed EQ leaves p untouched. Half of each 1.024 s period's symbols (a keyed choice) carry a fixed sync value
+any fixed EQ leaves p untouched. Half of each 2.048 s period's symbols (a keyed choice) carry a fixed sync value
 that detection looks for; the others carry the 16 message bits, each in turn.
 
 How loud: the gain is limited per 20 ms frame (:func:`audiodiff.watermark.perceptual.frame_gain`) so that every
 frame's SNR is at least `snr_db`, and frames below -60 dBFS stay unmarked. Embedding iterates three times, each pass
 measuring what the previous one achieved, so the limit and the STFT's overlap do not leave symbols half moved.
 
-Detection resamples to 16 kHz, measures the cells at every alignment (8 hop phases × 16 cell offsets, so cutting,
+Detection resamples to 16 kHz, measures the cells at every alignment (4 quarter-hop shifts × 4 hop phases × 64 cell
+offsets, so cutting,
 codec delays and excerpts do not matter) and sums cos(2π (p - d) / Δ) over the symbols of cells at most 50 dB below
 the loudest (a message symbol's phase doubled, which ignores its bit), each weighted by how far it stands above
 that floor. In an unmarked clip these are cosines of phases spread uniformly (the dither is keyed), so the weighted
 sum has mean 0 and variance Σw² / 2: the score is that sum over sqrt(Σw² / 2), and the p-value is its Gaussian
-tail, Bonferroni-corrected over the 128 alignments (checked on thousands of unmarked clips: bench/watermark.py).
+tail, Bonferroni-corrected over the 1024 alignments (checked on thousands of unmarked clips: bench/watermark.py).
+
+The pattern repeats every period, so in a clip marked with one key and checked with another, the same pair of
+dithers meets once per period and the scores of clips much longer than a period are inflated (a false match
+between keys, not with unmarked audio).
 
 Anyone who holds the key can detect the mark and, with effort, remove or forge it: the default key is public, so
 the default mark says "made with audiodiff" to anyone; set your own key to make a mark only you can check.
@@ -51,7 +56,8 @@ LOW_HZ, HIGH_HZ = 100.0, 3500.0  # the marked band
 BINS_PER_BAND = 3  # cell height: 3 × 31.25 Hz
 HOPS_PER_CELL = 4  # cell width: 4 hops = 32 ms
 SPREAD = 2  # cells per symbol (consecutive in time, one band)
-PERIOD = 16  # cells per pattern period in time (1.024 s)
+SUB_HOP = 4  # detection also tries the STFT grid shifted by quarter hops (codec delays are not whole hops)
+PERIOD = 64  # cells per pattern period in time (2.048 s)
 MESSAGE_BITS = 16
 STEP = 0.16  # Δ: lattice step of a symbol's projection, in nepers of cell power
 FLOOR_DB = -50.0  # cells this far below the clip's loudest are not used
@@ -224,11 +230,11 @@ class SpectralWatermark:
             raise WatermarkError(f"sample rate {sample_rate} Hz cannot hold the mark's band (up to {HIGH_HZ:.0f} Hz)")
         if wav.shape[-1] < MIN_SECONDS * sample_rate:
             return Detection(self.name, False, 0.0, 1.0, None, note=f"shorter than {MIN_SECONDS} s: not judged")
-        mono = wav.detach().double().cpu().mean(0, keepdim=True)
-        power = _stft(_resample(mono, sample_rate, RATE))[0].abs().pow(2).numpy()
+        mono = _resample(wav.detach().double().cpu().mean(0, keepdim=True), sample_rate, RATE)
         best: tuple[float, int, int, np.ndarray] | None = None
-        alignments = HOPS_PER_CELL * PERIOD
-        for phase in range(HOPS_PER_CELL):
+        alignments = SUB_HOP * HOPS_PER_CELL * PERIOD
+        powers = [_stft(mono[:, shift * HOP // SUB_HOP:])[0].abs().pow(2).numpy() for shift in range(SUB_HOP)]
+        for power, phase in ((power, phase) for power in powers for phase in range(HOPS_PER_CELL)):
             energy = cell_energy(power, self.edges, phase)
             floor = energy.max(initial=0.0) * 10 ** (FLOOR_DB / 10)
             if floor <= 0:
