@@ -17,6 +17,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,7 @@ def run(cfg: DictConfig) -> list[Path]:
                     stem = f"{base}_{len([u for u in used if u.startswith(base)])}"
                 used.add(stem)
                 wav, sidecar = result.audio[i], _sidecar(result, request, i, pipe.model_id, mode, cfg)
+                sidecar.update(provenance(pipe.base_hash))
                 if adapters:
                     sidecar["adapters"] = [{"path": path, "strength": strength} for path, strength in adapters]
                 if target is not None:
@@ -264,6 +266,17 @@ def _sidecar(result: Any, request: Request, index: int, model_id: str, mode: str
             meta[edit] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             meta["audio"] = str(cfg.audio)
     return meta
+
+
+def provenance(model_hash: str) -> dict[str, str]:
+    """What a sidecar records beyond the request: the denoiser's content hash (adapters not counted), the
+    audiodiff version and the UTC time of writing (ISO 8601, seconds)."""
+    from datetime import datetime
+
+    from audiodiff import __version__
+
+    return {"model_hash": model_hash, "audiodiff_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def _normalise(wav: Any, sample_rate: int, target: float) -> tuple[Any, dict[str, float | None]]:

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import audiodiff
 from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
 from audiodiff.export import load_checkpoint
@@ -139,6 +140,9 @@ def test_generate_cli_writes_audio_and_sidecar(run, tmp_path):
     assert full["name"] == "flow_heun" and full["steps"] == 2 and full["spacing"] == "default"
     mark = meta.pop("watermark")  # on by default: the built-in method and the model's id as its message
     assert mark["method"] == "spectral" and len(mark["message"]) == 4 and len(mark["key"]) == 12
+    model_hash, version, created = meta.pop("model_hash"), meta.pop("audiodiff_version"), meta.pop("created")
+    assert len(model_hash) == 64 and mark["message"] == model_hash[:4] and version == audiodiff.__version__
+    assert created.endswith("+00:00") and created[:2] == "20"
     assert meta | {"model": None} == {"prompt": "three short high beeps", "seed": 3, "sampler": "flow_heun",
                                       "steps": 2, "guidance": 3.0, "duration": 0.5, "sample_rate": 16000,
                                       "channels": 1, "model": None}
