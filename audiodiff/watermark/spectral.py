@@ -1,30 +1,30 @@
-"""A keyed spread-transform dither-modulation watermark in the STFT magnitude, built in: no downloaded weights.
+"""A keyed dither-modulation watermark on STFT energy ratios, built in: no downloaded weights.
 
-Where it lives: the mark is computed at an internal rate of 16 kHz, whatever the clip's rate, inside 300-3500 Hz:
+Where it lives: the mark is computed at an internal rate of 16 kHz, whatever the clip's rate, inside 100-3500 Hz:
 the band that survives halving a 16 kHz model's rate (Nyquist 4 kHz) and that low-bitrate MP3 and Opus spend
 their bits on. The band is cut into cells of 3 STFT bins (94 Hz) × 4 hops (32 ms).
 
-What it changes: the log energy of each cell, by at most a factor (1 ± g) in magnitude. Two cells of one band
-that follow each other in time form a symbol; a keyed ±1 spreading vector u (one +1, one -1) projects their log
-energies to one number p = u·f / √2, and the mark moves p to the nearest point of a keyed lattice
-{d + bit · Δ/2 + kΔ} (spread-transform dither modulation: Chen & Wornell (2001), "Quantization index modulation";
-the log-magnitude feature as in Kalantari et al. (2009), "Robust multiplicative patchwork method for audio
-watermarking"). Why this and not additive spread spectrum (Cox et al. (1997)): at the loudness this mark may have,
-an additive pattern is buried under the host's own fluctuations, which the detector cannot predict; a quantised
-feature carries no host interference, so a few hundred symbols decide. Because u sums to zero, a gain change or
-any fixed EQ leaves p untouched. Half of each 2.048 s period's symbols (a keyed choice) carry a fixed sync value
-that detection looks for; the others carry the 16 message bits, each in turn.
+What it changes: the energy of cells, by at most a factor (1 ± g) in magnitude. A symbol is a few cells (one band,
+two cells in time: 64 ms) split by the key into a + side and a - side; its feature is the log ratio of the + side's
+energy to the - side's, and the mark moves that feature to the nearest point of a keyed lattice
+{d + bit · Δ/2 + kΔ} (dither modulation: Chen & Wornell (2001), "Quantization index modulation"; on an energy
+ratio like the multiplicative patchwork of Kalantari et al. (2009)). Why this and not additive spread spectrum
+(Cox et al. (1997)): at the loudness this mark may have, an additive pattern is buried under the host's own
+fluctuations, which a blind detector cannot predict; a quantised feature carries no host interference, so a few
+dozen symbols decide. A ratio of cells of one band ignores gain changes and any fixed EQ. Half of each 2.048 s
+period's symbols (a keyed choice) carry a fixed sync value that detection looks for; the others carry the 16
+message bits, each in turn.
 
 How loud: the gain is limited per 20 ms frame (:func:`audiodiff.watermark.perceptual.frame_gain`) so that every
 frame's SNR is at least `snr_db`, and frames below -60 dBFS stay unmarked. Embedding iterates three times, each pass
 measuring what the previous one achieved, so the limit and the STFT's overlap do not leave symbols half moved.
 
-Detection resamples to 16 kHz, measures the cells at every alignment (4 quarter-hop shifts × 4 hop phases × 64 cell
-offsets, so cutting,
-codec delays and excerpts do not matter) and sums cos(2π (p - d) / Δ) over the symbols of cells at most 50 dB below
-the loudest (a message symbol's phase doubled, which ignores its bit), each weighted by how far it stands above
-that floor. In an unmarked clip these are cosines of phases spread uniformly (the dither is keyed), so the weighted
-sum has mean 0 and variance Σw² / 2: the score is that sum over sqrt(Σw² / 2), and the p-value is its Gaussian
+Detection resamples to 16 kHz, measures the cells at every alignment (4 quarter-hop shifts × 4 hop phases × 64
+cell offsets, so cutting, codec delays and excerpts do not matter) and sums cos(2π (p - d) / Δ) over the symbols
+at most 50 dB below the loudest cell, in frames not below -66 dBFS (never marked; 6 dB spare for a gain change), a
+message symbol's phase doubled (which ignores its bit), each weighted by how far it stands above that floor. In
+an unmarked clip these are cosines of phases spread uniformly (the dither is keyed), so the weighted sum has mean
+0 and variance Σw² / 2: the score is that sum over sqrt(Σw² / 2), and the p-value is its Gaussian
 tail, Bonferroni-corrected over the 1024 alignments (checked on thousands of unmarked clips: bench/watermark.py).
 
 The pattern repeats every period, so in a clip marked with one key and checked with another, the same pair of
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.watermark.perceptual import frame_gain
+from audiodiff.watermark.perceptual import SILENCE_DBFS, frame_gain
 from audiodiff.watermark.types import Detection, WatermarkError, check_bits
 
 RATE = 16_000  # Hz: the rate the mark is computed and detected at
@@ -55,12 +55,15 @@ HOP = 128  # 8 ms hop: Hann windows at a quarter overlap add to a constant
 LOW_HZ, HIGH_HZ = 100.0, 3500.0  # the marked band
 BINS_PER_BAND = 3  # cell height: 3 × 31.25 Hz
 HOPS_PER_CELL = 4  # cell width: 4 hops = 32 ms
-SPREAD = 2  # cells per symbol (consecutive in time, one band)
+SYMBOL_BANDS = 1  # a symbol spans 1 band (94 Hz) ...
+SYMBOL_COLUMNS = 2  # ... × 2 cells in time (64 ms); larger symbols measured worse on the sfx corpus
 SUB_HOP = 4  # detection also tries the STFT grid shifted by quarter hops (codec delays are not whole hops)
 PERIOD = 64  # cells per pattern period in time (2.048 s)
 MESSAGE_BITS = 16
-STEP = 0.16  # Δ: lattice step of a symbol's projection, in nepers of cell power
+STEP = 0.3  # Δ: lattice step of a symbol's log energy ratio (nepers); beyond what a 31 dB mark can always
+#             reach in one symbol, which buys robustness where the host leaves room (measured: 0.16-0.45)
 FLOOR_DB = -50.0  # cells this far below the clip's loudest are not used
+GAIN_SLACK_DB = 6.0  # detection keeps cells down to 6 dB below the silence level (a clip turned down since)
 WEIGHT_DB = 25.0  # dB above the floor from which a symbol counts fully
 ITERATIONS = 3  # embedding passes
 DEFAULT_KEY = "audiodiff"
@@ -69,11 +72,13 @@ MIN_SECONDS = 0.5  # shorter clips are not judged (p = 1)
 
 @dataclass(frozen=True)
 class _Layout:
-    """The key's pattern over one period: per band b and symbol s (PERIOD / SPREAD per band)."""
+    """The key's pattern over one period. Bands are grouped SYMBOL_BANDS at a time (a remainder is not used); a
+    symbol is one group × SYMBOL_COLUMNS consecutive cell columns."""
 
-    spread: np.ndarray  # [bands, PERIOD] ±1: u, each symbol's SPREAD cells summing to zero
-    dither: np.ndarray  # [bands, PERIOD // SPREAD] in [0, STEP)
-    role: np.ndarray  # [bands, PERIOD // SPREAD] int: -1 sync, i ≥ 0 message bit i
+    sign: np.ndarray  # [groups · SYMBOL_BANDS, PERIOD] ±1: which side of its symbol's ratio a cell is on; each
+    #                   band of each symbol has as many +1 as -1 cells (a gain or EQ change cancels)
+    dither: np.ndarray  # [groups, PERIOD // SYMBOL_COLUMNS] in [0, STEP)
+    role: np.ndarray  # [groups, PERIOD // SYMBOL_COLUMNS] int: -1 sync, i ≥ 0 message bit i
 
 
 def _rng(key: str, purpose: str) -> np.random.Generator:
@@ -82,23 +87,25 @@ def _rng(key: str, purpose: str) -> np.random.Generator:
 
 
 def band_edges() -> list[tuple[int, int]]:
-    """STFT bin ranges [lo, hi) of the marked bands (at 16 kHz, 512-point FFT)."""
+    """STFT bin ranges [lo, hi) of the marked bands (at 16 kHz, 512-point FFT), a whole number of symbol groups."""
     bin_hz = RATE / N_FFT
     first, last = math.ceil(LOW_HZ / bin_hz), math.floor(HIGH_HZ / bin_hz)
-    return [(b, b + BINS_PER_BAND) for b in range(first, last - BINS_PER_BAND + 2, BINS_PER_BAND)]
+    edges = [(b, b + BINS_PER_BAND) for b in range(first, last - BINS_PER_BAND + 2, BINS_PER_BAND)]
+    return edges[: len(edges) // SYMBOL_BANDS * SYMBOL_BANDS]
 
 
 def _layout(key: str) -> _Layout:
-    bands, symbols = len(band_edges()), PERIOD // SPREAD
+    bands, symbols = len(band_edges()), PERIOD // SYMBOL_COLUMNS
+    groups = bands // SYMBOL_BANDS
     rng = _rng(key, "layout")
-    base = np.array([1.0, -1.0] * (SPREAD // 2))
-    spread = np.stack([np.concatenate([rng.permutation(base) for _ in range(symbols)]) for _ in range(bands)])
-    dither = rng.uniform(0.0, STEP, (bands, symbols))
-    order = rng.permutation(bands * symbols)
-    role = np.full(bands * symbols, -1)
-    message = order[: bands * symbols // 2]
+    base = np.array([1.0, -1.0] * (SYMBOL_COLUMNS // 2))
+    sign = np.stack([np.concatenate([rng.permutation(base) for _ in range(symbols)]) for _ in range(bands)])
+    dither = rng.uniform(0.0, STEP, (groups, symbols))
+    order = rng.permutation(groups * symbols)
+    role = np.full(groups * symbols, -1)
+    message = order[: groups * symbols // 2]
     role[message] = np.arange(message.size) % MESSAGE_BITS
-    return _Layout(spread, dither, role.reshape(bands, symbols))
+    return _Layout(sign, dither, role.reshape(groups, symbols))
 
 
 def _stft(wav: Tensor) -> Tensor:
@@ -122,26 +129,45 @@ def cell_energy(power: np.ndarray, edges: list[tuple[int, int]], phase: int) -> 
     return bands[:, start: start + cells * HOPS_PER_CELL].reshape(len(edges), cells, HOPS_PER_CELL).sum(-1)
 
 
-def _symbols(energy: np.ndarray, layout: _Layout, offset: int, floor: float) -> tuple[np.ndarray, ...]:
-    """Projections of every whole symbol when cell k sits at pattern column (k + offset) mod PERIOD.
+def frame_dbfs(power: np.ndarray) -> np.ndarray:
+    """Level of each STFT frame in dB relative to full scale 1.0 (mean square), from power [bins, frames]
+    (Parseval for a one-sided Hann-windowed spectrum)."""
+    window = np.hanning(N_FFT + 1)[:-1]
+    mean_square = 2.0 * power.sum(0) / (N_FFT * (window**2).sum())
+    return 10.0 * np.log10(np.maximum(mean_square, 1e-30))
 
-    Returns (projection [bands, S], symbol index within the period [S], first cell [S], weight [bands, S]: 0 for a
-    symbol with a cell at or below `floor`, else in [0.05, 1])."""
+
+def cell_frames_dbfs(power: np.ndarray, phase: int) -> np.ndarray:
+    """The quietest frame level (dBFS) within each cell's frames: [cells], aligned as `cell_energy`."""
+    start = (HOPS_PER_CELL - phase) % HOPS_PER_CELL
+    cells = max(0, (power.shape[1] - start) // HOPS_PER_CELL)
+    levels = frame_dbfs(power)[start: start + cells * HOPS_PER_CELL]
+    return levels.reshape(cells, HOPS_PER_CELL).min(-1)
+
+
+def _symbols(energy: np.ndarray, layout: _Layout, offset: int, floor: float) -> tuple[np.ndarray, ...]:
+    """Every whole symbol's feature when cell k sits at pattern column (k + offset) mod PERIOD: the log ratio of
+    its + cells' summed energy to its - cells' (loud cells count most; silent ones do not disturb it).
+
+    energy: [bands, cells]; floor: the least symbol energy that counts. Returns (feature [groups, S], symbol index
+    within the period [S], first cell [S], weight [groups, S]: 0 for a symbol at or below `floor`, else from 0.05
+    to 1 with its level above the floor)."""
     bands, cells = energy.shape
-    first = (-offset) % SPREAD
-    count = max(0, (cells - first) // SPREAD)
-    starts = first + SPREAD * np.arange(count)
-    index = np.add.outer(starts, np.arange(SPREAD))  # [S, SPREAD] cells
+    first = (-offset) % SYMBOL_COLUMNS
+    count = max(0, (cells - first) // SYMBOL_COLUMNS)
+    starts = first + SYMBOL_COLUMNS * np.arange(count)
+    index = np.add.outer(starts, np.arange(SYMBOL_COLUMNS))  # [S, SYMBOL_COLUMNS] cells
     columns = (index + offset) % PERIOD
-    e = energy[:, index]  # [bands, S, SPREAD]
-    u = layout.spread[:, columns]  # [bands, S, SPREAD]
-    projection = (u * np.log(e + floor * 1e-3)).sum(-1) / math.sqrt(SPREAD)
-    usable = (e > floor).all(-1)
-    # weight: how far the symbol's quietest cell stands above the floor (0 at the floor, 1 from 25 dB above it),
-    # so that cells an added noise would swamp count less
-    level = 10 * np.log10(np.maximum(e.min(-1), floor * 1e-3) / floor)
-    weight = np.where(usable, np.clip(level / WEIGHT_DB, 0.05, 1.0), 0.0)
-    return projection, columns[:, 0] // SPREAD, starts, weight
+    shape = (bands // SYMBOL_BANDS, SYMBOL_BANDS, count, SYMBOL_COLUMNS)
+    e = energy[:, index].reshape(shape)
+    sign = layout.sign[:, columns].reshape(shape)
+    plus, minus = (np.where(sign > 0, e, 0.0).sum((1, 3)), np.where(sign < 0, e, 0.0).sum((1, 3)))
+    tiny = floor * 1e-3 + 1e-30
+    feature = np.log(plus + tiny) - np.log(minus + tiny)
+    total = plus + minus
+    level = 10 * np.log10(np.maximum(total, tiny) / floor)
+    weight = np.where(total > floor, np.clip(level / WEIGHT_DB, 0.05, 1.0), 0.0)
+    return feature, columns[:, 0] // SYMBOL_COLUMNS, starts, weight
 
 
 class SpectralWatermark:
@@ -180,8 +206,8 @@ class SpectralWatermark:
         if not bool(torch.isfinite(wav).all()):
             raise WatermarkError("embed: the audio holds NaN or infinite samples")
         clean = wav.detach().double().cpu().reshape(-1, wav.shape[-1])
-        if clean.shape[-1] < HOPS_PER_CELL * SPREAD * HOP * sample_rate / RATE:
-            return wav.clone()  # shorter than one symbol (256 ms): nothing to carry the mark
+        if clean.shape[-1] < HOPS_PER_CELL * SYMBOL_COLUMNS * HOP * sample_rate / RATE:
+            return wav.clone()  # shorter than one symbol (128 ms): nothing to carry the mark
         mark = torch.zeros_like(clean)
         for _ in range(ITERATIONS):
             current = _resample(clean + mark, sample_rate, RATE)
@@ -195,25 +221,24 @@ class SpectralWatermark:
         return (clean + mark).reshape(wav.shape).to(dtype=wav.dtype, device=wav.device)
 
     def _cell_change(self, power: np.ndarray, bits: tuple[int, ...]) -> Tensor:
-        """The relative magnitude change [bins, frames] that moves each symbol of `power` [bins, frames] (alignment
-        0) onto its lattice point, at most ±max_gain per cell."""
-        energy = cell_energy(power, self.edges, 0)
-        floor = energy.max(initial=0.0) * 10 ** (FLOOR_DB / 10)
+        """The relative magnitude change [bins, frames] that moves each symbol of `power` [bins, frames]
+        (alignment 0) onto its lattice point: its + cells' power scaled by exp(δ/2), its - cells' by exp(-δ/2),
+        at most ±max_gain in magnitude per cell."""
+        energy = _audible(cell_energy(power, self.edges, 0), power, 0)
+        floor = _floor(energy)
         out = np.zeros_like(power)
         if floor <= 0:
             return torch.from_numpy(out)
-        projection, symbol, starts, weight = _symbols(energy, self.layout, 0, floor)
-        usable = weight > 0
-        band = np.arange(len(self.edges))[:, None]
-        target_offset = self.layout.dither[band, symbol] + _bit_shift(self.layout.role[band, symbol], bits)
-        move = projection - target_offset
-        move = move - STEP * np.round(move / STEP)  # distance past the nearest lattice point
-        move = np.where(usable, -move, 0.0)
-        per_cell = np.zeros_like(energy)
-        for k in range(SPREAD):
-            columns = (starts + k) % PERIOD
-            per_cell[:, starts + k] = move * self.layout.spread[:, columns] / math.sqrt(SPREAD)
-        gain = np.clip(np.exp(per_cell / 2.0) - 1.0, -self.max_gain, self.max_gain)  # power change → magnitude
+        feature, symbol, starts, weight = _symbols(energy, self.layout, 0, floor)
+        group = np.arange(self.layout.dither.shape[0])[:, None]
+        target = self.layout.dither[group, symbol] + _bit_shift(self.layout.role[group, symbol], bits)
+        move = feature - target
+        move = np.where(weight > 0, -(move - STEP * np.round(move / STEP)), 0.0)  # to the nearest lattice point
+        log_power = np.zeros_like(energy)
+        for k in range(SYMBOL_COLUMNS):
+            cells = starts + k
+            log_power[:, cells] = np.repeat(move, SYMBOL_BANDS, axis=0) / 2 * self.layout.sign[:, cells % PERIOD]
+        gain = np.clip(np.exp(log_power / 2.0) - 1.0, -self.max_gain, self.max_gain)  # power → magnitude
         frames = gain.shape[1] * HOPS_PER_CELL
         for b, (lo, hi) in enumerate(self.edges):
             out[lo:hi, :frames] = np.repeat(gain[b], HOPS_PER_CELL)[None]
@@ -235,16 +260,16 @@ class SpectralWatermark:
         alignments = SUB_HOP * HOPS_PER_CELL * PERIOD
         powers = [_stft(mono[:, shift * HOP // SUB_HOP:])[0].abs().pow(2).numpy() for shift in range(SUB_HOP)]
         for power, phase in ((power, phase) for power in powers for phase in range(HOPS_PER_CELL)):
-            energy = cell_energy(power, self.edges, phase)
-            floor = energy.max(initial=0.0) * 10 ** (FLOOR_DB / 10)
+            energy = _audible(cell_energy(power, self.edges, phase), power, phase, GAIN_SLACK_DB)
+            floor = _floor(energy)
             if floor <= 0:
                 continue
             for offset in range(PERIOD):
-                projection, symbol, _, weight = _symbols(energy, self.layout, offset, floor)
+                feature, symbol, _, weight = _symbols(energy, self.layout, offset, floor)
                 usable = weight > 0
-                band = np.arange(len(self.edges))[:, None]
-                role = self.layout.role[band, symbol]
-                cosine = np.cos(2 * np.pi * (projection - self.layout.dither[band, symbol]) / STEP)
+                group = np.arange(self.layout.dither.shape[0])[:, None]
+                role = self.layout.role[group, symbol]
+                cosine = np.cos(2 * np.pi * (feature - self.layout.dither[group, symbol]) / STEP)
                 # a message symbol sits on the lattice or half a step off it: doubling its phase ignores the bit
                 either = np.where(role < 0, cosine, 2 * cosine**2 - 1)
                 count = int(usable.sum())
@@ -261,6 +286,17 @@ class SpectralWatermark:
         marked = p < self.alpha
         bits = tuple(int(s < 0) for s in bit_sums) if marked else None
         return Detection(self.name, marked, z, p, bits)
+
+
+def _audible(energy: np.ndarray, power: np.ndarray, phase: int, slack_db: float = 0.0) -> np.ndarray:
+    """`energy` [bands, cells] with the cells of frames below the silence level (less `slack_db`) zeroed: they were
+    never marked."""
+    return np.where(cell_frames_dbfs(power, phase) >= SILENCE_DBFS - slack_db, energy, 0.0)
+
+
+def _floor(energy: np.ndarray) -> float:
+    """The least energy a symbol needs to count: FLOOR_DB below the loudest cell."""
+    return float(energy.max(initial=0.0)) * 10 ** (FLOOR_DB / 10)
 
 
 def _bit_shift(role: np.ndarray, bits: tuple[int, ...]) -> np.ndarray:
