@@ -17,7 +17,6 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +171,7 @@ def run(cfg: DictConfig) -> list[Path]:
     from tqdm.auto import tqdm
 
     from audiodiff.pipeline import AudioDiffusionPipeline
+    from audiodiff.pipeline.provenance import provenance
 
     for key in ("steps", "seed", "n", "batch_size"):
         checked.whole(cfg, key)
@@ -268,17 +268,6 @@ def _sidecar(result: Any, request: Request, index: int, model_id: str, mode: str
     return meta
 
 
-def provenance(model_hash: str) -> dict[str, str]:
-    """What a sidecar records beyond the request: the denoiser's content hash (adapters not counted), the
-    audiodiff version and the UTC time of writing (ISO 8601, seconds)."""
-    from datetime import datetime
-
-    from audiodiff import __version__
-
-    return {"model_hash": model_hash, "audiodiff_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds")}
-
-
 def _normalise(wav: Any, sample_rate: int, target: float) -> tuple[Any, dict[str, float | None]]:
     """wav scaled to `target` LUFS (peak at most 0.99, which wins); returns it and the loudness record."""
     from audiodiff.audio.loudness import integrated_loudness, normalize_loudness
@@ -299,11 +288,13 @@ def guard_peak(wav: Any, peak: float = 0.99) -> tuple[Any, float]:
 
 
 def _write(path: Path, wav: Any, sample_rate: int, sidecar: dict[str, Any]) -> Path:
-    """Audio, then its sidecar, each written to a temporary name and renamed (never half-written)."""
+    """Audio (its metadata holding the sidecar's provenance fields), then its sidecar, each written to a temporary
+    name and renamed (never half-written)."""
     from audiodiff.audio.io import save_audio
+    from audiodiff.pipeline.provenance import file_tags
     from audiodiff.utils.files import write_json
 
-    save_audio(path, wav, sample_rate)
+    save_audio(path, wav, sample_rate, tags=file_tags(sidecar))
     write_json(path.with_suffix(".json"), sidecar, indent=2, ensure_ascii=True)
     return path
 

@@ -37,6 +37,7 @@ from audiodiff.models.export_format import (
     WEIGHTS,
     carried_text_encoder,
     read_export,
+    read_info,
     with_local_parts,
     write_export,
 )
@@ -66,6 +67,7 @@ class GenerationOutput:
     duration: float  # seconds
     joins: tuple[float, ...] = ()  # seconds where a continuation / long-form window's new content begins
     watermark: dict[str, Any] | None = None  # the mark applied (method, key fingerprint, message); None: unmarked
+    license_warning: str | None = None  # the model's training-data licence warning (export.json), if any
 
 
 class AudioDiffusionPipeline:
@@ -84,6 +86,7 @@ class AudioDiffusionPipeline:
         self.adapters: dict[str, float] = {}  # LoRA adapters loaded: name → strength
         self.adapter_sources: dict[str, str] = {}  # name → the file it was read from
         self._base_hash: str | None = None
+        self.license_warning: str | None = None  # the export's warning about its training data's licences
 
     @property
     def sample_rate(self) -> int:
@@ -119,10 +122,12 @@ class AudioDiffusionPipeline:
                                  f"first: python -m audiodiff.export run={path}")
         try:
             cfg, state = read_export(folder)
+            info = read_info(folder)
         except (FileNotFoundError, ValueError) as err:
             raise ModelLoadError(str(err)) from err
         pipe = cls._build(with_local_parts(cfg, folder), state, str(folder), device, watermark)
         pipe.model_id = str(path)
+        pipe.license_warning = info.get("license_warning") or None
         return pipe
 
     @classmethod
@@ -364,7 +369,9 @@ class AudioDiffusionPipeline:
         return hex_bits(self.base_hash, self.watermark.bits)
 
     def _marked(self, output: GenerationOutput) -> GenerationOutput:
-        """`output` with the watermark embedded in every clip (unchanged when watermarking is off)."""
+        """`output` with the watermark embedded in every clip (unchanged when watermarking is off) and the model's
+        training-data licence warning attached."""
+        output = replace(output, license_warning=self.license_warning)
         if self.watermark is None:
             return output
         if output.sample_rate < MIN_WATERMARK_RATE:
@@ -488,6 +495,8 @@ def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -
     if output.joins:
         meta["joins"] = [round(j, 4) for j in output.joins]
     meta["watermark"] = output.watermark if output.watermark is not None else False
+    if output.license_warning:
+        meta["license_warning"] = output.license_warning
     return meta
 
 
