@@ -4,7 +4,9 @@ Prompts come from `prompt=` or a file (`prompts=prompts.txt`: one per line; `pro
 line with "prompt" and optionally "negative_prompt", "duration", "seed", "n"). Each clip is written as wav or flac
 with a JSON sidecar (prompt, seed, sampler settings, duration, model, mode, watermark). Every clip carries an
 imperceptible watermark (`audiodiff.watermark`; check files with `python -m audiodiff.watermark detect FILES`)
-unless `watermark=false`, which the sidecar records as `"watermark": false`. With `audio=<file>` the clip is edited
+unless `watermark=false`, which the sidecar records as `"watermark": false`. `prompt_policy=<file.json|.yaml>`
+refuses prompts by word, pattern or named rule (`audiodiff.pipeline.policy`) before anything is generated; a refused
+line of a prompts file is named. With `audio=<file>` the clip is edited
 instead: `strength=` makes a variation, `inpaint=[start,end]` regenerates that range, `extend=<seconds>` continues
 it; `long_form=true` builds durations beyond the model's window from overlapping windows. Every request is checked
 before anything is generated or written.
@@ -45,10 +47,11 @@ def slug(text: str, limit: int = 48) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "clip"
 
 
-def read_prompts(path: str | Path) -> list[dict[str, Any]]:
+def read_prompts(path: str | Path, policy: Any = None) -> list[dict[str, Any]]:
     """Rows {"prompt": ..., optional "negative_prompt", "duration", "seed", "n"} from a .txt file (one prompt per
     line; blank lines and lines starting with # are skipped) or a .jsonl file (one JSON object per line).
-    Raises ValueError naming the file, line and field of the first bad row."""
+    Raises ValueError naming the file, line and field of the first bad row; with a `policy`
+    (`audiodiff.pipeline.policy.PromptPolicy`), PromptRefused naming the file, line and rule of a refused prompt."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts: {path} does not exist")
@@ -61,6 +64,8 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip() or (path.suffix != ".jsonl" and line.lstrip().startswith("#")):
             continue
         if path.suffix != ".jsonl":
+            if policy is not None:
+                policy.check(line.strip(), f"{path}:{number}")
             rows.append({"prompt": line.strip()})
             continue
         try:
@@ -80,6 +85,8 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
                                  f"got {value!r}")
         if row.get("n", 1) < 1:
             raise ValueError(f"{path}:{number}: field 'n': expected at least 1, got {row['n']}")
+        if policy is not None:
+            policy.check(row["prompt"], f"{path}:{number}")
         rows.append(row)
     if not rows:
         raise ValueError(f"prompts: {path} holds no prompts")
@@ -110,11 +117,19 @@ def batches(requests: list[Request], size: int) -> list[list[Request]]:
     return out
 
 
-def _rows(cfg: DictConfig) -> list[dict[str, Any]]:
+def prompt_policy(cfg: DictConfig) -> Any:
+    """The PromptPolicy of `prompt_policy=<file.json|.yaml>`, or None (no filtering, the default)."""
+    from audiodiff.pipeline.policy import PromptPolicy
+
+    path = cfg.get("prompt_policy")
+    return None if path is None else PromptPolicy.from_file(str(path))
+
+
+def _rows(cfg: DictConfig, policy: Any = None) -> list[dict[str, Any]]:
     if cfg.get("prompts") is not None and cfg.prompt is not None:
         raise ValueError("give either prompt= or prompts=<file>, not both")
     if cfg.get("prompts") is not None:
-        return read_prompts(cfg.prompts)
+        return read_prompts(cfg.prompts, policy)
     if cfg.prompt is None:
         raise ValueError("prompt: expected prompt=\"...\" or prompts=<file.txt|file.jsonl>, got neither")
     prompts = [cfg.prompt] if isinstance(cfg.prompt, str) else list(cfg.prompt)
@@ -183,8 +198,10 @@ def run(cfg: DictConfig) -> list[Path]:
     if int(cfg.batch_size) < 1 or int(cfg.n) < 1:
         raise ValueError(f"batch_size and n: expected at least 1, got {cfg.batch_size} and {cfg.n}")
     mode = _mode(cfg)
-    requests = plan(_rows(cfg), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
+    policy = prompt_policy(cfg)
+    requests = plan(_rows(cfg, policy), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
     pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device, watermark=watermark_option(cfg))
+    pipe.prompt_policy = policy
     adapters = adapter_specs(cfg.get("adapter"))
     for path, strength in adapters:
         pipe.load_adapter(path, strength, force=checked.flag(cfg, "force_adapter"))

@@ -44,6 +44,7 @@ from audiodiff.models.export_format import (
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
 from audiodiff.models.stable_audio_convert import ConversionError, is_stable_audio_folder
 from audiodiff.models.stable_audio_convert import converted as convert_stable_audio
+from audiodiff.pipeline.policy import PromptPolicy
 from audiodiff.watermark import Watermarker, describe_mark, hex_bits, watermarker
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
@@ -87,6 +88,7 @@ class AudioDiffusionPipeline:
         self.adapter_sources: dict[str, str] = {}  # name → the file it was read from
         self._base_hash: str | None = None
         self.license_warning: str | None = None  # the export's warning about its training data's licences
+        self.prompt_policy: PromptPolicy | None = None  # refuses prompts before any work (`.policy`); None: off
 
     @property
     def sample_rate(self) -> int:
@@ -444,12 +446,15 @@ class AudioDiffusionPipeline:
 
     def check_request(self, prompts: list[str], duration: float | None,
                       negative_prompts: list[str] | None) -> float:
-        """Validate prompts and duration; returns the duration in seconds to generate."""
+        """Validate prompts (the prompt policy, when set, refuses with PromptRefused naming the rule) and duration;
+        returns the duration in seconds to generate."""
         if not prompts:
             raise ValueError("prompts: expected at least one prompt, got none")
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise ValueError(f"prompts[{i}]: expected a non-empty text prompt, got {p!r}")
+            if self.prompt_policy is not None:
+                self.prompt_policy.check(p, f"prompt {p!r}")
         if negative_prompts is not None and len(negative_prompts) != len(prompts):
             raise ValueError(f"negative_prompts: expected {len(prompts)} (one per prompt), got {len(negative_prompts)}")
         duration = self.model.duration if duration is None else float(duration)
