@@ -181,6 +181,22 @@ def watermark_option(cfg: DictConfig) -> Any:
     return watermarker(str(cfg.get("watermark_method") or "spectral"), None if key is None else str(key))
 
 
+def c2pa_signing(cfg: DictConfig) -> tuple[bytes, bytes] | None:
+    """(certificate chain, private key) PEM bytes when `c2pa_cert=` and `c2pa_key=` are given (a C2PA manifest is
+    then signed into every WAV written), None when neither is; ValueError when only one is, the format is not wav,
+    or c2pa-python is missing."""
+    cert, key = cfg.get("c2pa_cert"), cfg.get("c2pa_key")
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("c2pa_cert and c2pa_key: give both (a PEM certificate chain and its private key), or neither")
+    if cfg.format != "wav":
+        raise ValueError(f"c2pa_cert: C2PA manifests are signed into wav files; got format={cfg.format}")
+    from audiodiff.pipeline.c2pa_manifest import check_signing
+
+    return check_signing(str(cert), str(key), str(cfg.get("c2pa_alg") or "es256"))
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """Generate as `cfg` says; returns the written audio files."""
     from tqdm.auto import tqdm
@@ -220,6 +236,7 @@ def run(cfg: DictConfig) -> list[Path]:
     target = cfg.get("loudness")
     if target is not None and not -70.0 <= float(target) <= 0.0:
         raise ValueError(f"loudness: expected a target between -70 and 0 LUFS, got {target}")
+    signing = c2pa_signing(cfg)
 
     out_dir = Path(cfg.out)
     written: list[Path] = []
@@ -248,6 +265,10 @@ def run(cfg: DictConfig) -> list[Path]:
                     if gain != 1.0:
                         sidecar["gain"] = gain
                 path = _write(out_dir / f"{stem}.{cfg.format}", wav, result.sample_rate, sidecar)
+                if signing is not None:
+                    from audiodiff.pipeline.c2pa_manifest import sign_file
+
+                    sign_file(path, sidecar, *signing, alg=str(cfg.get("c2pa_alg") or "es256"))
                 written.append(path)
                 log.info("wrote %s", path)
             bar.update(len(batch))

@@ -106,3 +106,31 @@ def test_a_long_record_drops_its_last_fields_and_bad_tags_are_named(tmp_path):
     with pytest.raises(ValueError, match="tag 'colour': expected one of"):
         save_audio(tmp_path / "a.wav", torch.zeros(1, 160), 16000, tags={"colour": "red"})
     assert not (tmp_path / "a.wav").exists()
+
+
+def test_c2pa_signing_is_checked_before_anything_is_generated(model_parts, tmp_path):
+    from audiodiff.generate import run
+    from audiodiff.pipeline.c2pa_manifest import TRAINED_MEDIA, manifest
+
+    state, cfg = model_parts
+    folder = write_export(tmp_path / "export", state, cfg)
+    out = tmp_path / "out"
+    base = [f"model={folder}", "prompt=rain", "steps=1", "duration=0.25", f"out={out}"]
+    with pytest.raises(ValueError, match="c2pa_cert and c2pa_key: give both"):
+        run(compose_config("generate", [*base, f"c2pa_cert={tmp_path / 'cert.pem'}"]))
+    with pytest.raises(ValueError, match="signed into wav files; got format=flac"):
+        run(compose_config("generate", [*base, "format=flac", "c2pa_cert=a.pem", "c2pa_key=b.pem"]))
+    try:
+        import c2pa  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="needs the c2pa-python package"):
+            run(compose_config("generate", [*base, "c2pa_cert=a.pem", "c2pa_key=b.pem"]))
+    else:
+        with pytest.raises(ValueError, match="c2pa_cert: a.pem does not exist"):
+            run(compose_config("generate", [*base, "c2pa_cert=a.pem", "c2pa_key=b.pem"]))
+    assert not out.exists()
+    definition = manifest({"prompt": "rain", "seed": 1, "model_hash": "ab", "duration": 1.0}, "rain_seed1.wav")
+    actions = definition["assertions"][0]["data"]["actions"]
+    assert actions[0]["action"] == "c2pa.created" and actions[0]["digitalSourceType"] == TRAINED_MEDIA
+    assert definition["assertions"][1] == {"label": "org.audiodiff.generation",
+                                           "data": {"model_hash": "ab", "prompt": "rain", "seed": 1}}
