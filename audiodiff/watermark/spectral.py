@@ -170,6 +170,28 @@ def _symbols(energy: np.ndarray, layout: _Layout, offset: int, floor: float) -> 
     return feature, columns[:, 0] // SYMBOL_COLUMNS, starts, weight
 
 
+def _symbols_at(energy: np.ndarray, layout: _Layout, offsets: np.ndarray,
+                floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_symbols` for several offsets that group cells alike ((-offset) mod SYMBOL_COLUMNS equal), at once.
+
+    Returns (feature [O, groups, S], symbol index within the period [O, S], weight [groups, S])."""
+    bands, cells = energy.shape
+    first = int((-offsets[0]) % SYMBOL_COLUMNS)
+    count = max(0, (cells - first) // SYMBOL_COLUMNS)
+    index = np.add.outer(first + SYMBOL_COLUMNS * np.arange(count), np.arange(SYMBOL_COLUMNS))  # [S, C]
+    columns = (index[None] + offsets[:, None, None]) % PERIOD  # [O, S, C]
+    shape = (bands // SYMBOL_BANDS, SYMBOL_BANDS, count, SYMBOL_COLUMNS)
+    e = energy[:, index].reshape(shape)  # [G, B, S, C]
+    sign = layout.sign[:, columns].transpose(1, 0, 2, 3).reshape(len(offsets), *shape)  # [O, G, B, S, C]
+    plus = np.where(sign > 0, e[None], 0.0).sum((2, 4))
+    total = e.sum((1, 3))
+    tiny = floor * 1e-3 + 1e-30
+    feature = np.log(plus + tiny) - np.log(total[None] - plus + tiny)
+    level = 10 * np.log10(np.maximum(total, tiny) / floor)
+    weight = np.where(total > floor, np.clip(level / WEIGHT_DB, 0.05, 1.0), 0.0)
+    return feature, columns[:, :, 0] // SYMBOL_COLUMNS, weight
+
+
 class SpectralWatermark:
     """The built-in watermark (module docstring). key: any text (the default is public); snr_db: the least
     per-20-ms-frame SNR of the mark; max_gain: the largest relative magnitude change of a cell; alpha: the
@@ -256,7 +278,7 @@ class SpectralWatermark:
         if wav.shape[-1] < MIN_SECONDS * sample_rate:
             return Detection(self.name, False, 0.0, 1.0, None, note=f"shorter than {MIN_SECONDS} s: not judged")
         mono = _resample(wav.detach().double().cpu().mean(0, keepdim=True), sample_rate, RATE)
-        best: tuple[float, int, int, np.ndarray] | None = None
+        best: tuple[float, np.ndarray, np.ndarray] | None = None
         alignments = SUB_HOP * HOPS_PER_CELL * PERIOD
         powers = [_stft(mono[:, shift * HOP // SUB_HOP:])[0].abs().pow(2).numpy() for shift in range(SUB_HOP)]
         for power, phase in ((power, phase) for power in powers for phase in range(HOPS_PER_CELL)):
@@ -264,24 +286,25 @@ class SpectralWatermark:
             floor = _floor(energy)
             if floor <= 0:
                 continue
-            for offset in range(PERIOD):
-                feature, symbol, _, weight = _symbols(energy, self.layout, offset, floor)
-                usable = weight > 0
-                group = np.arange(self.layout.dither.shape[0])[:, None]
-                role = self.layout.role[group, symbol]
-                cosine = np.cos(2 * np.pi * (feature - self.layout.dither[group, symbol]) / STEP)
-                # a message symbol sits on the lattice or half a step off it: doubling its phase ignores the bit
-                either = np.where(role < 0, cosine, 2 * cosine**2 - 1)
-                count = int(usable.sum())
+            for parity in range(SYMBOL_COLUMNS):
+                offsets = np.arange(PERIOD)[(-np.arange(PERIOD)) % SYMBOL_COLUMNS == parity]
+                feature, symbol, weight = _symbols_at(energy, self.layout, offsets, floor)
+                count = int((weight > 0).sum())
                 if count < 8:
                     continue
-                z = float((weight * either).sum() / math.sqrt((weight**2).sum() / 2.0))
-                if best is None or z > best[0]:
-                    bit_sums = np.array([(weight * cosine)[role == i].sum() for i in range(MESSAGE_BITS)])
-                    best = (z, count, phase * PERIOD + offset, bit_sums)
+                group = np.arange(self.layout.dither.shape[0])[None, :, None]
+                role = self.layout.role[group, symbol[:, None, :]]  # [O, G, S]
+                cosine = np.cos(2 * np.pi * (feature - self.layout.dither[group, symbol[:, None, :]]) / STEP)
+                # a message symbol sits on the lattice or half a step off it: doubling its phase ignores the bit
+                either = np.where(role < 0, cosine, 2 * cosine**2 - 1)
+                scores = (weight * either).sum((1, 2)) / math.sqrt((weight**2).sum() / 2.0)  # [O]
+                top = int(np.argmax(scores))
+                if best is None or scores[top] > best[0]:
+                    best = (float(scores[top]), weight * cosine[top], role[top])
         if best is None:
             return Detection(self.name, False, 0.0, 1.0, None, note="too quiet or too short: not judged")
-        z, _, _, bit_sums = best
+        z, weighted, role = best
+        bit_sums = np.bincount(role[role >= 0], weights=weighted[role >= 0], minlength=MESSAGE_BITS)
         p = min(1.0, alignments * 0.5 * math.erfc(z / math.sqrt(2.0)))
         marked = p < self.alpha
         bits = tuple(int(s < 0) for s in bit_sums) if marked else None
