@@ -134,3 +134,35 @@ def test_c2pa_signing_is_checked_before_anything_is_generated(model_parts, tmp_p
     assert actions[0]["action"] == "c2pa.created" and actions[0]["digitalSourceType"] == TRAINED_MEDIA
     assert definition["assertions"][1] == {"label": "org.audiodiff.generation",
                                            "data": {"model_hash": "ab", "prompt": "rain", "seed": 1}}
+
+
+def test_sign_file_hands_the_manifest_to_c2pa_and_replaces_the_file(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from audiodiff.pipeline.c2pa_manifest import sign_file
+
+    seen = {}
+    fake = types.ModuleType("c2pa")
+    fake.C2paSignerInfo = lambda alg, cert, key, tsa: ("info", alg, cert, key, tsa)
+    fake.Signer = types.SimpleNamespace(from_info=lambda info: ("signer", info))
+
+    class Builder:
+        @staticmethod
+        def from_json(text):
+            seen["manifest"] = json.loads(text)
+            return Builder()
+
+        def sign(self, signer, mime, source, dest):
+            seen["signer"], seen["mime"] = signer, mime
+            dest.write(source.read() + b"SIGNED")
+
+    fake.Builder = Builder
+    monkeypatch.setitem(sys.modules, "c2pa", fake)
+    path = save_audio(tmp_path / "clip.wav", torch.zeros(1, 160), 16000)
+    size = path.stat().st_size
+    sign_file(path, {"prompt": "rain", "seed": 2}, b"CERT", b"KEY", alg="ps256")
+    assert seen["mime"] == "audio/wav" and seen["signer"] == ("signer", ("info", b"ps256", b"CERT", b"KEY", None))
+    assert seen["manifest"]["assertions"][1]["data"] == {"prompt": "rain", "seed": 2}
+    assert path.read_bytes().endswith(b"SIGNED") and path.stat().st_size == size + 6
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.wav"]  # no temporary file left

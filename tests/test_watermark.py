@@ -185,3 +185,51 @@ def test_detect_command_prints_one_line_per_file(tmp_path, capsys):
     assert detect_main(["detect", str(tmp_path / "missing.wav")]) == 1
     assert "missing.wav: error:" in capsys.readouterr().out
     assert detect_main(["detect", "--method", "audioseal", str(tmp_path / "plain.flac")]) in (0, 2)
+
+
+class _FakeAudioSeal:
+    """Stands in for the audioseal package: a generator adding a fixed tone, a detector reporting it."""
+
+    class AudioSeal:
+        @staticmethod
+        def load_generator(name):
+            class Generator:
+                def eval(self):
+                    return self
+
+                def get_watermark(self, wav, sample_rate, message=None):
+                    assert wav.dim() == 3 and wav.shape[1] == 1 and sample_rate == 16_000
+                    assert message.shape == (wav.shape[0], 16)
+                    t = torch.arange(wav.shape[-1]) / sample_rate
+                    return 1e-3 * torch.sin(2 * math.pi * 1000 * t).expand_as(wav)
+
+            return Generator()
+
+        @staticmethod
+        def load_detector(name):
+            class Detector:
+                def eval(self):
+                    return self
+
+                def detect_watermark(self, wav, sample_rate):
+                    assert wav.shape[:2] == (1, 1) and sample_rate == 16_000
+                    spectrum = torch.fft.rfft(wav[0, 0])
+                    peak = float(spectrum.abs()[int(1000 * wav.shape[-1] / sample_rate)])
+                    return (0.99 if peak > 1.0 else 0.01), torch.tensor([BITS])
+
+            return Detector()
+
+
+def test_the_audioseal_adapter_resamples_marks_each_channel_and_reports(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "audioseal", _FakeAudioSeal)
+    mark = watermarker("audioseal")
+    clean = torch.zeros(2, 44_100)
+    marked = mark.embed(clean, 44_100, BITS)
+    assert marked.shape == clean.shape and float(marked.abs().max()) > 5e-4  # both channels, back at 44.1 kHz
+    found = mark.detect(marked, 44_100)
+    assert found.marked and found.bits == BITS and found.p_value == pytest.approx(0.01)
+    assert not mark.detect(clean, 44_100).marked
+    with pytest.raises(WatermarkError, match="give no key with method audioseal"):
+        watermarker("audioseal", key="mine")
