@@ -2,7 +2,11 @@
 
 Prompts come from `prompt=` or a file (`prompts=prompts.txt`: one per line; `prompts=prompts.jsonl`: one object per
 line with "prompt" and optionally "negative_prompt", "duration", "seed", "n"). Each clip is written as wav or flac
-with a JSON sidecar (prompt, seed, sampler settings, duration, model, mode). With `audio=<file>` the clip is edited
+with a JSON sidecar (prompt, seed, sampler settings, duration, model, mode, watermark). Every clip carries an
+imperceptible watermark (`audiodiff.watermark`; check files with `python -m audiodiff.watermark detect FILES`)
+unless `watermark=false`, which the sidecar records as `"watermark": false`. `prompt_policy=<file.json|.yaml>`
+refuses prompts by word, pattern or named rule (`audiodiff.pipeline.policy`) before anything is generated; a refused
+line of a prompts file is named. With `audio=<file>` the clip is edited
 instead: `strength=` makes a variation, `inpaint=[start,end]` regenerates that range, `extend=<seconds>` continues
 it; `long_form=true` builds durations beyond the model's window from overlapping windows. Every request is checked
 before anything is generated or written.
@@ -43,10 +47,11 @@ def slug(text: str, limit: int = 48) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "clip"
 
 
-def read_prompts(path: str | Path) -> list[dict[str, Any]]:
+def read_prompts(path: str | Path, policy: Any = None) -> list[dict[str, Any]]:
     """Rows {"prompt": ..., optional "negative_prompt", "duration", "seed", "n"} from a .txt file (one prompt per
     line; blank lines and lines starting with # are skipped) or a .jsonl file (one JSON object per line).
-    Raises ValueError naming the file, line and field of the first bad row."""
+    Raises ValueError naming the file, line and field of the first bad row; with a `policy`
+    (`audiodiff.pipeline.policy.PromptPolicy`), PromptRefused naming the file, line and rule of a refused prompt."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts: {path} does not exist")
@@ -59,6 +64,8 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip() or (path.suffix != ".jsonl" and line.lstrip().startswith("#")):
             continue
         if path.suffix != ".jsonl":
+            if policy is not None:
+                policy.check(line.strip(), f"{path}:{number}")
             rows.append({"prompt": line.strip()})
             continue
         try:
@@ -78,6 +85,8 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
                                  f"got {value!r}")
         if row.get("n", 1) < 1:
             raise ValueError(f"{path}:{number}: field 'n': expected at least 1, got {row['n']}")
+        if policy is not None:
+            policy.check(row["prompt"], f"{path}:{number}")
         rows.append(row)
     if not rows:
         raise ValueError(f"prompts: {path} holds no prompts")
@@ -108,11 +117,19 @@ def batches(requests: list[Request], size: int) -> list[list[Request]]:
     return out
 
 
-def _rows(cfg: DictConfig) -> list[dict[str, Any]]:
+def prompt_policy(cfg: DictConfig) -> Any:
+    """The PromptPolicy of `prompt_policy=<file.json|.yaml>`, or None (no filtering, the default)."""
+    from audiodiff.pipeline.policy import PromptPolicy
+
+    path = cfg.get("prompt_policy")
+    return None if path is None else PromptPolicy.from_file(str(path))
+
+
+def _rows(cfg: DictConfig, policy: Any = None) -> list[dict[str, Any]]:
     if cfg.get("prompts") is not None and cfg.prompt is not None:
         raise ValueError("give either prompt= or prompts=<file>, not both")
     if cfg.get("prompts") is not None:
-        return read_prompts(cfg.prompts)
+        return read_prompts(cfg.prompts, policy)
     if cfg.prompt is None:
         raise ValueError("prompt: expected prompt=\"...\" or prompts=<file.txt|file.jsonl>, got neither")
     prompts = [cfg.prompt] if isinstance(cfg.prompt, str) else list(cfg.prompt)
@@ -153,11 +170,39 @@ def adapter_specs(value: Any) -> list[tuple[str, float]]:
     return specs
 
 
+def watermark_option(cfg: DictConfig) -> Any:
+    """False when `watermark=false`, else the Watermarker `watermark_method=` and `watermark_key=` name (the
+    built-in spectral method and the public key by default)."""
+    from audiodiff.watermark import watermarker
+
+    if cfg.get("watermark") is not None and not checked.flag(cfg, "watermark"):
+        return False
+    key = cfg.get("watermark_key")
+    return watermarker(str(cfg.get("watermark_method") or "spectral"), None if key is None else str(key))
+
+
+def c2pa_signing(cfg: DictConfig) -> tuple[bytes, bytes] | None:
+    """(certificate chain, private key) PEM bytes when `c2pa_cert=` and `c2pa_key=` are given (a C2PA manifest is
+    then signed into every WAV written), None when neither is; ValueError when only one is, the format is not wav,
+    or c2pa-python is missing."""
+    cert, key = cfg.get("c2pa_cert"), cfg.get("c2pa_key")
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("c2pa_cert and c2pa_key: give both (a PEM certificate chain and its private key), or neither")
+    if cfg.format != "wav":
+        raise ValueError(f"c2pa_cert: C2PA manifests are signed into wav files; got format={cfg.format}")
+    from audiodiff.pipeline.c2pa_manifest import check_signing
+
+    return check_signing(str(cert), str(key), str(cfg.get("c2pa_alg") or "es256"))
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """Generate as `cfg` says; returns the written audio files."""
     from tqdm.auto import tqdm
 
     from audiodiff.pipeline import AudioDiffusionPipeline
+    from audiodiff.pipeline.provenance import provenance
 
     for key in ("steps", "seed", "n", "batch_size"):
         checked.whole(cfg, key)
@@ -169,8 +214,10 @@ def run(cfg: DictConfig) -> list[Path]:
     if int(cfg.batch_size) < 1 or int(cfg.n) < 1:
         raise ValueError(f"batch_size and n: expected at least 1, got {cfg.batch_size} and {cfg.n}")
     mode = _mode(cfg)
-    requests = plan(_rows(cfg), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
-    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device)
+    policy = prompt_policy(cfg)
+    requests = plan(_rows(cfg, policy), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
+    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device, watermark=watermark_option(cfg))
+    pipe.prompt_policy = policy
     adapters = adapter_specs(cfg.get("adapter"))
     for path, strength in adapters:
         pipe.load_adapter(path, strength, force=checked.flag(cfg, "force_adapter"))
@@ -189,6 +236,7 @@ def run(cfg: DictConfig) -> list[Path]:
     target = cfg.get("loudness")
     if target is not None and not -70.0 <= float(target) <= 0.0:
         raise ValueError(f"loudness: expected a target between -70 and 0 LUFS, got {target}")
+    signing = c2pa_signing(cfg)
 
     out_dir = Path(cfg.out)
     written: list[Path] = []
@@ -207,6 +255,7 @@ def run(cfg: DictConfig) -> list[Path]:
                     stem = f"{base}_{len([u for u in used if u.startswith(base)])}"
                 used.add(stem)
                 wav, sidecar = result.audio[i], _sidecar(result, request, i, pipe.model_id, mode, cfg)
+                sidecar.update(provenance(pipe.base_hash))
                 if adapters:
                     sidecar["adapters"] = [{"path": path, "strength": strength} for path, strength in adapters]
                 if target is not None:
@@ -216,6 +265,10 @@ def run(cfg: DictConfig) -> list[Path]:
                     if gain != 1.0:
                         sidecar["gain"] = gain
                 path = _write(out_dir / f"{stem}.{cfg.format}", wav, result.sample_rate, sidecar)
+                if signing is not None:
+                    from audiodiff.pipeline.c2pa_manifest import sign_file
+
+                    sign_file(path, sidecar, *signing, alg=str(cfg.get("c2pa_alg") or "es256"))
                 written.append(path)
                 log.info("wrote %s", path)
             bar.update(len(batch))
@@ -273,11 +326,13 @@ def guard_peak(wav: Any, peak: float = 0.99) -> tuple[Any, float]:
 
 
 def _write(path: Path, wav: Any, sample_rate: int, sidecar: dict[str, Any]) -> Path:
-    """Audio, then its sidecar, each written to a temporary name and renamed (never half-written)."""
+    """Audio (its metadata holding the sidecar's provenance fields), then its sidecar, each written to a temporary
+    name and renamed (never half-written)."""
     from audiodiff.audio.io import save_audio
+    from audiodiff.pipeline.provenance import file_tags
     from audiodiff.utils.files import write_json
 
-    save_audio(path, wav, sample_rate)
+    save_audio(path, wav, sample_rate, tags=file_tags(sidecar))
     write_json(path.with_suffix(".json"), sidecar, indent=2, ensure_ascii=True)
     return path
 

@@ -2,7 +2,9 @@
 
 Starts a local web page (`audiodiff.web.server`): type a prompt, set duration, steps, guidance, seed and an optional
 negative prompt, generate, listen, download the wav and see its spectrogram. Stop with Ctrl+C. `adapter=path:strength`
-(or a list) loads LoRA adapters as `generate` does; the page has a strength field for each.
+(or a list) loads LoRA adapters as `generate` does; the page has a strength field for each. Every clip carries
+the watermark as `generate`'s do (`watermark=false` turns it off; the clip's metadata says which);
+`prompt_policy=<file>` refuses prompts as `generate` does, the page showing the rule.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ log = logging.getLogger(__name__)
 
 def build_server(cfg: DictConfig) -> StudioServer:
     """Load the model named by `cfg.model` and bind the server to `cfg.host`:`cfg.port` (not yet serving)."""
-    from audiodiff.generate import adapter_specs, model_path
+    from audiodiff.generate import adapter_specs, model_path, prompt_policy, watermark_option
     from audiodiff.pipeline import AudioDiffusionPipeline
     from audiodiff.utils.settings import flag
     from audiodiff.web.server import Studio, StudioServer
 
-    pipe = AudioDiffusionPipeline.from_pretrained(model_path(cfg), device=cfg.device)
+    pipe = AudioDiffusionPipeline.from_pretrained(model_path(cfg), device=cfg.device, watermark=watermark_option(cfg))
+    pipe.prompt_policy = prompt_policy(cfg)
     for path, strength in adapter_specs(cfg.get("adapter")):
         pipe.load_adapter(path, strength, force=flag(cfg, "force_adapter"))
     return StudioServer(Studio(pipe, keep=int(cfg.keep)), host=str(cfg.host), port=int(cfg.port))

@@ -25,7 +25,7 @@ from audiodiff.pipeline import AudioDiffusionPipeline
 
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv if "=" in a)
-    pipe = AudioDiffusionPipeline.from_pretrained(args["model"])
+    pipe = AudioDiffusionPipeline.from_pretrained(args["model"], watermark=False)  # the model alone
     rows = read_manifest(ensure_corpus(args.get("corpus", "music"), args.get("root", "data")), split="test")
     prompts, _ = held_out_prompts(rows, int(args.get("n", 8)), seed=0)
     duration, steps = float(args.get("duration", 32)), int(args.get("steps", 25))

@@ -138,7 +138,8 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sao-") as tmp:
         reference = reference_pipeline(args["size"], frames)
         reference.save_pretrained(Path(tmp) / "diffusers")
-        ours = AudioDiffusionPipeline.from_pretrained(convert(Path(tmp) / "diffusers", Path(tmp) / "export"), device)
+        ours = AudioDiffusionPipeline.from_pretrained(convert(Path(tmp) / "diffusers", Path(tmp) / "export"), device,
+                                                      watermark=False)  # parity and speed of the model alone
     reference.to(device)
     if args["compile"] == "true":
         ours.model.net = torch.compile(ours.model.net)

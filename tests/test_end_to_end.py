@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
+import audiodiff
+from audiodiff.audio.io import read_tags
 from audiodiff.benchmarks import ensure_corpus
 from audiodiff.config import compose_config
 from audiodiff.export import load_checkpoint
@@ -42,6 +44,12 @@ def test_training_writes_checkpoint_with_config_and_export(run):
     assert (run / "export" / "model.safetensors").is_file() and (run / "export" / "config.yaml").is_file()
     assert list((run / "previews").glob("step_*/0.wav")) and list((run / "previews").glob("step_*/0.png"))
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    # the licences of the clips it trained on (the sfx corpus is CC0): in the checkpoint, export.json and the card
+    licences = ckpt["audiodiff"]["licenses"]
+    assert list(licences) == ["CC0-1.0"] and 0 < licences["CC0-1.0"] <= 48
+    info = json.loads((run / "export" / "export.json").read_text())
+    assert info["licenses"] == licences and "license_warning" not in info
+    assert f"- CC0-1.0: {licences['CC0-1.0']} clips" in (run / "export" / "model_card.md").read_text()
 
 
 def test_rerun_resumes_instead_of_restarting(run):
@@ -137,9 +145,28 @@ def test_generate_cli_writes_audio_and_sidecar(run, tmp_path):
     meta = json.loads(wavs[0].with_suffix(".json").read_text())
     full = meta.pop("sampler_settings")
     assert full["name"] == "flow_heun" and full["steps"] == 2 and full["spacing"] == "default"
+    mark = meta.pop("watermark")  # on by default: the built-in method and the model's id as its message
+    assert mark["method"] == "spectral" and len(mark["message"]) == 4 and len(mark["key"]) == 12
+    model_hash, version, created = meta.pop("model_hash"), meta.pop("audiodiff_version"), meta.pop("created")
+    assert len(model_hash) == 64 and mark["message"] == model_hash[:4] and version == audiodiff.__version__
+    assert created.endswith("+00:00") and created[:2] == "20"
+    record = json.loads(read_tags(wavs[0])["comment"])  # the file itself says how it was made
+    assert record["model_hash"] == model_hash and record["prompt"] == "three short high beeps"
+    assert record["seed"] == 3 and record["sampler_settings"] == full and record["watermark"] == mark
     assert meta | {"model": None} == {"prompt": "three short high beeps", "seed": 3, "sampler": "flow_heun",
                                       "steps": 2, "guidance": 3.0, "duration": 0.5, "sample_rate": 16000,
                                       "channels": 1, "model": None}
+
+
+def test_generate_cli_watermark_false_writes_unmarked_audio_and_says_so(run, tmp_path):
+    clips = {}
+    for flag in ("true", "false"):
+        out = tmp_path / flag
+        cmd = [sys.executable, "-m", "audiodiff.generate", f"model={run / 'export'}", "prompt=rain", "seed=3",
+               "steps=2", "duration=1.0", f"watermark={flag}", f"out={out}"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        clips[flag] = (sf.read(out / "rain_seed3.wav")[0], json.loads((out / "rain_seed3.json").read_text()))
+    assert clips["false"][1]["watermark"] is False and clips["true"][1]["watermark"]["method"] == "spectral"
 
 
 def test_generate_cli_takes_negative_prompt_and_sampler_options(run, tmp_path):

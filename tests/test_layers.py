@@ -18,7 +18,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "audiodiff"
 
 LAYERS: dict[str, int] = {
-    "utils": 0, "audio": 0,
+    "utils": 0, "audio": 0, "watermark": 0,
     "nn": 1, "conditioning": 1, "diffusion": 1,
     "denoisers": 2, "vocoders": 2, "autoencoders": 2, "adversarial": 2,
     "representations": 3,

@@ -77,7 +77,7 @@ def _reference(pipe, steps: int, negative: str | None) -> torch.Tensor:
 def test_pipeline_equals_diffusers(source, converted, steps: int, negative: str | None):
     pipe, _ = source
     expected = _reference(pipe, steps, negative)
-    ours = AudioDiffusionPipeline.from_pretrained(converted)
+    ours = AudioDiffusionPipeline.from_pretrained(converted, watermark=False)  # parity: unmarked
     tree = _tree([1, 2])
     out = ours(PROMPTS, duration=SECONDS, steps=steps, guidance=7.0, seed=SEED,
                negative_prompts=negative, noise_sampler=lambda s, s_next: tree(torch.tensor(s), torch.tensor(s_next)))
@@ -90,7 +90,7 @@ def test_same_seeds_give_diffusers_audio(source, converted, steps: int):
     """With the converted model's default Brownian-tree noise, seeds alone reproduce diffusers: prompt i with seed s
     equals StableAudioPipeline given a generator seeded s (the initial noise and the scheduler's tree)."""
     pipe, _ = source
-    ours = AudioDiffusionPipeline.from_pretrained(converted)
+    ours = AudioDiffusionPipeline.from_pretrained(converted, watermark=False)
     assert ours.model.sampler.noise == "brownian"
     got = ours(PROMPTS, duration=SECONDS, steps=steps, guidance=7.0, seed=SEED).audio
     generators = [torch.Generator().manual_seed(SEED + i) for i in range(len(PROMPTS))]
@@ -105,15 +105,15 @@ def test_export_folder_is_ordinary(converted: Path):
     assert (converted / "text_encoder" / "config.json").is_file()
     assert (converted / "text_encoder" / "tokenizer_config.json").is_file()
     assert not any(k.startswith("text_encoder.") for k in load_file(str(converted / "model.safetensors")))
-    pipe = AudioDiffusionPipeline.from_pretrained(converted)
+    pipe = AudioDiffusionPipeline.from_pretrained(converted, watermark=False)
     assert pipe.sample_rate == tiny.SAMPLE_RATE and pipe.model.representation.channels == 2
     assert pipe.model.sampler.name == "dpmpp_2m_sde" and pipe.model.sampler.steps == 100
     assert pipe.model.sampler.noise == "brownian"
 
 
 def test_from_pretrained_converts_a_diffusers_folder(source, converted: Path):
-    direct = AudioDiffusionPipeline.from_pretrained(source[1])
-    loaded = AudioDiffusionPipeline.from_pretrained(converted)
+    direct = AudioDiffusionPipeline.from_pretrained(source[1], watermark=False)
+    loaded = AudioDiffusionPipeline.from_pretrained(converted, watermark=False)
     a = direct(PROMPTS[:1], duration=SECONDS, steps=2, seed=1).audio
     b = loaded(PROMPTS[:1], duration=SECONDS, steps=2, seed=1).audio
     assert torch.equal(a, b)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -400,7 +401,42 @@ def load_audio_noted(
     return wav.contiguous(), file_rate, shortfall
 
 
-def save_audio(path: str | Path, wav: Tensor, sample_rate: int, subtype: str | None = None) -> Path:
+TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license", "tracknumber", "genre")
+MAX_TAG_CHARS = 4000  # libsndfile keeps a few KB of strings per file
+
+
+def check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """`tags` as a plain dict after checking names (soundfile's metadata fields: WAV LIST/INFO chunks, FLAC and Ogg
+    Vorbis comments) and lengths; ValueError naming the first bad one."""
+    out: dict[str, str] = {}
+    for name, value in (tags or {}).items():
+        if name not in TAGS:
+            raise ValueError(f"tag {name!r}: expected one of {list(TAGS)}")
+        if not isinstance(value, str) or len(value) > MAX_TAG_CHARS:
+            raise ValueError(f"tag {name!r}: expected text of at most {MAX_TAG_CHARS} characters, got "
+                             f"{type(value).__name__} of length {len(value) if isinstance(value, str) else '?'}")
+        out[name] = value
+    return out
+
+
+def write_tagged(file: Any, data: np.ndarray, sample_rate: int, fmt: str, subtype: str,
+                 tags: Mapping[str, str] | None = None) -> None:
+    """`data` [T, C] written to `file` (a path or a binary file object) with metadata `tags` (see `check_tags`)."""
+    checked = check_tags(tags)
+    with sf.SoundFile(file, "w", sample_rate, data.shape[1], subtype=subtype, format=fmt) as out:
+        for name, value in checked.items():
+            setattr(out, name, value)
+        out.write(data)
+
+
+def read_tags(path: str | Path) -> dict[str, str]:
+    """The metadata strings of an audio file soundfile reads (empty for none)."""
+    with sf.SoundFile(str(path)) as f:
+        return dict(f.copy_metadata())
+
+
+def save_audio(path: str | Path, wav: Tensor, sample_rate: int, subtype: str | None = None,
+               tags: Mapping[str, str] | None = None) -> Path:
     """Write ``wav`` as WAV or FLAC (chosen by the extension) without ever leaving a half-written file.
 
     Args:
@@ -409,6 +445,8 @@ def save_audio(path: str | Path, wav: Tensor, sample_rate: int, subtype: str | N
         sample_rate: Hz (> 0).
         subtype: libsndfile subtype, default ``"PCM_16"`` (e.g. ``"PCM_24"``, ``"FLOAT"``,
             ``"PCM_U8"`` for WAV).
+        tags: metadata strings ({"title", "comment", "software", "date", ...}: :data:`TAGS`) written into the file
+            (WAV LIST/INFO, FLAC Vorbis comments).
 
     Returns:
         The destination path. The samples go to a temporary file in the same folder which is then renamed over
@@ -431,6 +469,7 @@ def save_audio(path: str | Path, wav: Tensor, sample_rate: int, subtype: str | N
         )
     if sample_rate <= 0:
         raise ValueError(f"{path}: sample_rate must be positive, got {sample_rate}")
+    check_tags(tags)
     if wav.ndim == 1:
         wav = wav.unsqueeze(0)
     if wav.ndim != 2:
@@ -448,7 +487,7 @@ def save_audio(path: str | Path, wav: Tensor, sample_rate: int, subtype: str | N
     # share or clobber one; the finished file gets mode 0o644 like every file the package writes.
     try:
         with atomic_path(path) as temp:
-            sf.write(temp, data, sample_rate, subtype=subtype, format=fmt)
+            write_tagged(temp, data, sample_rate, fmt, subtype, tags)
     except sf.LibsndfileError as error:
         raise AudioEncodeError(
             path, f"libsndfile could not encode {fmt}/{subtype}: {_libsndfile_message(error)}"

@@ -68,6 +68,14 @@ def _model_card(model_cfg: dict[str, Any], info: dict[str, Any]) -> str:
     for key in ("recipe", "run_dir", "global_step", "training_data", "init", "adapter", "adapters"):
         if key in info:
             lines.append(f"- {key.replace('_', ' ')}: {info[key]}")
+    if "licenses" in info:
+        lines += ["", "## Training data licences", ""]
+        if info["licenses"] is None:
+            lines.append("Not recorded (the training data named no manifest).")
+        else:
+            lines += [f"- {name}: {count} clips" for name, count in info["licenses"].items()]
+        if info.get("license_warning"):
+            lines += ["", f"**Warning:** this model was {info['license_warning']}."]
     lines += ["", "Load with `AudioDiffusionPipeline.from_pretrained(<this folder>)`.", ""]
     return "\n".join(lines)
 
@@ -80,6 +88,20 @@ def self_contained(model_cfg: dict[str, Any]) -> dict[str, Any]:
     if vocoder.get("_target_") not in FROM_EXPORT_TARGETS:
         return model_cfg
     return {**model_cfg, "vocoder": vocoder_inference_config(vocoder["folder"])}
+
+
+def read_info(folder: str | Path) -> dict[str, Any]:
+    """An export folder's `export.json` ({} when absent); ValueError naming the file when it is not a JSON object."""
+    path = Path(folder) / "export.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg})") from err
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info
 
 
 def read_export(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

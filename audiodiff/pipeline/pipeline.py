@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -37,17 +38,22 @@ from audiodiff.models.export_format import (
     WEIGHTS,
     carried_text_encoder,
     read_export,
+    read_info,
     with_local_parts,
     write_export,
 )
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
 from audiodiff.models.published import family_of
 from audiodiff.models.stable_audio_keys import KeyMapError
+from audiodiff.pipeline.policy import PromptPolicy
+from audiodiff.watermark import Watermarker, describe_mark, hex_bits, watermarker
 
 AudioInput = Tensor | str | Path  # samples [C, T] / [B, C, T] at the model's rate, or an audio file
 MIN_INPUT_SECONDS = 0.1
 WINDOW_SEED_STRIDE = 1_000_003  # window j of a long-form clip draws from seed + j · stride
 POSTERIOR_SEED_OFFSET = 7_919  # an audio-to-audio input's posterior sample draws from seed + this
+MIN_WATERMARK_RATE = 8_000  # Hz: models below this rate (tiny test models) cannot carry the mark's band
+_log = logging.getLogger(__name__)
 
 
 class ModelLoadError(ValueError):
@@ -62,29 +68,41 @@ class GenerationOutput:
     seeds: list[int]
     duration: float  # seconds
     joins: tuple[float, ...] = ()  # seconds where a continuation / long-form window's new content begins
+    watermark: dict[str, Any] | None = None  # the mark applied (method, key fingerprint, message); None: unmarked
+    license_warning: str | None = None  # the model's training-data licence warning (export.json), if any
 
 
 class AudioDiffusionPipeline:
-    """Prompt → waveform with a trained DiffusionModel (EMA weights)."""
+    """Prompt → waveform with a trained DiffusionModel (EMA weights). Every output carries an imperceptible
+    watermark (`audiodiff.watermark`, the built-in spectral method with the public key) whose message is the first
+    16 bits of the model's content hash, unless `watermark=False` (or set `pipe.watermark = None`); a Watermarker
+    (`audiodiff.watermark.watermarker(method, key)`) chooses another method or key."""
 
-    def __init__(self, model: DiffusionModel, model_id: str = "", config: dict[str, Any] | None = None) -> None:
+    def __init__(self, model: DiffusionModel, model_id: str = "", config: dict[str, Any] | None = None,
+                 watermark: bool | Watermarker = True) -> None:
         self.model = model.eval()
+        self.watermark: Watermarker | None = (watermarker() if watermark is True else None if watermark is False
+                                              else watermark)
         self.model_id = model_id
         self.config = config  # the export's config.yaml (what save_pretrained writes)
         self.adapters: dict[str, float] = {}  # LoRA adapters loaded: name → strength
         self.adapter_sources: dict[str, str] = {}  # name → the file it was read from
         self._base_hash: str | None = None
+        self.license_warning: str | None = None  # the export's warning about its training data's licences
+        self.prompt_policy: PromptPolicy | None = None  # refuses prompts before any work (`.policy`); None: off
 
     @property
     def sample_rate(self) -> int:
         return self.model.sample_rate
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> AudioDiffusionPipeline:
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        watermark: bool | Watermarker = True) -> AudioDiffusionPipeline:
         """Load an export folder (config.yaml + model.safetensors), or a training run directory through the
         `export/` folder training wrote into it. A training checkpoint is not loaded here: `python -m
         audiodiff.export run=<run dir or .ckpt>` turns it into an export folder (the generate command and the web
-        page do that for you). Building resolves only registered components (`audiodiff.models.registry`)."""
+        page do that for you). Building resolves only registered components (`audiodiff.models.registry`).
+        watermark: as for the constructor (True: the built-in mark; False: outputs unmarked)."""
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder")
@@ -98,7 +116,7 @@ class AudioDiffusionPipeline:
                 for name, file in encoder_files.items():
                     os.symlink(file.resolve(), Path(tmp) / name)
                 cfg = {**cfg, "text_encoder": {**cfg["text_encoder"], "name_or_path": tmp}}
-                return cls._build(cfg, state, str(path), device)
+                return cls._build(cfg, state, str(path), device, watermark)
         folder = path
         if path.is_dir() and not (path / WEIGHTS).exists() and (path / "export" / WEIGHTS).exists():
             folder = path / "export"  # a run directory whose training finished
@@ -108,22 +126,24 @@ class AudioDiffusionPipeline:
                                  f"first: python -m audiodiff.export run={path}")
         try:
             cfg, state = read_export(folder)
+            info = read_info(folder)
         except (FileNotFoundError, ValueError) as err:
             raise ModelLoadError(str(err)) from err
-        pipe = cls._build(with_local_parts(cfg, folder), state, str(folder), device)
+        pipe = cls._build(with_local_parts(cfg, folder), state, str(folder), device, watermark)
         pipe.model_id = str(path)
+        pipe.license_warning = info.get("license_warning") or None
         return pipe
 
     @classmethod
-    def _build(cls, cfg: dict[str, Any], state: dict[str, Tensor], source: str,
-               device: str | torch.device) -> AudioDiffusionPipeline:
+    def _build(cls, cfg: dict[str, Any], state: dict[str, Tensor], source: str, device: str | torch.device,
+               watermark: bool | Watermarker = True) -> AudioDiffusionPipeline:
         """The pipeline of a model config and its inference weights; errors name `source`."""
         try:
             model = build_model(cfg)
         except Exception as err:  # an unknown target, a missing key, a size that does not fit
             raise ModelLoadError(f"{source}: cannot build the model from its config: {err}") from err
         load_inference_state(model, state, source)
-        return cls(model.to(device), model_id=source, config=cfg)
+        return cls(model.to(device), model_id=source, config=cfg, watermark=watermark)
 
     @property
     def base_hash(self) -> str:
@@ -199,7 +219,7 @@ class AudioDiffusionPipeline:
         with _StepBar(settings.steps, progress) as bar:
             wav = self.model.generate(prompts, duration, settings, seed=seeds, negative_prompts=negative_prompts,
                                       callback=bar.callback, noise_sampler=noise_sampler)
-        return GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration)
+        return self._marked(GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration))
 
     def variation(self, audio: AudioInput, prompts: str | list[str], strength: float = 0.5,
                   steps: int | None = None, guidance: float | None = None, seed: int | list[int] = 0,
@@ -350,7 +370,28 @@ class AudioDiffusionPipeline:
         wav = self.model.representation.decode(z).float().cpu()
         samples = int(round(seconds * self.sample_rate))
         wav = torch.nn.functional.pad(wav, (0, max(0, samples - wav.shape[-1])))[..., :samples]
-        return GenerationOutput(wav, self.sample_rate, settings, seeds, seconds)
+        return self._marked(GenerationOutput(wav, self.sample_rate, settings, seeds, seconds))
+
+    @property
+    def watermark_bits(self) -> tuple[int, ...]:
+        """The message every mark of this pipeline carries: the first bits of `base_hash` (the model's id)."""
+        if self.watermark is None:
+            raise ValueError("this pipeline does not watermark (watermark=False)")
+        return hex_bits(self.base_hash, self.watermark.bits)
+
+    def _marked(self, output: GenerationOutput) -> GenerationOutput:
+        """`output` with the watermark embedded in every clip (unchanged when watermarking is off) and the model's
+        training-data licence warning attached."""
+        output = replace(output, license_warning=self.license_warning)
+        if self.watermark is None:
+            return output
+        if output.sample_rate < MIN_WATERMARK_RATE:
+            reason = f"sample rate {output.sample_rate} Hz is below the {MIN_WATERMARK_RATE} Hz the mark needs"
+            _log.warning("not watermarked: %s", reason)
+            return replace(output, watermark={"method": self.watermark.name, "skipped": reason})
+        bits = self.watermark_bits
+        return replace(output, audio=self.watermark.embed(output.audio, output.sample_rate, bits),
+                       watermark=describe_mark(self.watermark, bits))
 
     def _windowed(self, prompts: list[str], negative_prompts: list[str] | None, settings: SamplerSettings,
                   seeds: list[int], seconds: float, prefix: Tensor | None, context: float | None, crossfade: float,
@@ -414,12 +455,15 @@ class AudioDiffusionPipeline:
 
     def check_request(self, prompts: list[str], duration: float | None,
                       negative_prompts: list[str] | None) -> float:
-        """Validate prompts and duration; returns the duration in seconds to generate."""
+        """Validate prompts (the prompt policy, when set, refuses with PromptRefused naming the rule) and duration;
+        returns the duration in seconds to generate."""
         if not prompts:
             raise ValueError("prompts: expected at least one prompt, got none")
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise ValueError(f"prompts[{i}]: expected a non-empty text prompt, got {p!r}")
+            if self.prompt_policy is not None:
+                self.prompt_policy.check(p, f"prompt {p!r}")
         if negative_prompts is not None and len(negative_prompts) != len(prompts):
             raise ValueError(f"negative_prompts: expected {len(prompts)} (one per prompt), got {len(negative_prompts)}")
         duration = self.model.duration if duration is None else float(duration)
@@ -464,6 +508,9 @@ def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -
             "model": model_id, "sampler_settings": {**asdict(s), "guidance_interval": list(s.guidance_interval)}}
     if output.joins:
         meta["joins"] = [round(j, 4) for j in output.joins]
+    meta["watermark"] = output.watermark if output.watermark is not None else False
+    if output.license_warning:
+        meta["license_warning"] = output.license_warning
     return meta
 
 

@@ -3,6 +3,7 @@ export folder (`audiodiff.models.export_format`)."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import torch
 
 from audiodiff.models.build import model_config
 from audiodiff.models.export_format import self_contained, write_export
+
+log = logging.getLogger(__name__)
 
 
 def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -64,6 +67,20 @@ def export_run(run: str | Path, out: str | Path) -> Path:
             "training_data": cfg.get("data", {}).get("corpus") or cfg.get("data", {}).get("manifest")}
     if cfg.get("latent_cache"):
         card["latent_cache"] = cfg["latent_cache"]  # the digest of the latent cache it was trained on
+    card.update(license_card(ckpt["audiodiff"].get("licenses")))
     return write_export(out, inference_state(ckpt["state_dict"]), self_contained(model_config(cfg)), card)
+
+
+def license_card(counts: dict[str, int] | None) -> dict[str, Any]:
+    """The export.json fields of a run's training licences ({licence: clips}; None: not recorded): "licenses" and,
+    for clips under non-commercial or unknown licences, "license_warning" (also logged as a warning)."""
+    from audiodiff.data.licenses import license_warning
+
+    if counts is None:
+        return {"licenses": None}
+    warning = license_warning(counts)
+    if warning:
+        log.warning("export: this model was %s", warning)
+    return {"licenses": dict(counts), **({"license_warning": warning} if warning else {})}
 
 

@@ -147,7 +147,7 @@ def export_adapter(ema_state: dict[str, Any], started: dict[str, Any], cfg: Dict
 def export_finetune_run(last: Path, out: Path, cfg: DictConfig, started: dict[str, Any]) -> Path:
     """The export of a fine-tuning run's last checkpoint: a plain export for full fine-tuning; for LoRA the base
     model with the adapter merged in, and the adapter alone as `out/adapter.safetensors`."""
-    from audiodiff.training.checkpoints import export_run, inference_state, load_checkpoint
+    from audiodiff.training.checkpoints import export_run, inference_state, license_card, load_checkpoint
 
     if started["method"] == "full":
         export_run(last, out)
@@ -161,7 +161,8 @@ def export_finetune_run(last: Path, out: Path, cfg: DictConfig, started: dict[st
     ckpt = load_checkpoint(last)
     ema = {k[len("net."):]: v for k, v in inference_state(ckpt["state_dict"]).items() if k.startswith("net.")}
     info = {"recipe": cfg.get("name"), "global_step": ckpt.get("global_step"), "init": str(cfg.init),
-            "training_data": cfg.data.get("manifest") or cfg.data.get("corpus")}
+            "training_data": cfg.data.get("manifest") or cfg.data.get("corpus"),
+            **license_card(ckpt["audiodiff"].get("licenses"))}  # the fine-tuning clips' licences
     adapter_path = Path(cfg.run_dir) / ADAPTER_FILE
     export_adapter(ema, started, cfg, adapter_path, info)
     pipe = AudioDiffusionPipeline.from_pretrained(cfg.init)

@@ -32,15 +32,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import soundfile as sf
 import torch
 from PIL import Image
 from torch import Tensor
 
 from audiodiff.audio.image import spectrogram_image
+from audiodiff.audio.io import write_tagged
 from audiodiff.audio.mel import MelSpectrogram, log_compress
 from audiodiff.generate import slug
 from audiodiff.pipeline import AudioDiffusionPipeline, describe
+from audiodiff.pipeline.provenance import file_tags, provenance
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,11 @@ def spectrogram_png(wav: Tensor, sample_rate: int) -> bytes:
     return out.getvalue()
 
 
-def wav_bytes(wav: Tensor, sample_rate: int) -> bytes:
-    """wav [C, T] float at sample_rate Hz → a 16-bit PCM WAV file's bytes (samples clipped to [-1, 1])."""
+def wav_bytes(wav: Tensor, sample_rate: int, tags: dict[str, str] | None = None) -> bytes:
+    """wav [C, T] float at sample_rate Hz → a 16-bit PCM WAV file's bytes (samples clipped to [-1, 1]), with
+    metadata `tags` in its LIST/INFO chunk (`audiodiff.audio.io.TAGS`)."""
     out = io.BytesIO()
-    sf.write(out, wav.clamp(-1.0, 1.0).T.numpy(), sample_rate, format="WAV", subtype="PCM_16")
+    write_tagged(out, wav.clamp(-1.0, 1.0).T.numpy(), sample_rate, "WAV", "PCM_16", tags)
     return out.getvalue()
 
 
@@ -220,7 +222,8 @@ class Studio:
             meta["negative_prompt"] = request.negative_prompt
         if strengths:
             meta["adapters"] = {self.pipe.adapter_sources.get(name, name): value for name, value in strengths.items()}
-        result = Result(wav_bytes(wav, out.sample_rate), spectrogram_png(wav, out.sample_rate),
+        meta.update(provenance(self.pipe.base_hash))
+        result = Result(wav_bytes(wav, out.sample_rate, file_tags(meta)), spectrogram_png(wav, out.sample_rate),
                         f"{slug(request.prompt)}_seed{request.seed}.wav", meta)
         key = secrets.token_hex(8)
         with self._results_lock:

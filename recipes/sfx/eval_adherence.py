@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--watermark", choices=["on", "off"], default="on",
+                        help="score outputs as users get them (on, the default) or unmarked (off)")
     args = parser.parse_args()
 
     rows = read_manifest(ensure_corpus(args.corpus, args.root), split=args.split)
@@ -42,7 +44,7 @@ def main() -> None:
     raw = []
     lines: list[str] = []
     for model in args.models:
-        pipe = AudioDiffusionPipeline.from_pretrained(model, device=args.device)
+        pipe = AudioDiffusionPipeline.from_pretrained(model, device=args.device, watermark=args.watermark == "on")
         for g in args.guidance:
             label = "unconditional" if g == 0 else f"guidance {g:g}"
             res = evaluate_adherence(pipe, prompts, truths, args.corpus, g, args.steps, args.sampler, args.seed)

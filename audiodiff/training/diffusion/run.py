@@ -93,6 +93,19 @@ def trainer_plugins(cfg: DictConfig) -> list[Any]:
     return plugins
 
 
+def training_licenses(datamodule: Any) -> dict[str, int] | None:
+    """{licence: clips} of the training split of the datamodule's manifest (rows without a split included), or None
+    for data that names no manifest."""
+    from audiodiff.data.licenses import license_counts
+    from audiodiff.data.manifest import read_manifest
+
+    manifest = getattr(datamodule, "manifest_path", None)
+    if manifest is None:
+        return None
+    train_split = getattr(datamodule, "splits", {}).get("train", "train")
+    return license_counts(row for row in read_manifest(manifest()) if row.split in (None, train_split))
+
+
 def train(cfg: DictConfig) -> Path:
     """Train (or resume) the run described by `cfg`; returns the run directory, which ends with an `export/`.
 
@@ -113,7 +126,8 @@ def train(cfg: DictConfig) -> Path:
     started = start_from_init(model, cfg) if cfg.get("init") else None
     if isinstance(datamodule, LatentDataModule):  # its setup refuses a cache made for another representation
         datamodule.bind(model.representation, resolved["representation"])
-    task = DiffusionTask(model, optimizer=instantiate(cfg.optim), run_config=resolved, **cfg.task)
+    task = DiffusionTask(model, optimizer=instantiate(cfg.optim), run_config=resolved,
+                         licenses=training_licenses(datamodule), **cfg.task)
     callbacks = [
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),  # first: they see every step, even a last one
         GracefulStop(last),  # before the previews: a stopping step writes its checkpoint and nothing else

@@ -84,8 +84,9 @@ class DiffusionTask(L.LightningModule):
                  warmup_steps: int = 500, min_lr_ratio: float = 0.1, ema_decay: float = 0.999,
                  caption_dropout: float = 0.1, stats_batches: int = 8, text_cache_size: int = 100_000,
                  text_cache_file: str | None = None, max_nonfinite: int = 10, compile: bool = False,
-                 run_config: dict | None = None) -> None:
+                 run_config: dict | None = None, licenses: dict[str, int] | None = None) -> None:
         super().__init__()
+        self.licenses = licenses  # {licence: training clips}, recorded in every checkpoint for the model card
         self.model = model
         self.model.text_encoder.requires_grad_(False)
         self.ema = EMA(model.net, ema_decay)
@@ -249,6 +250,8 @@ class DiffusionTask(L.LightningModule):
                                    "representation": self.model.representation.signature(),
                                    "nonfinite_steps": self.nonfinite_steps,
                                    "consecutive_nonfinite": self._consecutive_nonfinite}
+        if self.licenses is not None:
+            checkpoint["audiodiff"]["licenses"] = self.licenses
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         own = self.state_dict()
