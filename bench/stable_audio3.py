@@ -168,7 +168,8 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sa3-") as tmp:
         reference = reference_pipeline(args["size"], args["kind"])
         reference.save_pretrained(Path(tmp) / "diffusers")
-        ours = AudioDiffusionPipeline.from_pretrained(convert(Path(tmp) / "diffusers", Path(tmp) / "export"), device)
+        ours = AudioDiffusionPipeline.from_pretrained(convert(Path(tmp) / "diffusers", Path(tmp) / "export"), device,
+                                                      watermark=False)  # speed of the model alone
     reference.to(device)
     reference.set_progress_bar_config(disable=True)
     if args["compile"] == "true":
