@@ -171,6 +171,7 @@ def run(cfg: DictConfig) -> list[Path]:
     mode = _mode(cfg)
     requests = plan(_rows(cfg), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
     pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device)
+    pipe.check_channels(checked.whole(cfg, "channels", minimum=1))
     adapters = adapter_specs(cfg.get("adapter"))
     for path, strength in adapters:
         pipe.load_adapter(path, strength, force=checked.flag(cfg, "force_adapter"))
