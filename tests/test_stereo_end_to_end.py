@@ -118,3 +118,29 @@ def test_tensorboard_gets_one_mono_track_per_channel():
     assert audio_tags("preview/0", 1) == ["preview/0"]
     assert audio_tags("preview/0", 2) == ["preview/0/left", "preview/0/right"]
     assert audio_tags("p", 3) == ["p/ch0", "p/ch1", "p/ch2"]
+
+
+def test_a_44k_stereo_staged_run_trains_vocoder_cache_and_diffusion(tmp_path):
+    """The staged recipe at 44.1 kHz in stereo (recipe=sfx_stereo's mel and data on debug_staged's tiny parts): the
+    mono vocoder trains on each channel, the cache holds [128 bands × 2 channels] latents, diffusion reads them."""
+    from audiodiff.data.latent_cache import LatentCache
+    from audiodiff.training.stages import run_stages
+
+    root = tmp_path / "data"
+    ensure_corpus("sfx_stereo", root, num_clips=32, workers=1)
+    run_dir = tmp_path / "run"
+    command = ["recipe=debug_staged", "mel=stereo_44k", "data.corpus=sfx_stereo", "data.channels=2",
+               f"data.root={root}", f"run_dir={run_dir}"]
+    assert run_stages(command) == [run_dir / "vocoder", run_dir / "encode", run_dir]
+    cache = LatentCache(run_dir / "encode" / "cache")
+    assert cache.latent_channels == 256 and cache.index["channels"] == 2
+    first = cache.clips("train")[0]
+    assert cache.latents(first).shape == (256, first.frames)
+    pipe = AudioDiffusionPipeline.from_pretrained(run_dir / "export")
+    assert (pipe.sample_rate, pipe.channels) == (44100, 2)
+    out = pipe("two beeps on the left", duration=0.5, steps=2)
+    assert out.audio.shape == (1, 2, 22050) and torch.isfinite(out.audio).all()
+    composed = compose_config("train", ["recipe=sfx_stereo"])
+    assert (composed.representation.sample_rate, composed.representation.channels, composed.data.channels) == (
+        44100, 2, 2)
+    assert composed.stages == ["vocoder", "encode", "diffusion"]

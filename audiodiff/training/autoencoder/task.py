@@ -133,8 +133,9 @@ class AutoencoderTask(GanTask):
     # ---- steps ----------------------------------------------------------------------------------------------
     def _mono(self, wav: Tensor) -> Tensor:
         if wav.ndim != 3 or wav.shape[1] != 1:
-            raise ValueError(f"AutoencoderTask: expected mono waveforms [B, 1, T] (data.channels=1), got shape "
-                             f"{tuple(wav.shape)}")
+            raise ValueError(f"AutoencoderTask: data.channels: expected 1, got waveforms of shape {tuple(wav.shape)} "
+                             f"[B, C, T]; the autoencoders are mono: train a multichannel model on the mel "
+                             f"representation (recipe=sfx_stereo: vocoder stage, then diffusion)")
         return wav.float()
 
     def _mel_reconstruction(self, wav: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
