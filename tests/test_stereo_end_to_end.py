@@ -144,3 +144,13 @@ def test_a_44k_stereo_staged_run_trains_vocoder_cache_and_diffusion(tmp_path):
     assert (composed.representation.sample_rate, composed.representation.channels, composed.data.channels) == (
         44100, 2, 2)
     assert composed.stages == ["vocoder", "encode", "diffusion"]
+
+
+def test_fine_tuning_reads_clips_with_the_exported_models_channels():
+    from audiodiff.training.finetune import model_channels
+
+    mel = "audiodiff.representations.mel.MelRepresentation"
+    assert model_channels({"_target_": mel, "channels": 2}, 1) == 2
+    assert model_channels({"_target_": mel}, 2) == 1  # a 0.1 export: mono
+    assert model_channels({"audio_channels": 2, "_target_": "x.Oobleck"}, 1) == 2
+    assert model_channels({"_target_": "x.Codec"}, 1) == 1
