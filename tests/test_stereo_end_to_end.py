@@ -42,6 +42,10 @@ def test_the_checkpoint_and_export_describe_a_stereo_mel_model(run):
     assert representation.mean.shape == (64,) and representation.is_fitted  # one set of band statistics
     previews = sorted((run / "previews").glob("step_*/0.wav"))
     assert previews and sf.info(previews[-1]).channels == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"audio": 0}).Reload()
+    assert {"preview/0/left", "preview/0/right"} <= set(events.Tags()["audio"])
 
 
 def test_pipeline_generates_two_channels_deterministically(run):
