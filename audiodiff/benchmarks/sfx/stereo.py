@@ -5,7 +5,7 @@ captions) placed in a stereo field by a constant-power pan law, plus a `pan` att
 left / centre / right with a generator of its own (so the mono corpus is untouched). Pan positions p in [-1, 1]
 (-1 hard left) are drawn from `PAN_POSITIONS`; the gains are `(cos θ, sin θ)` with `θ = (p + 1) π / 4`, so
 `gL² + gR² = 1` and the clip's BS.1770 loudness (which sums the two channels' powers) is the mono clip's. Left and
-right clips differ by 12.4–16 dB between the channels, centred ones by at most 1.4 dB.
+right clips differ by 12.4–22.1 dB between the channels, centred ones by at most 1.4 dB.
 
 Each caption is the mono clip's caption with the pan phrased once ("on the left", "from the right", "in the
 middle", ...): appended on training rows, put first on held-out (val / test) rows, so that held-out captions stay

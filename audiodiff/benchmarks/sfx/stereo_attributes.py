@@ -2,7 +2,7 @@
 
 - pan: the level difference between the channels, `10 log10(E_left / E_right)` over the clip's sounding frames
   (within 30 dB of its loudest frame, in either channel); "left" above +`PAN_SPLIT_DB`, "right" below
-  −`PAN_SPLIT_DB`, else "centre". The corpus puts left and right clips 12.4–16 dB apart and centred ones within
+  −`PAN_SPLIT_DB`, else "centre". The corpus puts left and right clips 12.4–22.1 dB apart and centred ones within
   1.4 dB, so the 6 dB split sits between them with margin on both sides.
 - loudness: BS.1770 (50 ms blocks) over both channels, as the corpus set it.
 - every other sfx attribute (kind, pitch, count, direction, envelope): :func:`extract_sfx` on the louder
