@@ -218,6 +218,7 @@ def run(cfg: DictConfig) -> list[Path]:
     requests = plan(_rows(cfg, policy), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
     pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device, watermark=watermark_option(cfg))
     pipe.prompt_policy = policy
+    pipe.check_channels(checked.whole(cfg, "channels", minimum=1))
     adapters = adapter_specs(cfg.get("adapter"))
     for path, strength in adapters:
         pipe.load_adapter(path, strength, force=checked.flag(cfg, "force_adapter"))

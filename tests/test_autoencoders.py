@@ -360,3 +360,36 @@ def test_from_export_refuses_a_folder_without_an_autoencoder(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"autoencoder": {"_target_": "os.system"}}))
     with pytest.raises(ValueError, match="_target_ one of"):
         from_export(tmp_path)
+
+
+# ---- stereo ---------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def test_a_stereo_representation_encodes_each_channel_with_the_mono_autoencoder():
+    torch.manual_seed(0)
+    for autoencoder, vocoder in ((mel_vae(4), griffinlim()), (WaveformVAE(**TINY_WAVE).remove_weight_norm(), None)):
+        mono = AutoencoderRepresentation(autoencoder, vocoder)
+        stereo = AutoencoderRepresentation(autoencoder, vocoder, channels=2)
+        assert (stereo.channels, stereo.latent_channels) == (2, 8) and stereo.mean.shape == (4,)
+        left, right = audio(2, 8000, 1), audio(2, 8000, 2)
+        stereo.fit_statistics([torch.cat([left, right], dim=1)])
+        mono.load_state_dict(stereo.state_dict())  # same statistics: the buffers keep the mono shapes
+        z = stereo.encode(torch.cat([left, right], dim=1))
+        torch.testing.assert_close(z[:, :4], mono.encode(left))
+        torch.testing.assert_close(z[:, 4:], mono.encode(right))
+        out = stereo.decode(z)
+        assert out.shape[:2] == (2, 2)
+        torch.testing.assert_close(out[:, 1:], mono.decode(z[:, 4:]))
+        with pytest.raises(ValueError, match=r"expected wav \[B, 2, T\] \(2 channel\(s\)\), got \(2, 1, 8000\)"):
+            stereo.encode(left)
+
+
+def test_the_autoencoder_stage_trains_on_each_channel_of_stereo_data(root, tmp_path):
+    stage_dir = train_autoencoder(compose_config("train", stage_overrides(root, tmp_path / "run", "mel_vae_tiny",
+                                                                          "data.channels=2")))
+    ckpt = load_checkpoint(stage_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 3 and ckpt["state_dict"]["autoencoder.mel.fitted"].item() is True
+    rep = instantiate(compose_config("train", ["representation=autoencoder", "autoencoder=mel_vae_tiny",
+                                               f"run_dir={tmp_path / 'run'}", "data.channels=2",
+                                               "autoencoder.channels=8", "autoencoder.latent_channels=4"]
+                                     ).representation)
+    assert (rep.channels, rep.latent_channels) == (2, 8)

@@ -58,6 +58,7 @@ def test_a_tiny_evaluation_writes_a_complete_report(setup, tmp_path):
     fad = summary["bands/fad"]
     assert fad["value"] >= 0 and fad["low"] <= fad["high"]
     assert card["n_prompts"] == 3 and card["embedders"]["bands"]["id"] == "band-energies-v1"
+    assert card["embedders"]["bands"]["channels"] == "mean downmix to mono"
     assert card["reference"]["n"] > 0 and len(card["reference"]["sha256"]) == 64
     assert card["sampler"]["steps"] == 2 and card["seed"] == 0
     assert Image.open(tmp_path / "eval" / "spectrograms.png").size[0] > 0
@@ -129,3 +130,30 @@ def test_training_refuses_attribute_checks_without_a_corpus(tmp_path):
                                    f"run_dir={tmp_path / 'run'}", "evaluation.every_n_steps=2"])
     with pytest.raises(ValueError, match="attribute checks need a built-in corpus"):
         train(cfg)
+
+
+class ChannelBandEnergies(BandEnergies):
+    """BandEnergies of each channel, concatenated: an embedder whose model takes two channels."""
+
+    id = "channel-band-energies-v1"
+    channels = 2
+
+    def embed(self, wavs, sample_rate):
+        return torch.cat([super(ChannelBandEnergies, self).embed([w[c:c + 1] for w in wavs], sample_rate)
+                          for c in range(2)], dim=1)
+
+
+def test_a_stereo_evaluation_scores_pan_and_names_how_each_embedder_reads_channels(tmp_path):
+    root = tmp_path / "data"
+    ensure_corpus("sfx_stereo", root, num_clips=48, workers=1)
+    cfg = compose_config("train", ["recipe=debug", f"data.root={root}", "data.corpus=sfx_stereo", "data.channels=2"])
+    torch.manual_seed(0)
+    pipe = AudioDiffusionPipeline(build_model(cfg), model_id=str(tmp_path / "model"))
+    settings = EvalSettings(corpus="sfx_stereo", root=str(root), n=3, steps=2, batch_size=3, n_boot=10,
+                            cache=str(tmp_path / "cache"))
+    report = evaluate_model(pipe, settings, tmp_path / "eval",
+                            {"bands": BandEnergies(), "stereo_bands": ChannelBandEnergies()})
+    assert report["attributes"]["pan"]["n"] == 3 and "attribute/pan" in report["summary"]
+    cards = report["card"]["embedders"]
+    assert cards["bands"]["channels"] == "mean downmix to mono"
+    assert cards["stereo_bands"]["channels"] == "2 channels embedded together"

@@ -225,7 +225,7 @@ def test_missing_model_names_the_fit_command(tmp_path):
 @pytest.mark.parametrize(
     ("wav", "sample_rate", "message"),
     [
-        (np.zeros((2, 1600), dtype=np.float32), SR, r"\[T\] or \[1, T\]"),
+        (np.zeros((1600, 2), dtype=np.float32), SR, r"\[T\] or \[C, T\] with C <= 8 channels"),  # [T, C]
         (np.zeros(0, dtype=np.float32), SR, "empty"),
         (np.full(1600, np.nan, dtype=np.float32), SR, "NaN"),
         (np.zeros(1600, dtype=np.float32), 0, "sample_rate"),

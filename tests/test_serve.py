@@ -23,7 +23,14 @@ from audiodiff.export import write_export
 from audiodiff.models.build import build_model, model_config
 from audiodiff.pipeline import AudioDiffusionPipeline, describe
 from audiodiff.serve import build_server
-from audiodiff.web.server import SPECTROGRAM_BANDS, SPECTROGRAM_FLOOR, Studio, StudioServer, display_mel
+from audiodiff.web.server import (
+    SPECTROGRAM_BANDS,
+    SPECTROGRAM_FLOOR,
+    SPECTROGRAM_GAP,
+    Studio,
+    StudioServer,
+    display_mel,
+)
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -138,6 +145,38 @@ def test_spectrogram_is_the_log_mel_of_the_clip(server, pipe, generated):
     expected = spectrogram_image(np.log(np.maximum(power, SPECTROGRAM_FLOOR))).astype(int)
     assert image.shape == expected.shape == (2 * SPECTROGRAM_BANDS, 1 + 8000 // 160, 3)
     assert np.abs(image - expected).max() <= 1  # float32 STFT vs librosa's float64, then rounding to uint8
+
+
+def test_a_stereo_model_is_served_as_a_two_channel_wav_with_a_spectrogram_per_channel(tmp_path):
+    cfg = compose_config("train", ["recipe=debug", "data.channels=2"])
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
+    stereo = AudioDiffusionPipeline.from_pretrained(write_export(tmp_path / "export", state, model_config(cfg)))
+    srv = StudioServer(Studio(stereo, keep=KEEP), port=0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, _, body = call(srv, "/api/generate", REQUEST)
+        assert status == 200, body
+        result = json.loads(body)
+        assert result["meta"]["channels"] == 2
+        _, _, audio = call(srv, result["audio"])
+        info = sf.info(io.BytesIO(audio))
+        assert (info.samplerate, info.channels, info.frames) == (16000, 2, 8000)
+        samples, _ = sf.read(io.BytesIO(audio), dtype="float64")
+        reference = stereo("two beeps", duration=0.5, steps=2, guidance=2.5, seed=7).audio[0].double()
+        np.testing.assert_allclose(samples.T, reference.clamp(-1, 1).numpy(), atol=1.0 / 32767 + 1e-6)
+        _, _, png = call(srv, result["spectrogram"])
+        image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        assert image.shape[0] == 2 * (2 * SPECTROGRAM_BANDS) + SPECTROGRAM_GAP  # left on top, a gap, right
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
 
 
 def test_negative_prompt_is_used_and_recorded(server, pipe):

@@ -140,8 +140,8 @@ def test_silence_and_tiny_clips_give_valid_attributes():
 
 
 def test_bad_input_raises_clear_errors():
-    with pytest.raises(ValueError, match=r"expected wav \[T\] or \[1, T\], got shape \(2, 100\)"):
-        extract_sfx(np.zeros((2, 100)), SR)
+    with pytest.raises(ValueError, match=r"expected wav \[T\] or \[C, T\] with C <= 8 channels, got shape \(100, 2\)"):
+        extract_sfx(np.zeros((100, 2)), SR)  # [T, C] (soundfile's layout) is not guessed at
     with pytest.raises(ValueError, match="NaN"):
         extract_sfx(np.full(SR, np.nan), SR)
     with pytest.raises(ValueError, match="empty"):
@@ -265,3 +265,11 @@ def test_command_help_and_bad_values(module, config, settings, tmp_path, capsys)
     captured = capsys.readouterr()
     assert len(captured.err.splitlines()) == 1 and captured.err.startswith("error: "), captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_a_multichannel_clip_is_read_from_its_downmix():
+    t = np.arange(SR) / SR
+    tone = (0.1 * np.sin(2 * np.pi * 600 * t)).astype(np.float32)
+    stereo = np.stack([tone, tone])
+    assert extract_sfx(stereo, SR) == extract_sfx(tone, SR)
+    assert extract_sfx(np.stack([tone, -tone]), SR)["loudness"] == "quiet"  # opposite channels cancel in the downmix

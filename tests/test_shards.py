@@ -517,3 +517,36 @@ def test_debug_recipe_trains_on_shards(tmp_path: Path) -> None:
     assert (run_dir / "export" / "model.safetensors").is_file()
     # A recipe that picks its own data group still takes the shards from the command line.
     assert compose_config("train", ["recipe=sfx", "data=shards", f"data.shards={out}"]).data.shards == str(out)
+
+
+# -- stereo ----------------------------------------------------------------------------------------------------
+
+
+def test_stereo_items_at_another_rate_equal_the_manifest_dataset_items(corpus: Path, tmp_path: Path) -> None:
+    """channels=2 at 44.1 kHz from clips at 8 and 16 kHz, mono and stereo: every clip is resampled to the asked rate,
+    a mono clip fills both channels, a stereo one keeps its own; shards and the manifest dataset agree."""
+    out = _shard_set(corpus, tmp_path / "shards", shard_size=3)
+    settings = {"sample_rate": 44100, "channels": 2, "train": False}
+    stream, reference = _stream(out, **settings), _reference(corpus, **settings)
+    items = list(stream)
+    assert [item["index"] for item in items] == [0, 1, 3, 4, 5, 6, 7]
+    for item in items:
+        assert item["wav"].shape == (2, round(44100 * SEGMENT))
+        _assert_same_item(item, reference[item["index"]])
+    assert all(torch.equal(item["wav"][0], item["wav"][1]) for item in items)  # every clip here is centred
+
+
+def test_a_six_channel_clip_is_skipped_naming_file_field_and_counts(tmp_path: Path) -> None:
+    src = tmp_path / "six"
+    src.mkdir()
+    _ramp(src / "ok.wav", 0.6, 0.1, channels=2)
+    _ramp(src / "surround.wav", 0.6, 0.2, channels=6)
+    manifest = write_manifest(src / "m.jsonl", [{"audio": "ok.wav", "caption": "ok", "split": "train"},
+                                                {"audio": "surround.wav", "caption": "5.1", "split": "train"}])
+    out = _shard_set(manifest, tmp_path / "shards")
+    stream = _stream(out, channels=2, train=False)
+    assert [item["index"] for item in stream] == [0]
+    (reason,) = stream.failures().values()
+    assert "channels: expected 2, got 6" in reason and "surround.wav" in reason
+    reference = _reference(manifest, channels=2, train=False)
+    assert reference[1]["index"] == 0  # the manifest dataset skips it too, to a readable clip

@@ -96,18 +96,22 @@ def integrated_loudness(wav: Tensor, sample_rate: int) -> float:
 
 
 def event_loudness(wav: np.ndarray, sample_rate: int) -> float:
-    """BS.1770 gated loudness of a mono `wav: [T]` (numpy) in LUFS, with :data:`EVENT_BLOCK_SECONDS` (50 ms)
-    gating blocks, 75 % overlap: the level of a sound while it sounds (see the module docstring for why this
-    differs from :func:`integrated_loudness`, and who depends on it).
+    """BS.1770 gated loudness of `wav: [T]` or `[C, T]` (numpy, 1 to 5 channels ordered [L, R, C, Ls, Rs]) in LUFS,
+    with :data:`EVENT_BLOCK_SECONDS` (50 ms) gating blocks, 75 % overlap: the level of a sound while it sounds (see
+    the module docstring for why this differs from :func:`integrated_loudness`, and who depends on it).
 
-    50 ms blocks measure a click like a held tone, which is also what a log-mel spectrogram shows. K-weighting and
-    both gates (-70 LUFS absolute, -10 LU relative) are pyloudnorm's. Clips shorter than one block are
-    zero-padded; silence gives :data:`SILENCE_LUFS` (a finite floor, unlike the standard meter's ``-inf``).
+    50 ms blocks measure a click like a held tone, which is also what a log-mel spectrogram shows. K-weighting,
+    the channel weights (the channels' powers add up) and both gates (-70 LUFS absolute, -10 LU relative) are
+    pyloudnorm's. Clips shorter than one block are zero-padded; silence gives :data:`SILENCE_LUFS` (a finite
+    floor, unlike the standard meter's ``-inf``).
     """
-    x = np.asarray(wav, dtype=np.float64).reshape(-1)
+    x = np.asarray(wav, dtype=np.float64)
+    x = x.T if x.ndim == 2 else x.reshape(-1)  # pyloudnorm takes [T] or [T, C]
+    if x.ndim == 2 and not 1 <= x.shape[1] <= len(_CHANNEL_WEIGHTS):
+        raise ValueError(f"event_loudness: 1 to {len(_CHANNEL_WEIGHTS)} channels, got wav of shape {wav.shape}")
     block = int(round(EVENT_BLOCK_SECONDS * sample_rate))
-    if x.size < block:
-        x = np.pad(x, (0, block - x.size))
+    if x.shape[0] < block:
+        x = np.pad(x, [(0, block - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
     if not np.any(x):
         return SILENCE_LUFS
     value = pyloudnorm.Meter(sample_rate, block_size=EVENT_BLOCK_SECONDS).integrated_loudness(x)

@@ -287,21 +287,27 @@ def log_decompress(log_mel: Tensor) -> Tensor:
 class NormalisedLogMel(torch.nn.Module):
     """z = (log(max(mel, floor)) − mean) / std per mel band, and back to a linear-magnitude mel.
 
-    wav: [B, 1, T] at `sample_rate` Hz ↔ z: [B, n_mels, T // hop_length + 1] (centred framing). The mel is a
-    magnitude (power 1) spectrogram with Slaney-normalised bands; `mean`/`std` [n_mels] are buffers fitted once on
-    training audio (:meth:`fit_statistics`), so they travel with checkpoints and exports. The mel representation and
-    the mel VAE both build on it.
+    wav: [B, C, T] at `sample_rate` Hz ↔ z: [B, C · n_mels, T // hop_length + 1] (centred framing), channel-major:
+    band k of audio channel c is row c · n_mels + k. Each channel gets its own mel (left and right, not mid and side:
+    a magnitude mel has no phase, so mid and side could not be recombined into left and right, while per-channel
+    mels decode with any mono vocoder and show a source's pan as a level difference between the two halves). The mel
+    is a magnitude (power 1) spectrogram with Slaney-normalised bands; `mean`/`std` [n_mels] are buffers fitted once
+    on training audio (:meth:`fit_statistics`) over every channel alike, so a sound normalises the same panned left
+    or right; they travel with checkpoints and exports. The mel representation and the mel VAE both build on it.
     """
 
     def __init__(self, sample_rate: int = DEFAULT_MEL.sample_rate, n_fft: int = DEFAULT_MEL.n_fft,
                  hop_length: int = DEFAULT_MEL.hop_length, n_mels: int = DEFAULT_MEL.n_mels,
                  f_min: float = DEFAULT_MEL.f_min, f_max: float | None = DEFAULT_MEL.f_max, scale: MelScale = "slaney",
-                 log_floor: float = DEFAULT_MEL.log_floor) -> None:
+                 log_floor: float = DEFAULT_MEL.log_floor, channels: int = 1) -> None:
         super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.n_mels = n_mels
+        self.channels = channels
         self.log_floor = log_floor
         self.mel = MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                                   f_min=f_min, f_max=f_max, power=1.0, scale=scale, norm="slaney")
@@ -314,30 +320,38 @@ class NormalisedLogMel(torch.nn.Module):
         return bool(self.fitted)
 
     def log_mel(self, wav: Tensor) -> Tensor:
-        """wav [B, 1, T] → unnormalised log-mel [B, n_mels, F] (natural log, floored at `log_floor`)."""
-        if wav.dim() != 3 or wav.shape[1] != 1:
-            raise ValueError(f"{type(self).__name__}.encode: expected wav [B, 1, T], got {tuple(wav.shape)}")
-        return log_compress(self.mel(wav[:, 0].float()), floor=self.log_floor)
+        """wav [B, C, T] → unnormalised log-mel [B, C · n_mels, F] (natural log, floored at `log_floor`)."""
+        if wav.dim() != 3 or wav.shape[1] != self.channels:
+            raise ValueError(f"{type(self).__name__}.encode: expected wav [B, {self.channels}, T] "
+                             f"({self.channels} channel(s)), got {tuple(wav.shape)}")
+        mel = log_compress(self.mel(wav.float()), floor=self.log_floor)  # [B, C, n_mels, F]
+        return mel.flatten(1, 2)
 
     @torch.no_grad()
     def fit_statistics(self, wavs: list[Tensor]) -> None:
-        """Per-band mean and std of the log-mel over a list of wav batches [B, 1, T]."""
-        logmel = torch.cat([self.log_mel(w.to(self.mean.device)).transpose(1, 2).reshape(-1, self.n_mels)
-                            for w in wavs])
+        """Per-band mean and std of the log-mel over a list of wav batches [B, C, T], every channel pooled."""
+        logmel = torch.cat([self.log_mel(w.to(self.mean.device)).unflatten(1, (self.channels, self.n_mels))
+                            .permute(0, 1, 3, 2).reshape(-1, self.n_mels) for w in wavs])
         self.mean.copy_(logmel.mean(0))
         self.std.copy_(logmel.std(0).clamp_min(1e-3))
         self.fitted.fill_(True)
 
+    def _band_stats(self) -> tuple[Tensor, Tensor]:
+        """mean, std as [C · n_mels, 1] columns (the per-band statistics repeated for every channel)."""
+        return self.mean.repeat(self.channels)[:, None], self.std.repeat(self.channels)[:, None]
+
     def encode(self, wav: Tensor) -> Tensor:
-        """wav [B, 1, T] → z [B, n_mels, F], roughly zero-mean unit-variance per band."""
-        return (self.log_mel(wav) - self.mean[:, None]) / self.std[:, None]
+        """wav [B, C, T] → z [B, C · n_mels, F], roughly zero-mean unit-variance per band."""
+        mean, std = self._band_stats()
+        return (self.log_mel(wav) - mean) / std
 
     def decode_mel(self, z: Tensor) -> Tensor:
-        """z [B, n_mels, F] → linear-magnitude mel [B, n_mels, F].
+        """z [B, C · n_mels, F] → linear-magnitude mel [B, C · n_mels, F].
 
         Log-magnitudes are clamped to [log(log_floor), log(n_fft)]: below the floor encoding never goes, and no
         full-scale signal's STFT magnitude exceeds n_fft, so the clamp only catches latents no audio produces
         (an untrained or diverged model) before exp() overflows.
         """
-        log_mel = z.float() * self.std[:, None] + self.mean[:, None]
+        mean, std = self._band_stats()
+        log_mel = z.float() * std + mean
         return torch.exp(log_mel.clamp(math.log(self.log_floor), math.log(self.n_fft)))

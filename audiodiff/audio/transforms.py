@@ -83,8 +83,8 @@ def to_channels(wav: Tensor, channels: int) -> Tensor:
     if have == 1:
         return wav.expand(channels, -1).clone()
     raise ValueError(
-        f"cannot convert {have} channels to {channels}: only a mean downmix to mono and duplication of mono "
-        "are defined"
+        f"channels: expected {channels}, got {have}; cannot convert {have} channels to {channels}: only a mean "
+        f"downmix to mono and duplication of mono are defined (a {have}-channel layout has no agreed downmix)"
     )
 
 

@@ -1,4 +1,5 @@
-"""The built-in benchmarks, synthesised locally: `sfx` (sound effects) and `music` (General MIDI renders).
+"""The built-in benchmarks, synthesised locally: `sfx` (sound effects), `sfx_stereo` (the same, panned) and `music`
+(General MIDI renders).
 
 Each corpus is one package (`sfx/`, `music/`) holding its synthesis and captions (`corpus`, `captions`), the
 extractors that read its attributes back from audio (`attributes`), their fitted weights (the .json / .npz beside
@@ -13,6 +14,7 @@ from pathlib import Path
 
 CORPORA: dict[str, str] = {
     "sfx": "audiodiff.benchmarks.sfx.corpus",
+    "sfx_stereo": "audiodiff.benchmarks.sfx.stereo",
     "music": "audiodiff.benchmarks.music.corpus",
 }
 

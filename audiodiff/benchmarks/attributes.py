@@ -1,7 +1,7 @@
 """Attribute extractors for the built-in corpora: read a clip's attributes back from its audio.
 
 `corpus_metrics(name)` gives a corpus's `(extract, score)` pair:
-`extract(wav [T] or [1, T], sample_rate) -> dict` and
+`extract(wav [C, T], sample_rate) -> dict` (C = 1, or 2 for `sfx_stereo`; mono extractors also take `[T]`) and
 `score(predicted, truth) -> {attribute: {accuracy, n, chance}}`. Each corpus's
 `audiodiff.benchmarks.<name>.attributes` defines both; the registry below names them.
 `asked_attributes(name, caption, attributes)` is the truth to score a clip generated from `caption` against:
@@ -21,6 +21,7 @@ Scorer = Callable[[list[dict], list[dict]], dict[str, dict[str, float]]]
 # corpus → (module, extractor function, scoring function)
 CORPUS_METRICS: dict[str, tuple[str, str, str]] = {
     "sfx": ("audiodiff.benchmarks.sfx.attributes", "extract_sfx", "score_attributes"),
+    "sfx_stereo": ("audiodiff.benchmarks.sfx.stereo_attributes", "extract_sfx_stereo", "score_stereo"),
     "music": ("audiodiff.benchmarks.music.attributes", "extract_music", "score_music"),
 }
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 
 from audiodiff.benchmarks import ensure_corpus
@@ -49,7 +50,8 @@ def check(
     rows = read_manifest(ensure_corpus(corpus, root), split=split)[:n]
     if not rows:
         raise ValueError(f"{root}/{corpus}: no rows in split {split!r}")
-    clips = [sf.read(r.audio, dtype="float32") for r in rows]
+    clips = [(wav.T if wav.ndim == 2 else wav, sr)  # [C, T] for multichannel files, as the extractors take them
+             for wav, sr in (sf.read(r.audio, dtype="float32") for r in rows)]
     truth = [dict(r.attributes) for r in rows]
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
@@ -69,7 +71,10 @@ def check(
         rate = rates.pop()
     for label, noise_db in conditions:
         start = time.perf_counter()
-        vocoded = griffinlim_roundtrip([wav for wav, _ in clips], sample_rate=rate, mel_noise_db=noise_db)
+        channels = [np.atleast_2d(wav) for wav, _ in clips]  # each channel goes through the mel on its own
+        flat = griffinlim_roundtrip([c for wav in channels for c in wav], sample_rate=rate, mel_noise_db=noise_db)
+        bounds = np.cumsum([0] + [len(wav) for wav in channels])
+        vocoded = [np.stack(flat[a:b]) if b - a > 1 else flat[a] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         timings[f"{label} synthesis"] = (time.perf_counter() - start) / len(rows)
         start = time.perf_counter()
         predicted = [extract(wav, rate) for wav in vocoded]

@@ -105,17 +105,18 @@ def segment_events(
 
 
 def mono_16k(wav: object, sample_rate: int, caller: str) -> np.ndarray:
-    """`wav: [T]` or `[1, T]` numpy array or torch tensor -> `[T]` float32 at SAMPLE_RATE Hz.
+    """`wav: [T]` or `[C, T]` numpy array or torch tensor -> `[T]` float32 at SAMPLE_RATE Hz; several channels are
+    downmixed by their mean (the mono extractors read the downmix; `sfx_stereo`'s reads the channels itself).
 
     Errors name `caller` (e.g. "extract_sfx") and the problem: wrong shape, empty, NaN/Inf, bad sample rate.
     """
     if hasattr(wav, "detach"):
         wav = wav.detach().cpu().float().numpy()
     x = np.asarray(wav, dtype=np.float32)
-    if x.ndim == 2 and x.shape[0] == 1:
-        x = x[0]
+    if x.ndim == 2 and 1 <= x.shape[0] <= 8:
+        x = x.mean(axis=0)
     if x.ndim != 1:
-        raise ValueError(f"{caller}: expected wav [T] or [1, T], got shape {x.shape}")
+        raise ValueError(f"{caller}: expected wav [T] or [C, T] with C <= 8 channels, got shape {x.shape}")
     if x.size == 0:
         raise ValueError(f"{caller}: got an empty waveform")
     if not np.all(np.isfinite(x)):

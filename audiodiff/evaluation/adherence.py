@@ -70,7 +70,7 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
         with torch.inference_mode():
             out = pipe(chunk, duration=duration, steps=steps, guidance=guidance, seed=seed + lo, sampler=sampler)
         for clip, asked in zip(out.audio, truths[lo: lo + batch_size], strict=True):
-            predicted.append(extract(clip[0].numpy(), out.sample_rate, reference=asked))
+            predicted.append(extract(clip.numpy(), out.sample_rate, reference=asked))  # [C, T]
     scores = {name: {**s, "p_value": above_chance_p_value(s["accuracy"], int(s["n"]), s["chance"])}
               for name, s in score(predicted, truths).items()}
     return AdherenceResult(guidance, scores, time.perf_counter() - start, tuple(predicted))

@@ -31,6 +31,7 @@ from audiodiff.benchmarks import ensure_corpus
 from audiodiff.benchmarks.attributes import asked_attributes, corpus_metrics
 from audiodiff.data.manifest import ManifestRow, read_manifest
 from audiodiff.evaluation.classifier_scores import inception_score, paired_kl
+from audiodiff.evaluation.embedders.base import channel_handling
 from audiodiff.evaluation.embedding_cache import EmbeddingCache
 from audiodiff.evaluation.fad import fad_bootstrap, fad_infinity
 from audiodiff.evaluation.memorization import calibrate_threshold, find_near_copies
@@ -133,7 +134,7 @@ def evaluate_model(pipe: AudioDiffusionPipeline, settings: EvalSettings, out_dir
     notes: list[str] = []
 
     extract, score = corpus_metrics(settings.corpus)
-    predicted = [extract(w.mean(0).numpy(), rate, reference=t)  # extractors read mono: stereo is downmixed
+    predicted = [extract(w.numpy(), rate, reference=t)  # [C, T]: each extractor reads the channels it needs
                  for w, t in tqdm(list(zip(wavs, truths, strict=True)), desc="attributes", unit="clip", leave=False)]
     attribute_scores = score(predicted, truths)
     for name, s in attribute_scores.items():
@@ -148,7 +149,8 @@ def evaluate_model(pipe: AudioDiffusionPipeline, settings: EvalSettings, out_dir
     cache = EmbeddingCache(settings.cache)
     embedder_cards: dict[str, Any] = {}
     for name, embedder in embedders.items():
-        embedder_cards[name] = {"id": embedder.id, "sample_rate": embedder.sample_rate}
+        embedder_cards[name] = {"id": embedder.id, "sample_rate": embedder.sample_rate,
+                                "channels": channel_handling(embedder)}
         gen = _embed_tensors(embedder, wavs, rate, f"{name}: generated")
         ref = _embed_files(embedder, cache, [r.audio for r in reference_rows], f"{name}: reference")
         fad = fad_bootstrap(gen, ref, n_boot=settings.n_boot, seed=settings.seed)

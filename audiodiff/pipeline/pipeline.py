@@ -95,6 +95,19 @@ class AudioDiffusionPipeline:
     def sample_rate(self) -> int:
         return self.model.sample_rate
 
+    @property
+    def channels(self) -> int:
+        """Audio channels C of what the model generates and edits (its representation's)."""
+        return int(self.model.representation.channels)
+
+    def check_channels(self, channels: int | None) -> None:
+        """Refuse a request for `channels` output channels other than the model's (None: the model's). A mono model
+        is never upmixed, nor a stereo one downmixed: duplicated or averaged channels are not what was asked for."""
+        if channels is not None and int(channels) != self.channels:
+            kind = {1: "mono", 2: "stereo"}.get(self.channels, f"{self.channels}-channel")
+            raise ValueError(f"channels: this model ({self.model_id}) generates {self.channels} channel(s) ({kind}), "
+                             f"got channels={channels}; use a model trained with data.channels={channels}")
+
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
                         watermark: bool | Watermarker = True) -> AudioDiffusionPipeline:

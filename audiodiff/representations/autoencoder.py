@@ -48,7 +48,9 @@ def _describe_spec(spec: list[int]) -> str:
 class AutoencoderRepresentation(Representation):
     """z = (posterior mean − mean) / std per latent channel; wav = decode(z · std + mean).
 
-    wav: [B, 1, T] at `sample_rate` Hz ↔ z: [B, D, L] with D the autoencoder's latent channels and
+    wav: [B, C, T] at `sample_rate` Hz ↔ z: [B, C · D, L] with D the autoencoder's latent channels (the autoencoder
+    is mono: each audio channel is encoded and decoded on its own, its latents stacked channel-major, left first, as
+    the mel representation stacks its mels; the statistics [D] are shared by the channels) and
     - waveform VAE: L = ceil(T / latent_hop) (T zero-padded); decode gives L · latent_hop samples;
     - mel VAE: L = ceil((T // hop_length + 1) / downsample) (the mel silence-padded); decode gives
       L · downsample mel frames, which the vocoder turns into (L · downsample − 1) · hop_length samples
@@ -70,8 +72,10 @@ class AutoencoderRepresentation(Representation):
     def __init__(self, autoencoder: VariationalAutoencoder, vocoder: nn.Module | None = None, *,
                  sample_rate: int | None = None, n_fft: int | None = None, hop_length: int | None = None,
                  n_mels: int | None = None, f_min: float | None = None, f_max: float | None = None,
-                 log_floor: float | None = None) -> None:
+                 log_floor: float | None = None, channels: int = 1) -> None:
         super().__init__()
+        if channels < 1:
+            raise ValueError(f"AutoencoderRepresentation: channels must be >= 1, got {channels}")
         expected = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels, "f_min": f_min, "f_max": f_max,
                     "log_floor": log_floor}
         _check_settings(autoencoder, sample_rate, {k: v for k, v in expected.items() if v is not None}, vocoder)
@@ -79,14 +83,14 @@ class AutoencoderRepresentation(Representation):
         self.vocoder = vocoder
         self.kind = autoencoder.kind
         self.sample_rate = autoencoder.sample_rate
-        self.channels = 1
-        self.latent_channels = autoencoder.latent_channels
+        self.channels = channels
+        self.latent_channels = channels * autoencoder.latent_channels
         self.latent_hop = autoencoder.latent_hop
         self.frame_rate = autoencoder.frame_rate
-        spec = [KINDS.index(self.kind), self.sample_rate, self.latent_hop, self.latent_channels,
+        spec = [KINDS.index(self.kind), self.sample_rate, self.latent_hop, autoencoder.latent_channels,
                 autoencoder.num_parameters()]
-        self.register_buffer("mean", torch.zeros(self.latent_channels))
-        self.register_buffer("std", torch.ones(self.latent_channels))
+        self.register_buffer("mean", torch.zeros(autoencoder.latent_channels))
+        self.register_buffer("std", torch.ones(autoencoder.latent_channels))
         self.register_buffer("fitted", torch.tensor(False))
         self.register_buffer("autoencoder_spec", torch.tensor(spec, dtype=torch.int64))
 
@@ -116,41 +120,54 @@ class AutoencoderRepresentation(Representation):
             return -(-mel_frames // self.autoencoder.downsample)
         return -(-samples // self.latent_hop)
 
-    def latents(self, wav: Tensor) -> Tensor:
-        """wav [B, 1, T] → the autoencoder's unnormalised posterior mean [B, D, L]."""
-        if wav.dim() != 3 or wav.shape[1] != 1:
-            raise ValueError(f"AutoencoderRepresentation.encode: expected mono wav [B, 1, T], got {tuple(wav.shape)}")
+    def _posterior_means(self, wav: Tensor) -> Tensor:
+        """wav [B, C, T] → the autoencoder's unnormalised posterior means of each channel [B · C, D, L]."""
+        if wav.dim() != 3 or wav.shape[1] != self.channels:
+            raise ValueError(f"AutoencoderRepresentation.encode: expected wav [B, {self.channels}, T] "
+                             f"({self.channels} channel(s)), got {tuple(wav.shape)}")
         weight = next(self.autoencoder.parameters())
-        return self.autoencoder.encode(wav.to(weight)).mean
+        return self.autoencoder.encode(wav.reshape(-1, 1, wav.shape[-1]).to(weight)).mean
+
+    def latents(self, wav: Tensor) -> Tensor:
+        """wav [B, C, T] → the unnormalised posterior means [B, C · D, L], channel-major."""
+        return self._posterior_means(wav).reshape(wav.shape[0], self.latent_channels, -1)
+
+    def _stats(self) -> tuple[Tensor, Tensor]:
+        """mean, std as [C · D, 1] columns (the per-latent-channel statistics repeated for every audio channel)."""
+        return self.mean.repeat(self.channels)[:, None], self.std.repeat(self.channels)[:, None]
 
     def encode(self, wav: Tensor) -> Tensor:
-        """wav [B, 1, T] → z [B, D, L], roughly zero-mean unit-variance per channel."""
-        z = self.latents(wav).to(self.mean.dtype)
-        return (z - self.mean[:, None]) / self.std[:, None]
+        """wav [B, C, T] → z [B, C · D, L], roughly zero-mean unit-variance per channel."""
+        mean, std = self._stats()
+        return (self.latents(wav).to(self.mean.dtype) - mean) / std
 
     def decode(self, z: Tensor) -> Tensor:
-        """z [B, D, L] → wav [B, 1, T'] at `sample_rate` Hz (T' as in the class docstring)."""
+        """z [B, C · D, L] → wav [B, C, T'] at `sample_rate` Hz (T' as in the class docstring)."""
         if z.dim() != 3 or z.shape[1] != self.latent_channels:
             raise ValueError(f"AutoencoderRepresentation.decode: expected z [B, {self.latent_channels}, L], "
                              f"got {tuple(z.shape)}")
         weight = next(self.autoencoder.parameters())
-        latent = (z.to(self.mean.dtype) * self.std[:, None] + self.mean[:, None]).to(weight)
+        mean, std = self._stats()
+        latent = (z.to(self.mean.dtype) * std + mean).to(weight)
+        latent = latent.reshape(-1, self.autoencoder.latent_channels, z.shape[-1])  # [B · C, D, L]
         if not isinstance(self.autoencoder, MelVAE):
-            return self.autoencoder.decode(latent)
-        if self.vocoder is None:
+            wav = self.autoencoder.decode(latent)
+        elif self.vocoder is None:
             raise RuntimeError("AutoencoderRepresentation.decode: a mel VAE needs a vocoder, and none is configured")
-        mel = self.autoencoder.mel.decode_mel(self.autoencoder.decode(latent))
-        return self.vocoder(mel).unsqueeze(1)
+        else:
+            wav = self.vocoder(self.autoencoder.mel.decode_mel(self.autoencoder.decode(latent)))
+        return wav.reshape(z.shape[0], self.channels, -1)
 
     @torch.no_grad()
     def fit_statistics(self, wavs: list[Tensor]) -> None:
-        """Per-channel mean and (unbiased) std of the posterior means over every latent frame of a list of wav
-        batches [B, 1, T]; a std below STD_FLOOR times the RMS std over channels is raised to it.
+        """Per-latent-channel mean and (unbiased) std of the posterior means over every latent frame of every audio
+        channel of a list of wav batches [B, C, T]; a std below STD_FLOOR times the RMS std over channels is raised
+        to it.
 
         Accumulated in float64 batch by batch with the pairwise update of Chan, Golub & LeVeque (1979).
         """
-        mean, std = channel_statistics((self.latents(w.to(self.mean.device)) for w in wavs), self.latent_channels,
-                                       "AutoencoderRepresentation")
+        mean, std = channel_statistics((self._posterior_means(w.to(self.mean.device)) for w in wavs),
+                                       self.autoencoder.latent_channels, "AutoencoderRepresentation")
         self.mean.copy_(mean)
         self.std.copy_(std)
         self.fitted.fill_(True)

@@ -28,23 +28,23 @@ def check_vocoder(vocoder: nn.Module, mel: MelSpectrogram, log_floor: float | No
 class MelRepresentation(NormalisedLogMel, Representation):
     """z = (log(max(mel, floor)) − mean) / std per mel band; wav = vocoder(exp(z · std + mean)).
 
-    wav: [B, 1, T] at `sample_rate` Hz ↔ z: [B, n_mels, T // hop_length + 1] (centred framing; `num_frames`
-    gives the count for a duration). The normalised log-mel is :class:`~audiodiff.audio.mel.NormalisedLogMel`
-    (`mean`/`std` buffers fitted once on training audio and stored with the model).
+    wav: [B, C, T] at `sample_rate` Hz ↔ z: [B, C · n_mels, T // hop_length + 1] (centred framing; `num_frames`
+    gives the count for a duration), one mel per audio channel stacked channel-major (left bands, then right). The
+    normalised log-mel is :class:`~audiodiff.audio.mel.NormalisedLogMel` (`mean`/`std` buffers fitted once on
+    training audio and stored with the model, shared by the channels).
 
     vocoder: a module mapping a linear-magnitude mel [B, n_mels, F] to wav [B, T] (e.g. GriffinLimVocoder or a
-    trained HiFi-GAN), or None for an encode-only representation.
+    trained HiFi-GAN), or None for an encode-only representation. It is mono: each channel is decoded on its own.
     """
 
     def __init__(self, sample_rate: int = DEFAULT_MEL.sample_rate, n_fft: int = DEFAULT_MEL.n_fft,
                  hop_length: int = DEFAULT_MEL.hop_length, n_mels: int = DEFAULT_MEL.n_mels,
                  f_min: float = DEFAULT_MEL.f_min, f_max: float | None = DEFAULT_MEL.f_max,
                  scale: Literal["slaney", "htk"] = "slaney", log_floor: float = DEFAULT_MEL.log_floor,
-                 vocoder: nn.Module | None = None) -> None:
+                 channels: int = 1, vocoder: nn.Module | None = None) -> None:
         super().__init__(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, f_min=f_min,
-                         f_max=f_max, scale=scale, log_floor=log_floor)
-        self.channels = 1
-        self.latent_channels = n_mels
+                         f_max=f_max, scale=scale, log_floor=log_floor, channels=channels)
+        self.latent_channels = channels * n_mels
         self.frame_rate = sample_rate / hop_length
         if vocoder is not None:
             check_vocoder(vocoder, self.mel, log_floor)
@@ -56,9 +56,13 @@ class MelRepresentation(NormalisedLogMel, Representation):
         return -(-samples // self.hop_length) + 1
 
     def decode(self, z: Tensor) -> Tensor:
-        """z [B, n_mels, F] → wav [B, 1, T]: (F − 1) · hop_length samples from Griffin-Lim, F · hop_length from
-        HiFi-GAN; callers crop to the length they asked for."""
+        """z [B, C · n_mels, F] → wav [B, C, T]: (F − 1) · hop_length samples from Griffin-Lim, F · hop_length from
+        HiFi-GAN; callers crop to the length they asked for. The channels go through the vocoder as one batch."""
         if self.vocoder is None:
             raise RuntimeError("MelRepresentation.decode: no vocoder configured")
-        wav = self.vocoder(self.decode_mel(z))
-        return wav.unsqueeze(1)
+        if z.dim() != 3 or z.shape[1] != self.latent_channels:
+            raise ValueError(f"MelRepresentation.decode: expected z [B, {self.latent_channels}, F] "
+                             f"({self.channels} × {self.n_mels} bands), got {tuple(z.shape)}")
+        mel = self.decode_mel(z)  # [B, C · n_mels, F]
+        wav = self.vocoder(mel.reshape(-1, self.n_mels, mel.shape[-1]))  # [B · C, T]
+        return wav.reshape(z.shape[0], self.channels, -1)

@@ -18,6 +18,15 @@ from audiodiff.audio.mel import MelSpectrogram, log_compress
 DISPLAY_N_FFT = 1024  # the preview spectrogram's STFT size
 
 
+def audio_tags(tag: str, channels: int) -> list[str]:
+    """TensorBoard audio is mono: `tag` for a mono clip, one tag per channel otherwise (`tag/left`, `tag/right` for
+    stereo, `tag/ch<c>` beyond)."""
+    if channels == 1:
+        return [tag]
+    names = ["left", "right"] if channels == 2 else [f"ch{c}" for c in range(channels)]
+    return [f"{tag}/{name}" for name in names]
+
+
 class AudioPreview(L.Callback):
     """Every `every_n_steps` optimizer steps (and at the end of training), sample `prompts` with the EMA weights and
     write `previews/step_NNNNNN/<i>.wav` and `.png` (log-mel) under `out_dir`, and log both to TensorBoard.
@@ -65,10 +74,12 @@ class AudioPreview(L.Callback):
             save_audio(folder / f"{i}.wav", clip.cpu(), model.sample_rate)
             log_mel = None
             if clip.shape[-1] > DISPLAY_N_FFT // 2:  # a clip shorter than the display STFT's padding has no image
-                log_mel = log_compress(self._mel(model.sample_rate)(clip.float().cpu().mean(0)))
+                # one display mel per channel, stacked with channel 0 (the left) on top: [C · n_mels, F]
+                log_mel = log_compress(self._mel(model.sample_rate)(clip.float().cpu().flip(0))).flatten(0, 1)
                 save_spectrogram(folder / f"{i}.png", log_mel)
             if tb is not None:
-                tb.add_audio(f"preview/{i}", clip[0].cpu().numpy(), step, sample_rate=model.sample_rate)
+                for tag, channel in zip(audio_tags(f"preview/{i}", clip.shape[0]), clip, strict=True):
+                    tb.add_audio(tag, channel.cpu().numpy(), step, sample_rate=model.sample_rate)
                 if log_mel is not None:
                     tb.add_image(f"preview/{i}", spectrogram_image(log_mel).astype(np.uint8), step,
                                  dataformats="HWC")

@@ -91,8 +91,18 @@ def init_config(cfg: DictConfig) -> DictConfig:
         cfg.data.segment_seconds = float(segment if segment is not None else model["duration"])
         # the clips are read with the model's audio channels (a stereo model such as a converted Stable Audio
         # Open: mono clips are duplicated into both channels, see audiodiff.data.dataset)
-        cfg.data.channels = int((model.get("representation") or {}).get("audio_channels", cfg.data.channels))
+        cfg.data.channels = model_channels(model.get("representation") or {}, int(cfg.data.channels))
     return cfg
+
+
+def model_channels(representation: dict, default: int) -> int:
+    """Audio channels of an exported model's representation config: `audio_channels` (Stable Audio's autoencoders),
+    `channels` of the mel representation (one mel per channel), else `default`."""
+    if "audio_channels" in representation:
+        return int(representation["audio_channels"])
+    if str(representation.get("_target_", "")).endswith("MelRepresentation"):
+        return int(representation.get("channels", 1))
+    return default
 
 
 def lora_settings(cfg: DictConfig) -> LoraSettings | None:

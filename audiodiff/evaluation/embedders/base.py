@@ -104,6 +104,14 @@ def make_id(name: str, settings: Mapping[str, object], digest: str) -> str:
     return f"{name}({listed})@sha256:{digest[:16]}"
 
 
+def channel_handling(embedder: object) -> str:
+    """How `embedder` treats multichannel audio, for report cards: "mean downmix to mono" (VGGish, PANNs, CLAP, the
+    contrastive embedder, as their references do) or "N channels embedded together" (an embedder whose model takes
+    N channels, such as a stereo EnCodec; a mono clip is duplicated into them)."""
+    channels = int(getattr(embedder, "channels", 1))
+    return "mean downmix to mono" if channels == 1 else f"{channels} channels embedded together"
+
+
 def prepare_clips(wavs: WavBatch, sample_rate: int, target_rate: int, channels: int, caller: str) -> list[Tensor]:
     """Check clips, convert them to `channels` and resample them to `target_rate` Hz.
 

@@ -123,7 +123,7 @@ class AutoencoderTask(GanTask):
         for i, batch in enumerate(loader):
             if i >= self.stats_batches:
                 break
-            wavs.append(batch["wav"].to(self.device))
+            wavs.append(self._mono(batch["wav"].to(self.device)))
         self.autoencoder.fit_input_statistics(wavs)
         log.info("fitted the autoencoder's input statistics on %d batches", len(wavs))
 
@@ -132,10 +132,11 @@ class AutoencoderTask(GanTask):
 
     # ---- steps ----------------------------------------------------------------------------------------------
     def _mono(self, wav: Tensor) -> Tensor:
-        if wav.ndim != 3 or wav.shape[1] != 1:
-            raise ValueError(f"AutoencoderTask: expected mono waveforms [B, 1, T] (data.channels=1), got shape "
-                             f"{tuple(wav.shape)}")
-        return wav.float()
+        """``wav [B, C, T]`` → ``[B · C, 1, T]``: the autoencoders are mono (the autoencoder representation encodes
+        each channel on its own), so every channel of multichannel audio is a training clip of its own."""
+        if wav.ndim != 3:
+            raise ValueError(f"AutoencoderTask: expected waveforms [B, C, T], got shape {tuple(wav.shape)}")
+        return wav.float().reshape(-1, 1, wav.shape[-1])
 
     def _mel_reconstruction(self, wav: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Mel VAE, from a posterior sample or its mean: (the silence-padded normalised log-mel x [B, n_mels, L · r],

@@ -95,10 +95,11 @@ class VocoderTask(GanTask):
 
     # ---- steps --------------------------------------------------------------------------------------------
     def _mono(self, wav: Tensor) -> Tensor:
-        if wav.ndim != 3 or wav.shape[1] != 1:
-            raise ValueError(f"VocoderTask: expected mono waveforms [B, 1, T] (data.channels=1), got shape "
-                             f"{tuple(wav.shape)}")
-        return wav[:, 0]
+        """``wav [B, C, T]`` → ``[B · C, T]``: the vocoder is mono (the mel representation decodes each channel on
+        its own), so every channel of multichannel audio is a training clip of its own."""
+        if wav.ndim != 3:
+            raise ValueError(f"VocoderTask: expected waveforms [B, C, T], got shape {tuple(wav.shape)}")
+        return wav.reshape(-1, wav.shape[-1])
 
     def reconstruct(self, wav: Tensor) -> Tensor:
         """``wav [B, T]`` -> the generator's reconstruction from its mel, ``[B, T]`` in float32 (under mixed precision
