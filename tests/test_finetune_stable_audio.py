@@ -90,3 +90,23 @@ def test_a_converted_stable_audio_model_fine_tunes_and_exports_on_its_own(base, 
         tuned_states = tuned.model.encode_text([CAPTION]).tokens
         plain_states = plain.model.encode_text([CAPTION]).tokens
     assert torch.equal(tuned_states, plain_states) != text
+
+
+def test_gradient_checkpointing_of_the_stable_audio_dit_gives_the_same_gradients():
+    from audiodiff.conditioning.types import Conditioning
+    from audiodiff.denoisers.stable_audio_dit import StableAudioDiT
+
+    torch.manual_seed(0)
+    net = StableAudioDiT(in_channels=8, width=32, depth=3, heads=4, kv_heads=2, context_dim=12, global_dim=6)
+    x, tau = torch.randn(2, 8, 10), torch.rand(2)
+    cond = Conditioning(torch.randn(2, 5, 12), torch.ones(2, 5, dtype=torch.bool), None, torch.randn(2, 6))
+    grads = []
+    for checkpointing in (False, True):
+        net.gradient_checkpointing = checkpointing
+        net.zero_grad()
+        out = net.train()(x, tau, cond)
+        out.square().mean().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=0)
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
