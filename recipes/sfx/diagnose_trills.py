@@ -13,7 +13,10 @@ Conditions, each over the test trills of the new-kinds set (`recipes/sfx/new_kin
 - one row per `--models` export: its clip for the first held-out caption of each test trill (25 flow Heun steps,
   guidance 3, seed = the clip's index, as `eval_new_kinds.py`);
 - with `--strengths`, one row per export and strength: the real trill noised to that strength and denoised by the
-  model towards its caption (`AudioDiffusionPipeline.variation`): whether the model keeps trills it is shown.
+  model towards its caption (`AudioDiffusionPipeline.variation`): whether the model keeps trills it is shown;
+- with `--one-step T`, one row per model (the base included): its single estimate x̂0 of the real trill from flow
+  time T (x_T = (1 - T) z + T ε, seed = the clip's position), decoded: what the denoiser makes of a trill it almost
+  sees.
 
 For each: how often the clip is read as a trill (`extract_with_new_kinds`), how often the detector's classifier
 says trill before the shape check, how often the pitch track has a trill's shape (`is_trill_shaped`), the medians of
@@ -118,6 +121,24 @@ def variations(model: str, rows: list[dict], clean: list[np.ndarray], strength: 
     return clips
 
 
+def one_step(model: str, rows: list[dict], clean: list[np.ndarray], t: float) -> list[np.ndarray]:
+    """`model`'s one-step estimate x̂0 of each real trill from flow time `t` (text: its first caption), decoded."""
+    pipe = AudioDiffusionPipeline.from_pretrained(model)
+    m, rep = pipe.model, pipe.model.representation
+    multiple = getattr(m.net, "length_multiple", 1)
+    clips = []
+    for i, (row, wav) in enumerate(zip(rows, clean, strict=True)):
+        with torch.no_grad():
+            z = rep.encode(torch.from_numpy(wav)[None, None])
+            length = z.shape[-1]
+            z = torch.nn.functional.pad(z, (0, (-length) % multiple), mode="replicate")
+            eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(i))
+            x0 = m.objective.denoise(m.net, (1 - t) * z + t * eps, torch.full((1,), t),
+                                     m.encode_text([row["caption"][0]]))[..., :length]
+            clips.append(rep.decode(x0).reshape(-1)[:wav.size].numpy())
+    return clips
+
+
 def notes_row(name: str, features: list[dict]) -> str:
     """One markdown row of the two-note measures (medians)."""
     return (f"| {name} | {np.median([f['second_db'] for f in features]):.1f} | "
@@ -153,6 +174,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="test trills to use")
     parser.add_argument("--patch", type=int, default=4, help="frames per denoiser position")
     parser.add_argument("--strengths", type=float, nargs="*", default=[], help="variation strengths to try")
+    parser.add_argument("--one-step", type=float, default=None, help="flow time of the one-step estimates")
     args = parser.parse_args()
 
     data = Path(args.data)
@@ -165,6 +187,9 @@ def main() -> None:
     conditions = {"clean": clean,
                   "mel+GL": [round_trip(base, w, None) for w in clean],
                   f"patch-mean+GL (patch {args.patch})": [round_trip(base, w, args.patch) for w in clean]}
+    if args.one_step is not None:
+        for model in [args.base, *args.models]:
+            conditions[f"one step from t={args.one_step}: {model}"] = one_step(model, rows, clean, args.one_step)
     for model in args.models:
         conditions[f"generated: {model}"] = generated(model, rows)
         for strength in args.strengths:
