@@ -57,15 +57,16 @@ def fixed_loss(pipe: AudioDiffusionPipeline, manifest: Path) -> float:
     return float(np.mean(losses))
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_a_converted_stable_audio_model_fine_tunes_and_exports_on_its_own(base, tmp_path, method):
+@pytest.mark.parametrize(("method", "text"), [("lora", False), ("full", False), ("lora", True)])
+def test_a_converted_stable_audio_model_fine_tunes_and_exports_on_its_own(base, tmp_path, method, text):
     plain = AudioDiffusionPipeline.from_pretrained(base)
     manifest = clips(tmp_path / "clips", plain.sample_rate, plain.model.duration)
     run_stages(["recipe=finetune", f"init={base}", "data=manifest", f"data.manifest={manifest}",
                 "data.batch_size=4", "data.num_workers=0", "trainer.max_steps=30", "trainer.val_check_interval=30",
                 "trainer.limit_val_batches=1", "task.warmup_steps=2", "task.ema_decay=0.5", "checkpoint_every=30",
                 "preview.prompts=[]", "optim.lr=3e-3", f"finetune={method}",
-                *(["finetune.rank=4"] if method == "lora" else []), f"run_dir={tmp_path / 'run'}"])
+                *(["finetune.rank=4"] if method == "lora" else []), f"finetune.train_text_encoder={text}",
+                f"run_dir={tmp_path / 'run'}"])
     export = tmp_path / "run" / "export"
     assert (export / "adapter.safetensors").exists() == (method == "lora")
     assert sorted(p.name for p in (export / "text_encoder").iterdir()) == \
@@ -83,3 +84,29 @@ def test_a_converted_stable_audio_model_fine_tunes_and_exports_on_its_own(base, 
     before, after = fixed_loss(plain, manifest), fixed_loss(tuned, manifest)
     print(f"{method}: loss on the clips {before:.4f} -> {after:.4f}")
     assert after < 0.9 * before
+    # a trained T5 goes into the export's weights (the copied T5 folder stays the source's)
+    assert tuned.trained_text_encoder == text
+    with torch.no_grad():
+        tuned_states = tuned.model.encode_text([CAPTION]).tokens
+        plain_states = plain.model.encode_text([CAPTION]).tokens
+    assert torch.equal(tuned_states, plain_states) != text
+
+
+def test_gradient_checkpointing_of_the_stable_audio_dit_gives_the_same_gradients():
+    from audiodiff.conditioning.types import Conditioning
+    from audiodiff.denoisers.stable_audio_dit import StableAudioDiT
+
+    torch.manual_seed(0)
+    net = StableAudioDiT(in_channels=8, width=32, depth=3, heads=4, kv_heads=2, context_dim=12, global_dim=6)
+    x, tau = torch.randn(2, 8, 10), torch.rand(2)
+    cond = Conditioning(torch.randn(2, 5, 12), torch.ones(2, 5, dtype=torch.bool), None, torch.randn(2, 6))
+    grads = []
+    for checkpointing in (False, True):
+        net.gradient_checkpointing = checkpointing
+        net.zero_grad()
+        out = net.train()(x, tau, cond)
+        out.square().mean().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=0)
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-5, atol=1e-7, msg=name)

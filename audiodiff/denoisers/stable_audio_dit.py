@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.denoisers.checks import check_latents, check_noise_level, global_inputs, text_context
@@ -119,12 +120,15 @@ class StableAudioDiT(nn.Module):
     heads of cross-attention (self-attention uses `heads` for both); context_dim: width E of cond.tokens (and of the
     cross-attention keys' input); global_dim: width of cond.globals_; time_features: Fourier features of τ;
     context_mask: honour cond.mask in cross-attention (the published model does not: False).
+    gradient_checkpointing: in training, keep only each block's input and recompute the block in the backward pass
+    (Chen et al. 2016): activation memory of one block instead of `depth`, for about one more forward pass.
     `pooled_dim` is accepted for the model builder and must be None (the model takes no pooled text).
     """
 
     def __init__(self, in_channels: int = 64, width: int = 1536, depth: int = 24, heads: int = 24,
                  kv_heads: int = 12, context_dim: int = 768, global_dim: int | None = 1536, time_features: int = 256,
-                 context_mask: bool = False, out_channels: int | None = None, pooled_dim: int | None = None) -> None:
+                 context_mask: bool = False, out_channels: int | None = None, pooled_dim: int | None = None,
+                 gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if heads < 1 or width % heads or (width // heads) % 4:
             raise ValueError(f"StableAudioDiT: heads must divide width into head sizes that are multiples of 4 "
@@ -142,6 +146,7 @@ class StableAudioDiT(nn.Module):
         self.context_dim, self.global_dim = context_dim, global_dim
         self.pooled_dim = None
         self.context_mask = context_mask
+        self.gradient_checkpointing = gradient_checkpointing
         self.time_embed = FourierTimeEmbedding(time_features)
         self.time_proj = nn.Sequential(nn.Linear(time_features, width), nn.SiLU(), nn.Linear(width, width))
         self.global_proj = nn.Sequential(nn.Linear(global_dim, width, bias=False), nn.SiLU(),
@@ -173,6 +178,9 @@ class StableAudioDiT(nn.Module):
         h = torch.cat([global_token[:, None, :], h], dim=1)                          # position 0: the global token
         rope = rotary_tables(length + 1, self.width // self.heads // 2, 10000.0, x.device)
         for block in self.blocks:
-            h = block(h, context, rope, mask)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(block, h, context, rope, mask, use_reentrant=False)
+            else:
+                h = block(h, context, rope, mask)
         out = self.proj_out(h).transpose(1, 2)[:, :, 1:]                             # [B, out, L]
         return out + self.conv_out(out)

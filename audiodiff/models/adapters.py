@@ -13,8 +13,10 @@ in full, and must match at least one Linear or Conv1d.
 
 The adapter file is one safetensors file: the adapter weights alone (peft's names, e.g. ``blocks.0.qkv.lora_A.weight``)
 and, in its metadata, JSON holding the LoRA settings, the resolved target modules, the denoiser it was trained for
-and the content hash of that base denoiser's weights (:func:`weights_hash`). Reading it runs no code: safetensors
-tensors and JSON only.
+and the content hash of that base denoiser's weights (:func:`weights_hash`). An adapter trained with the text encoder
+(`finetune.train_text_encoder`) also holds LoRA weights of the text encoder's attention projections, named
+``text_encoder.<module of the transformers model>.lora_A.weight``, and lists those modules as `text_modules`. Reading
+it runs no code: safetensors tensors and JSON only.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from audiodiff.utils.hashing import tensors_sha256
 
 ADAPTER_FORMAT = "audiodiff-lora-1"
 ADAPTER_FILE = "adapter.safetensors"
+TEXT_PREFIX = "text_encoder."  # adapter tensors of the text encoder's transformers model
 TargetKind = Literal["attention", "cross_attention", "feedforward", "conv"]
 TARGET_KINDS: tuple[str, ...] = ("attention", "cross_attention", "feedforward", "conv")
 DEFAULT_TARGETS: tuple[str, ...] = TARGET_KINDS
@@ -93,6 +96,8 @@ class Adapter:
         base_hash: :func:`weights_hash` of the base denoiser it was trained on.
         denoiser: the base denoiser's `_target_` (for messages).
         info: provenance (recipe, steps, ...), free-form.
+        text_modules: target modules of the text encoder's transformers model (their tensors are named with
+            :data:`TEXT_PREFIX`); empty when the text encoder did not train.
     """
 
     state: dict[str, Tensor]
@@ -101,10 +106,23 @@ class Adapter:
     base_hash: str
     denoiser: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    text_modules: tuple[str, ...] = ()
 
     @property
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.state.values())
+
+    def denoiser_part(self) -> Adapter:
+        """The adapter of the denoiser alone (the text encoder's tensors left out)."""
+        state = {k: v for k, v in self.state.items() if not k.startswith(TEXT_PREFIX)}
+        return Adapter(state, self.settings, self.modules, self.base_hash, self.denoiser, self.info)
+
+    def text_part(self) -> Adapter | None:
+        """The adapter of the text encoder's transformers model (names without :data:`TEXT_PREFIX`), or None."""
+        if not self.text_modules:
+            return None
+        state = {k[len(TEXT_PREFIX):]: v for k, v in self.state.items() if k.startswith(TEXT_PREFIX)}
+        return Adapter(state, self.settings, self.text_modules, self.base_hash, "the text encoder", self.info)
 
 
 def _is_conv(module: nn.Module) -> bool:
@@ -311,7 +329,7 @@ def save_adapter(path: str | Path, adapter: Adapter) -> Path:
     """Write `adapter` as one safetensors file (atomically): its tensors, and its settings as JSON metadata."""
     meta = {"format": ADAPTER_FORMAT, "audiodiff_version": __version__, "base_hash": adapter.base_hash,
             "denoiser": adapter.denoiser, "lora": asdict(adapter.settings), "modules": list(adapter.modules),
-            "info": adapter.info}
+            "text_modules": list(adapter.text_modules), "info": adapter.info}
     with atomic_path(path) as temp:
         save_file({k: v.detach().cpu().contiguous() for k, v in adapter.state.items()}, str(temp),
                   metadata={"audiodiff_adapter": json.dumps(meta)})
@@ -342,6 +360,6 @@ def read_adapter(path: str | Path) -> Adapter:
         settings = LoraSettings(rank=int(lora["rank"]), alpha=float(lora["alpha"]), dropout=float(lora["dropout"]),
                                 targets=tuple(lora["targets"]))
         return Adapter(state, settings, tuple(meta["modules"]), str(meta["base_hash"]), str(meta.get("denoiser", "")),
-                       dict(meta.get("info") or {}))
+                       dict(meta.get("info") or {}), tuple(meta.get("text_modules") or ()))
     except (KeyError, TypeError, ValueError) as err:
         raise AdapterError(f"{path}: malformed adapter metadata ({err})") from err

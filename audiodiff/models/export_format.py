@@ -20,6 +20,8 @@ from audiodiff.vocoders.trained import FROM_EXPORT_TARGETS
 from audiodiff.vocoders.trained import inference_config as vocoder_inference_config
 
 TEXT_ENCODER_DIR = "text_encoder"  # a text encoder an export folder carries (converted models' T5)
+# model.safetensors entries of a text encoder that a fine-tune trained: they replace the weights from its source
+TEXT_ENCODER_PREFIX = "text_encoder."
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 

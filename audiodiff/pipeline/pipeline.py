@@ -35,6 +35,7 @@ from audiodiff.models.conversion import ConversionError
 from audiodiff.models.export_format import (
     CONFIG,
     TEXT_ENCODER_DIR,
+    TEXT_ENCODER_PREFIX,
     WEIGHTS,
     carried_text_encoder,
     read_export,
@@ -90,6 +91,8 @@ class AudioDiffusionPipeline:
         self._base_hash: str | None = None
         self.license_warning: str | None = None  # the export's warning about its training data's licences
         self.prompt_policy: PromptPolicy | None = None  # refuses prompts before any work (`.policy`); None: off
+        # the text encoder's weights belong to the model (a fine-tune trained them): save_pretrained writes them
+        self.trained_text_encoder = False
 
     @property
     def sample_rate(self) -> int:
@@ -156,7 +159,9 @@ class AudioDiffusionPipeline:
         except Exception as err:  # an unknown target, a missing key, a size that does not fit
             raise ModelLoadError(f"{source}: cannot build the model from its config: {err}") from err
         load_inference_state(model, state, source)
-        return cls(model.to(device), model_id=source, config=cfg, watermark=watermark)
+        pipe = cls(model.to(device), model_id=source, config=cfg, watermark=watermark)
+        pipe.trained_text_encoder = any(k.startswith(TEXT_ENCODER_PREFIX) for k in state)
+        return pipe
 
     @property
     def base_hash(self) -> str:
@@ -187,7 +192,11 @@ class AudioDiffusionPipeline:
         name = name or f"adapter{len(self.adapters)}"
         if name in self.adapters or not name.isidentifier():
             raise ValueError(f"adapter name {name!r}: expected a new identifier (loaded: {sorted(self.adapters)})")
-        apply_adapter(self.model.net, source, name, float(strength))
+        text = source.text_part()
+        apply_adapter(self.model.net, source.denoiser_part(), name, float(strength))
+        if text is not None:  # LoRA of the text encoder's attention, trained with the denoiser's
+            apply_adapter(self.model.text_encoder.model, text, name, float(strength))
+            self.trained_text_encoder = True
         self.model.eval()
         self.adapters[name] = float(strength)
         self.adapter_sources[name] = where
@@ -200,17 +209,24 @@ class AudioDiffusionPipeline:
         if not math.isfinite(float(strength)):
             raise ValueError(f"strength: expected a finite number, got {strength!r}")
         set_adapter_strength(self.model.net, name, float(strength))
+        if hasattr(self.model.text_encoder, "model"):
+            set_adapter_strength(self.model.text_encoder.model, name, float(strength))
         self.adapters[name] = float(strength)
 
     def save_pretrained(self, out: str | Path, card: dict[str, Any] | None = None,
                         copies: dict[str, Path] | None = None) -> Path:
         """Write this model as a new export folder, the loaded adapters merged into the denoiser's weights at their
-        strengths (W + Σ strength · (alpha / r) · B A); `copies` ({name: file}) go into the folder too."""
+        strengths (W + Σ strength · (alpha / r) · B A); `copies` ({name: file}) go into the folder too. A text
+        encoder whose weights were trained (`trained_text_encoder`: its own weights in the loaded export, or an
+        adapter of it) is written too, its adapters merged; otherwise it loads from its source."""
         if self.config is None:
             raise ValueError("save_pretrained: this pipeline was not loaded from an export folder (no config)")
         own = {k: v for k, v in self.model.state_dict().items()
-               if not k.startswith("text_encoder.") and not k.startswith("net.")}
+               if not k.startswith(TEXT_ENCODER_PREFIX) and not k.startswith("net.")}
         state = {**own, **{f"net.{k}": v for k, v in merged_state(self.model.net).items()}}
+        if self.trained_text_encoder:
+            encoder = self.model.text_encoder.model
+            state.update({f"{TEXT_ENCODER_PREFIX}model.{k}": v for k, v in merged_state(encoder).items()})
         info = {"base": self.model_id, **({"adapters": dict(self.adapters)} if self.adapters else {}), **(card or {})}
         config, carried = self.config, carried_text_encoder(self.config)
         if carried:  # the text encoder this model's folder carries goes into the new folder too
@@ -489,9 +505,11 @@ class AudioDiffusionPipeline:
 
 
 def load_inference_state(model: DiffusionModel, state: dict[str, Tensor], source: str) -> None:
-    """Load `net.*`, `representation.*` and any `timing.*` weights; any other difference is an error naming both
-    sides."""
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
+    """Load `net.*`, `representation.*`, any `timing.*` weights and, when the export carries them, the
+    `text_encoder.*` weights a fine-tune trained (all of them, replacing those loaded from the encoder's source);
+    any other difference is an error naming both sides."""
+    carries_text = any(k.startswith(TEXT_ENCODER_PREFIX) for k in state)
+    own = {k: v for k, v in model.state_dict().items() if carries_text or not k.startswith(TEXT_ENCODER_PREFIX)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

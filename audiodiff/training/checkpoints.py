@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """From a DiffusionTask state dict, the weights inference needs: `net.*` from the EMA copy, and the model's
     other parts as they are: `representation.*` (statistics and any trained parts), `timing.*` (a timing
-    conditioner with weights, such as Stable Audio's seconds embedders). Text encoders are frozen and load from
-    their source."""
+    conditioner with weights, such as Stable Audio's seconds embedders). A frozen text encoder loads from its source;
+    one the run trained (`text_ema.average.*`, fine-tuning with `finetune.train_text_encoder`) is exported from its
+    EMA copy as `text_encoder.model.*`."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith("ema.average."):
             out["net." + key[len("ema.average."):]] = value
+        elif key.startswith("text_ema.average."):
+            out["text_encoder.model." + key[len("text_ema.average."):]] = value
         elif key.startswith("model.") and not key.startswith(("model.net.", "model.text_encoder.")):
             out[key[len("model."):]] = value
     if not any(k.startswith("net.") for k in out):

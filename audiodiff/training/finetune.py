@@ -9,6 +9,11 @@ sets one of those keys is refused, naming it. `finetune.method` says what trains
   `export/` holds the merged model (loadable like any export) and `export/adapter.safetensors`, the adapter alone
   with the base model's content hash and its LoRA settings;
 - ``full``: every denoiser weight; `export/` is a plain export.
+
+`finetune.train_text_encoder=true` trains the text encoder too: LoRA layers on its attention projections (same rank,
+alpha and dropout; they go into the adapter file, see :mod:`audiodiff.models.adapters`) or all its weights (full).
+The export then carries the text encoder's trained weights (`text_encoder.*` in `model.safetensors`, EMA-averaged
+like the denoiser's) instead of loading it from its source, and no text cache is used during training.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audiodiff.models.adapters import (
     ADAPTER_FILE,
+    TEXT_PREFIX,
     Adapter,
     LoraSettings,
     add_lora,
@@ -131,6 +138,7 @@ def start_from_init(model: DiffusionModel, cfg: DictConfig) -> dict[str, Any]:
         model.net.gradient_checkpointing = True
     settings = lora_settings(cfg)
     total = sum(p.numel() for p in model.net.parameters())
+    text_modules = unfreeze_text_encoder(model, settings) if cfg.finetune.get("train_text_encoder") else None
     if settings is None:
         model.net.requires_grad_(True)
         log.info("full fine-tuning of %s from %s: %d trainable parameters", type(model.net).__name__, folder, total)
@@ -140,16 +148,46 @@ def start_from_init(model: DiffusionModel, cfg: DictConfig) -> dict[str, Any]:
     trained = lora_parameter_count(model.net, modules, settings.rank)
     log.info("LoRA fine-tuning of %s from %s: rank %d on %d modules, %d trainable parameters (%.2f%% of %d)",
              type(model.net).__name__, folder, settings.rank, len(modules), trained, 100 * trained / total, total)
-    return {"base_hash": base_hash, "method": "lora", "settings": settings, "modules": modules}
+    return {"base_hash": base_hash, "method": "lora", "settings": settings, "modules": modules,
+            "text_modules": text_modules or []}
+
+
+def unfreeze_text_encoder(model: DiffusionModel, settings: LoraSettings | None) -> list[str]:
+    """Make `model`'s text encoder train: with LoRA `settings`, peft LoRA layers of the same rank, alpha and dropout
+    on the attention projections of its transformers model (returned, dotted names inside that model); without,
+    every weight ([] returned)."""
+    encoder = getattr(model.text_encoder, "model", None)
+    if not isinstance(encoder, torch.nn.Module):
+        raise FinetuneError(f"finetune.train_text_encoder: {type(model.text_encoder).__name__} has no transformers "
+                            f"model to train")
+    if settings is None:
+        encoder.requires_grad_(True)
+        log.info("the text encoder trains too: %d parameters", sum(p.numel() for p in encoder.parameters()))
+        return []
+    text_settings = LoraSettings(rank=settings.rank, alpha=settings.alpha, dropout=settings.dropout,
+                                 targets=("attention",))
+    modules = target_modules(encoder, text_settings)
+    add_lora(encoder, text_settings, modules)
+    log.info("the text encoder trains too: LoRA rank %d on its %d attention projections, %d parameters",
+             settings.rank, len(modules), lora_parameter_count(encoder, modules, settings.rank))
+    return modules
+
+
+def _lora_tensors(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The LoRA tensors of a peft-wrapped state (adapter "default"), under the adapter file's names."""
+    return {prefix + key.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): value
+            for key, value in state.items() if ".lora_A.default." in key or ".lora_B.default." in key}
 
 
 def export_adapter(ema_state: dict[str, Any], started: dict[str, Any], cfg: DictConfig, path: Path,
-                   info: dict[str, Any]) -> Adapter:
-    """Write the adapter of a LoRA run from its EMA denoiser state (peft names, adapter "default") to `path`."""
-    state = {key.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): value
-             for key, value in ema_state.items() if ".lora_A.default." in key or ".lora_B.default." in key}
+                   info: dict[str, Any], text_state: dict[str, Any] | None = None) -> Adapter:
+    """Write the adapter of a LoRA run from its EMA denoiser state (peft names, adapter "default") to `path`, with
+    the LoRA tensors of the text encoder's EMA state (`text_state`, names inside its transformers model) when the
+    text encoder trained."""
+    text_modules = tuple(started.get("text_modules") or ())
+    state = {**_lora_tensors(ema_state), **(_lora_tensors(text_state or {}, TEXT_PREFIX) if text_modules else {})}
     adapter = Adapter(state, started["settings"], tuple(started["modules"]), started["base_hash"],
-                      str(cfg.denoiser.get("_target_", "")), info)
+                      str(cfg.denoiser.get("_target_", "")), info, text_modules)
     save_adapter(path, adapter)
     return adapter
 
@@ -169,12 +207,14 @@ def export_finetune_run(last: Path, out: Path, cfg: DictConfig, started: dict[st
         pipe.model_id = str(cfg.init)  # recorded as the base
         return pipe.save_pretrained(out, card={k: v for k, v in card.items() if k != "audiodiff_version"})
     ckpt = load_checkpoint(last)
-    ema = {k[len("net."):]: v for k, v in inference_state(ckpt["state_dict"]).items() if k.startswith("net.")}
+    averaged = inference_state(ckpt["state_dict"])
+    ema = {k[len("net."):]: v for k, v in averaged.items() if k.startswith("net.")}
+    text = {k[len("text_encoder.model."):]: v for k, v in averaged.items() if k.startswith("text_encoder.model.")}
     info = {"recipe": cfg.get("name"), "global_step": ckpt.get("global_step"), "init": str(cfg.init),
             "training_data": cfg.data.get("manifest") or cfg.data.get("corpus"),
             **license_card(ckpt["audiodiff"].get("licenses"))}  # the fine-tuning clips' licences
     adapter_path = Path(cfg.run_dir) / ADAPTER_FILE
-    export_adapter(ema, started, cfg, adapter_path, info)
+    export_adapter(ema, started, cfg, adapter_path, info, text)
     pipe = AudioDiffusionPipeline.from_pretrained(cfg.init)
     pipe.load_adapter(adapter_path)
     return pipe.save_pretrained(out, card={**info, "adapter": ADAPTER_FILE, "base_hash": started["base_hash"]},

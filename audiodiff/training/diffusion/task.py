@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -64,6 +65,11 @@ def load_cached_statistics(representation: Representation, state: dict[str, Tens
 class DiffusionTask(L.LightningModule):
     """Trains `model.net` with `model.objective`; keeps an EMA copy that sampling, previews and export use.
 
+    The text encoder trains too when some of its weights require gradients (a fine-tune that unfreezes it,
+    `audiodiff.training.finetune`): those weights get an EMA copy of their own (`text_ema`, exported as the model's
+    text encoder), every caption is encoded at every step (no text cache: the states change as the encoder learns),
+    and checkpoints keep the encoder's weights.
+
     optimizer: a partial optimizer constructor (Hydra `_partial_: true`), called with the trainable parameters.
     warmup_steps / min_lr_ratio: the LR schedule; its length is the trainer's max_steps.
     caption_dropout: probability of replacing a caption by "" (the null condition) for classifier-free guidance.
@@ -88,8 +94,9 @@ class DiffusionTask(L.LightningModule):
         super().__init__()
         self.licenses = licenses  # {licence: training clips}, recorded in every checkpoint for the model card
         self.model = model
-        self.model.text_encoder.requires_grad_(False)
+        self.text_encoder_trains = any(p.requires_grad for p in model.text_encoder.parameters())
         self.ema = EMA(model.net, ema_decay)
+        self.text_ema = EMA(model.text_encoder.model, ema_decay) if self.text_encoder_trains else None
         if compile:  # in place: the forward is compiled on first use, parameter names (and checkpoints) unchanged
             self.model.net.compile()
         self.optimizer_factory = optimizer
@@ -115,7 +122,14 @@ class DiffusionTask(L.LightningModule):
         dm = self.trainer.datamodule
         latent = isinstance(dm, LatentDataModule)
         text_cache_file = self.text_cache_file or (dm.text_cache_file if latent else None)
-        if text_cache_file:
+        if text_cache_file and self.text_encoder_trains:
+            if self.text_cache_file:
+                raise ValueError(f"task.text_cache_file={self.text_cache_file}: cached text states cannot be used "
+                                 f"while the text encoder trains (finetune.train_text_encoder=true): its states "
+                                 f"change at every step; remove task.text_cache_file")
+            log.info("the latent cache's text states (%s) are not used: the text encoder trains, so captions are "
+                     "encoded at every step", text_cache_file)
+        elif text_cache_file:
             self.load_text_cache(str(text_cache_file))
         rep = self.model.representation
         if latent:
@@ -132,8 +146,13 @@ class DiffusionTask(L.LightningModule):
         self.text_cache_size = max(self.text_cache_size, len(states) + 1)
         self._text_cache.update(states)
 
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer steps: the denoiser's that train, then the text encoder's (if any)."""
+        return [p for p in itertools.chain(self.model.net.parameters(), self.model.text_encoder.parameters())
+                if p.requires_grad]
+
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.net.parameters() if p.requires_grad]
+        params = self.trainable_parameters()
         optimizer = self.optimizer_factory(params)
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -146,8 +165,9 @@ class DiffusionTask(L.LightningModule):
         return [c if k else "" for c, k in zip(captions, keep.tolist(), strict=True)]
 
     def encode_captions(self, captions: list[str]) -> Conditioning:
-        """Text states for a batch of captions, encoding only those not met before."""
-        if self.text_cache_size <= 0:
+        """Text states for a batch of captions, encoding only those not met before (all of them, with gradients,
+        while the text encoder trains)."""
+        if self.text_cache_size <= 0 or self.text_encoder_trains:
             return self.model.encode_text(captions)
         new = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
         if new:
@@ -184,20 +204,21 @@ class DiffusionTask(L.LightningModule):
             # Backward still runs (under DDP every rank must take part in the gradient all-reduce, and Lightning
             # refuses a None loss there): a zero that reaches every trainable parameter gives zero gradients, which
             # on_before_optimizer_step then drops.
-            params = [p for p in self.model.net.parameters() if p.requires_grad]
+            params = self.trainable_parameters()
             return torch.stack([p.sum() for p in params]).sum() * 0.0
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.model.net.parameters() if p.grad is not None]
+        params = self.trainable_parameters()
+        grads = [p.grad for p in params if p.grad is not None]
         if not self._skip_step:  # a non-finite loss was counted already
             flag = torch.stack([~torch.isfinite(g).all() for g in grads]).any() if grads else torch.tensor(False)
             self._skip_step = self._skip_nonfinite(flag.to(self.device), "gradient", is_flag=True)
             if not self._skip_step and grads:
                 self._consecutive_nonfinite = 0
         if self._skip_step:
-            for p in self.model.net.parameters():
+            for p in params:
                 p.grad = None  # the optimizer leaves parameters without gradients untouched
 
     def _skip_nonfinite(self, value: Tensor, what: str, is_flag: bool = False) -> bool:
@@ -228,24 +249,42 @@ class DiffusionTask(L.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if not self._skip_step:
             self.ema.update(self.model.net, self.global_step + 1)  # global_step counts this step only after the hook
+            if self.text_ema is not None:
+                self.text_ema.update(self.model.text_encoder.model, self.global_step + 1)
         self._skip_step = False
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """EMA loss with a fixed generator, so values are comparable across evaluations."""
         z = self.batch_latents(batch)
-        cond, weight = self.batch_conditioning(batch, list(batch["caption"]), z.shape[-1])
+        with self.averaged_text_encoder():
+            cond, weight = self.batch_conditioning(batch, list(batch["caption"]), z.shape[-1])
         gen = torch.Generator(device=z.device).manual_seed(self._val_generator_seed + batch_idx)
         loss = self.model.objective.loss(self.ema.average, z, cond, generator=gen, weight=weight)
         self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
         return loss
 
+    @contextmanager
+    def averaged_text_encoder(self) -> Iterator[None]:
+        """Within the block, the text encoder computes with its EMA weights (as the exported model will), when it
+        trains; otherwise nothing changes."""
+        if self.text_ema is None:
+            yield
+            return
+        encoder = self.model.text_encoder
+        live = encoder.model
+        encoder.model = self.text_ema.average
+        try:
+            yield
+        finally:
+            encoder.model = live
+
     # ---- checkpoints --------------------------------------------------------------------------------------
-    # The frozen text encoder is loaded from its source, not stored in every checkpoint.
+    # A frozen text encoder is loaded from its source, not stored in every checkpoint (one that trains is kept).
     _FROZEN_PREFIX = "model.text_encoder."
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if not k.startswith(self._FROZEN_PREFIX)}
+                                    if self.text_encoder_trains or not k.startswith(self._FROZEN_PREFIX)}
         checkpoint["audiodiff"] = {"version": __version__, "config": self.run_config,
                                    "representation": self.model.representation.signature(),
                                    "nonfinite_steps": self.nonfinite_steps,
@@ -255,7 +294,8 @@ class DiffusionTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         own = self.state_dict()
-        checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self._FROZEN_PREFIX)})
+        if not self.text_encoder_trains:
+            checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self._FROZEN_PREFIX)})
         saved = checkpoint.get("audiodiff", {})
         self.nonfinite_steps = int(saved.get("nonfinite_steps", 0))
         self._consecutive_nonfinite = int(saved.get("consecutive_nonfinite", 0))
