@@ -20,11 +20,11 @@ queries and keys; norms are RMS norms computed in float32.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.denoisers.checks import check_latents, check_noise_level, global_inputs, text_context
+from audiodiff.denoisers.stable_audio_dit import SwiGLU
 from audiodiff.nn.differential import (
     RMSNorm,
     differential_attention,
@@ -75,19 +75,6 @@ class DiffCrossAttention(nn.Module):
         q = tuple(self.q_norm(split_heads(p, self.heads)) for p in self.q(x).chunk(n, dim=-1))
         kv = [split_heads(p, self.heads) for p in self.kv(context).chunk(n + 1, dim=-1)]
         return self.out(differential_attention(q, tuple(self.k_norm(p) for p in kv[:n]), kv[-1]))
-
-
-class SwiGLU(nn.Module):
-    """Linear(W → 2·hidden), a · SiLU(gate), Linear(hidden → W), both with biases (Shazeer 2020)."""
-
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.proj_in = nn.Linear(width, 2 * hidden)
-        self.proj_out = nn.Linear(hidden, width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        a, gate = self.proj_in(x).chunk(2, dim=-1)
-        return self.proj_out(a * F.silu(gate))
 
 
 class StableAudio3Block(nn.Module):
