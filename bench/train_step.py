@@ -2,6 +2,7 @@
 
     python bench/train_step.py recipe=sfx_quick                       # one configuration
     python bench/train_step.py recipe=sfx_quick variants='|denoiser.patch=2|denoiser.patch=2;denoiser.channels=96'
+    python bench/train_step.py recipe=sfx_quick variants='|task.compile=true|trainer.precision=bf16-mixed'
 
 Also counts one step's FLOPs (forward and backward matrix products and attention, torch.utils.flop_counter) and the
 rate achieved, beside the machine's peak: on a known GPU (or with `peak_tflops=`) the bf16 dense peak, on a CPU the
@@ -61,6 +62,9 @@ def time_steps(cfg, steps: int, warmup: int, device: torch.device, tokens: int =
     with counter:  # one step, eagerly: matrix products and attention of forward and backward
         step()
     flops = counter.get_total_flops()
+    if cfg.task.get("compile", False):  # after counting: FLOPs are those of the eager step
+        net.compile()
+        warmup += 2  # the first compiled steps pay the compilation (forward, then backward)
     for _ in range(warmup):
         step()
     if device.type == "cuda":

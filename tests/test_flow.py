@@ -79,6 +79,25 @@ def test_loss_of_exact_x0_network_is_its_bayes_error():
     assert abs(loss.item() - bayes.item()) < 0.01
 
 
+def test_velocity_targets_with_x0_loss_equal_the_x0_loss_of_the_implied_estimate():
+    """loss_space="x0" with velocity targets is the x0 objective's loss of x̂0 = x_t - t·v̂: the same number as an
+    x0-predicting network that returns that estimate, on the same draws (and the exact network reaches the Bayes
+    error of x0-prediction)."""
+    gen = torch.Generator().manual_seed(3)
+    x0 = MU + STD * torch.randn(20000, 1, 4, generator=gen, dtype=torch.float64)
+    skewed = lambda x, t, c: 0.9 * ExactNet("velocity")(x, t, c)  # noqa: E731
+    implied = lambda x, t, c: x - t.view(-1, 1, 1) * skewed(x, t, c)  # noqa: E731
+    by_v = FlowMatching(prediction="velocity", loss_space="x0").loss(
+        skewed, x0, _cond(20000), generator=torch.Generator().manual_seed(4))
+    by_x0 = FlowMatching(prediction="x0").loss(implied, x0, _cond(20000), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(by_v, by_x0)
+    on_v = FlowMatching(prediction="velocity").loss(skewed, x0, _cond(20000),
+                                                    generator=torch.Generator().manual_seed(4))
+    assert on_v > 2 * by_v  # the velocity loss weighs low-noise errors by 1 / t²
+    with pytest.raises(ValueError, match="loss_space"):
+        FlowMatching(loss_space="eps")
+
+
 def test_loss_weight_masks_frames():
     obj = FlowMatching(prediction="x0")
     net = lambda x, t, c: torch.zeros_like(x)  # noqa: E731

@@ -256,7 +256,7 @@ def test_manifest_rows_follow_the_schema(corpus):
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert row.audio.parent == corpus.parent / "audio" and re.fullmatch(r"\d{6}\.wav", row.audio.name)
         assert row.duration == pytest.approx(info.frames / 16000, abs=1e-4) and row.sample_rate == 16000
-        assert row.license == "CC0-1.0" and row.source == "audiodiff sfx synthesiser v1, seed 7"
+        assert row.license == "CC0-1.0" and row.source == f"audiodiff sfx synthesiser v{sfx.VERSION}, seed 7"
         sfx.validate_attributes(row.attributes)
         wanted = (3, 5) if row.split == "train" else (3, 3)
         assert wanted[0] <= len(row.captions) <= wanted[1] and len(set(row.captions)) == len(row.captions)
@@ -294,6 +294,19 @@ def test_rebuild_replaces_a_corpus_and_refuses_foreign_folders(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="workers"):
         sfx.build(tmp_path / "x", seed=0, num_clips=5, workers=0)
+
+
+def test_ensure_corpus_rebuilds_a_corpus_from_an_older_synthesiser(tmp_path, capsys):
+    from audiodiff.benchmarks import ensure_corpus
+
+    manifest = ensure_corpus("sfx", tmp_path, num_clips=14, workers=1)
+    stamp = manifest.stat().st_mtime_ns
+    assert ensure_corpus("sfx", tmp_path, num_clips=14, workers=1).stat().st_mtime_ns == stamp  # current: kept
+    summary = json.loads((tmp_path / "sfx" / "corpus.json").read_text())
+    (tmp_path / "sfx" / "corpus.json").write_text(json.dumps({**summary, "version": sfx.VERSION + 1}))
+    ensure_corpus("sfx", tmp_path, num_clips=14, workers=1)
+    assert f"built by version {sfx.VERSION + 1} of the sfx synthesiser; rebuilding" in capsys.readouterr().err
+    assert json.loads((tmp_path / "sfx" / "corpus.json").read_text())["version"] == sfx.VERSION
 
 
 def test_prepare_builds_once_and_cli_reports(tmp_path):

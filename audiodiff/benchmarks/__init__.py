@@ -10,6 +10,8 @@ exposes `build(out_dir, *, seed, num_clips, workers) -> Path` returning the mani
 from __future__ import annotations
 
 import importlib
+import json
+import sys
 from pathlib import Path
 
 CORPORA: dict[str, str] = {
@@ -28,9 +30,24 @@ def corpus_module(name: str):
 
 def ensure_corpus(name: str, root: str | Path = "data", *, seed: int = 0, num_clips: int | None = None,
                   workers: int = 2) -> Path:
-    """Path of corpus `name`'s manifest under `root`, building the corpus first if it is not there yet."""
+    """Path of corpus `name`'s manifest under `root`, building the corpus first if it is not there yet, or again
+    when it was built by an older version of its synthesiser (`VERSION` against `corpus.json`'s `version`)."""
     out_dir = Path(root) / name
     manifest = out_dir / "manifest.jsonl"
+    module = corpus_module(name)
     if manifest.exists():
-        return manifest
-    return corpus_module(name).build(out_dir, seed=seed, num_clips=num_clips, workers=workers)
+        built = built_version(out_dir)
+        wanted = getattr(module, "VERSION", None)
+        if wanted is None or built == wanted:
+            return manifest
+        print(f"{out_dir}: built by version {built} of the {name} synthesiser; rebuilding it with version {wanted}",
+              file=sys.stderr)
+    return module.build(out_dir, seed=seed, num_clips=num_clips, workers=workers)
+
+
+def built_version(out_dir: Path) -> int | None:
+    """The synthesiser version recorded in `out_dir/corpus.json` (None when absent or unreadable)."""
+    try:
+        return json.loads((out_dir / "corpus.json").read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
