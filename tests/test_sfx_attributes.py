@@ -19,6 +19,7 @@ from audiodiff.benchmarks.sfx import corpus as sfx
 from audiodiff.benchmarks.sfx import fit as fit_sfx
 from audiodiff.benchmarks.sfx.attributes import extract_sfx, score_attributes
 from audiodiff.benchmarks.sfx.fit import fit
+from audiodiff.representations.mel import MelRepresentation
 
 SR = 16000
 
@@ -85,6 +86,23 @@ def test_accuracy_after_griffin_lim(fresh):
     speckled = griffinlim_roundtrip([wavs[i] for i in picked], batch_size=len(picked), mel_noise_db=8.0)
     shift = [loudness_lufs(a, SR) - loudness_lufs(b, SR) for a, b in zip(speckled, vocoded, strict=True)]
     assert abs(float(np.mean(shift))) < 1.5 and not np.allclose(speckled[0], vocoded[0])
+
+
+def test_roundtrip_through_a_wider_mel():
+    """`representation` picks the mel: 128 bands keep a tone's spectrum closer than the default 64."""
+    tone = _at_lufs(_tone(2900.0, 0.5) + _tone(3100.0, 0.5), -20.0).astype(np.float32)
+    default = griffinlim_roundtrip([tone])[0]
+    wide = griffinlim_roundtrip([tone], representation=MelRepresentation(n_mels=128))[0]
+    assert len(wide) == len(default) == len(tone) and not np.allclose(wide, default)
+
+    reference = np.abs(np.fft.rfft(tone))
+
+    def spectrum_error(wav: np.ndarray) -> float:
+        return float(np.abs(np.abs(np.fft.rfft(wav)) - reference).sum() / reference.sum())
+
+    assert spectrum_error(wide) < spectrum_error(default)
+    with pytest.raises(ValueError, match="22050"):
+        griffinlim_roundtrip([tone], sample_rate=22050, representation=MelRepresentation())
 
 
 def test_three_one_kilohertz_beeps():

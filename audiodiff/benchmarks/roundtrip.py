@@ -19,8 +19,9 @@ def griffinlim_roundtrip(
     n_iter: int = 32,
     seed: int = 0,
     mel_noise_db: float = 0.0,
+    representation: MelRepresentation | None = None,
 ) -> list[np.ndarray]:
-    """wav → magnitude mel (the default `MelRepresentation`) → `GriffinLimVocoder` → wav.
+    """wav → magnitude mel (the default `MelRepresentation`, or `representation`) → `GriffinLimVocoder` → wav.
 
     With `mel_noise_db > 0` every mel bin is first scaled by a log-normal factor (Gaussian in dB with that
     standard deviation, mean chosen so that the expected power is unchanged), a stand-in for the speckle of a
@@ -32,11 +33,17 @@ def griffinlim_roundtrip(
         n_iter: Griffin-Lim iterations (the project's vocoder config uses 32).
         seed: seeds the initial phase and the mel noise, so the result is reproducible.
         mel_noise_db: standard deviation of the per-bin mel perturbation in dB (0 = none).
+        representation: the mel to go through (e.g. `MelRepresentation(n_mels=128)`); its `sample_rate` must be
+            `sample_rate`. None = the default mel at `sample_rate`.
 
     Returns:
         The reconstructed clips, `[T_i]` float32 each, in input order.
     """
-    representation = MelRepresentation(sample_rate=sample_rate)
+    if representation is None:
+        representation = MelRepresentation(sample_rate=sample_rate)
+    elif representation.sample_rate != sample_rate:
+        raise ValueError(f"griffinlim_roundtrip: representation at {representation.sample_rate} Hz, clips at "
+                         f"{sample_rate} Hz")
     vocoder = GriffinLimVocoder.from_mel_spectrogram(representation.mel, n_iter=n_iter)
     order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))
     out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(wavs)
