@@ -1,0 +1,139 @@
+"""Few-step students (stage=distill init=TEACHER): the stage runs for a U-Net, a DiT and a converted Stable Audio Open
+model (tiny, random weights), the student exports with its few-step guidance-free sampler and loads like any model,
+its 2-step output approaches the teacher's many-step guided output, and what the method cannot serve is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_finetune import make_base
+
+from audiodiff.diffusion.objectives import FlowMatching
+from audiodiff.models.model import SamplerSettings
+from audiodiff.pipeline import AudioDiffusionPipeline
+from audiodiff.training.distill import (
+    DistillError,
+    DistillSettings,
+    check_teacher,
+    distill,
+    straight_points,
+    student_times,
+)
+from audiodiff.training.stages import run_stages
+
+CAPTION = "a rising chirp"
+
+
+def captions(folder: Path, count: int = 4) -> Path:
+    """A manifest whose captions the stage reads (the audio is never opened)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f'{{"audio": "clip{i}.wav", "caption": "{CAPTION}"}}\n' for i in range(count))
+    (folder / "manifest.jsonl").write_text(lines)
+    return folder / "manifest.jsonl"
+
+
+def run_distill(teacher: Path, tmp_path: Path, *extra: str) -> Path:
+    run_dir = tmp_path / "student"
+    run_stages(["recipe=debug", "stages=[distill]", "stage=distill", f"init={teacher}", "data=manifest",
+                f"data.manifest={captions(tmp_path / 'clips')}", f"run_dir={run_dir}", "stage.trajectories=4",
+                "stage.teacher_batch=4", "stage.teacher_steps=4", "stage.batch_size=4", "stage.max_steps=3",
+                "stage.warmup_steps=1", *extra])
+    return run_dir / "export"
+
+
+@pytest.mark.parametrize("denoiser", ["unet1d_tiny", "dit_tiny"])
+def test_stage_exports_a_student_that_loads(tmp_path: Path, denoiser: str) -> None:
+    export = run_distill(make_base(tmp_path / "teacher", denoiser), tmp_path)
+    pipe = AudioDiffusionPipeline.from_pretrained(export, watermark=False)
+    sampler = pipe.model.sampler
+    assert (sampler.name, sampler.steps, sampler.guidance, sampler.spacing) == ("flow_euler", 4, 1.0, "uniform")
+    assert (export / "teacher_samples.safetensors").exists() is False  # the samples stay in the run directory
+    out = pipe([CAPTION], seed=0)
+    assert out.audio.shape[0] == 1 and torch.isfinite(out.audio).all()
+    from audiodiff.models.export_format import read_info
+
+    info = read_info(export)
+    assert info["distilled"]["guidance"] == 3.0 and info["distilled"]["steps"] == [1, 2, 4, 8]
+
+
+def test_converted_stable_audio_open_distils(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    pytest.importorskip("torchsde")
+    import stable_audio_tiny as tiny
+
+    from audiodiff.models.stable_audio_convert import convert
+
+    tiny.save_diffusers_pipeline(tmp_path / "src")
+    teacher = convert(tmp_path / "src", tmp_path / "teacher")
+    export = run_distill(teacher, tmp_path)
+    pipe = AudioDiffusionPipeline.from_pretrained(export, watermark=False)
+    assert (pipe.model.sampler.name, pipe.model.sampler.guidance) == ("flow_euler", 1.0)
+    out = pipe([CAPTION], seed=0)
+    assert torch.isfinite(out.audio).all()
+
+
+@pytest.mark.parametrize("denoiser", ["unet1d_tiny", "dit_tiny"])
+def test_student_two_steps_approach_the_guided_teacher(tmp_path: Path, denoiser: str) -> None:
+    """Toy problem with a known answer: the teacher's 16-step guided endpoints of the training starts. After
+    distillation the 2-step student (guidance 1) lands much closer to them than the teacher does in 2 steps."""
+    pipe = AudioDiffusionPipeline.from_pretrained(make_base(tmp_path / "teacher", denoiser), watermark=False)
+    model = pipe.model
+    n = 8
+    settings = DistillSettings(steps=(1, 2), default_steps=2, trajectories=n, teacher_batch=n, batch_size=n,
+                               max_steps=150, lr=2e-3, warmup_steps=5, ema_decay=0.0)
+    frames = model.representation.num_frames(model.duration)
+    seeds = list(range(n))  # distill(seed=0) draws trajectory i from seed i
+
+    def error(settings_: SamplerSettings) -> float:
+        z = model.sample_latents([CAPTION] * n, frames, seeds, settings_)
+        return float(torch.mean((z - target) ** 2) / torch.mean(target**2))
+
+    from audiodiff.training.distill import teacher_samples
+
+    times = student_times(model.objective, (1, 2), "uniform", 1.0)
+    teacher = SamplerSettings(name="flow_heun", steps=16, guidance=3.0, spacing="uniform")
+    _, target = teacher_samples(model, [CAPTION] * n, frames, seeds, teacher, n, times)
+    before = error(SamplerSettings(name="flow_euler", steps=2, guidance=3.0, spacing="uniform"))
+    record = distill(pipe, [CAPTION], settings, tmp_path / "run")
+    after = error(SamplerSettings(name="flow_euler", steps=2, guidance=1.0, spacing="uniform"))
+    assert record["global_step"] == 150
+    print(f"{denoiser}: 2-step error relative to the teacher's endpoints {before:.3f} -> {after:.3f}")
+    assert after < 0.3 * before, (before, after)
+
+
+def test_straight_points_and_student_times() -> None:
+    objective = FlowMatching()
+    times = student_times(objective, (1, 2, 4, 8), "uniform", 1.0)
+    assert torch.allclose(times, torch.arange(8, 0, -1, dtype=torch.float64) / 8)  # nested grids: the 8-step one
+    start, x0 = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    assert torch.allclose(straight_points(start, x0, 1.0, torch.ones(2)), start)
+    assert torch.allclose(straight_points(start, x0, 0.9, torch.full((2,), 0.9)), start, atol=1e-6)
+    mid = straight_points(start, x0, 1.0, torch.full((2,), 0.25))
+    assert torch.allclose(mid, 0.75 * x0 + 0.25 * start)
+
+
+def test_refusals(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match="teacher_sampler: 'pingpong'"):
+        DistillSettings(teacher_sampler="pingpong")
+    with pytest.raises(DistillError, match="default_steps"):
+        DistillSettings(steps=(1, 2), default_steps=4)
+    pipe = AudioDiffusionPipeline.from_pretrained(make_base(tmp_path / "teacher", "unet1d_tiny"), watermark=False)
+    with pytest.raises(DistillError, match="distilled=.*few-step student already"):
+        check_teacher(pipe.model, {"distilled": {"teacher": "t"}}, "student")
+
+    class Unknown:
+        pass
+
+    pipe.model.objective = Unknown()  # type: ignore[assignment]
+    with pytest.raises(DistillError, match="diffusion._target_: Unknown"):
+        check_teacher(pipe.model, {}, "teacher")
+
+
+def test_a_student_is_not_distilled_again(tmp_path: Path) -> None:
+    export = run_distill(make_base(tmp_path / "teacher", "unet1d_tiny"), tmp_path / "first")
+    with pytest.raises(DistillError, match="few-step student already"):
+        run_distill(export, tmp_path / "second")
+    with pytest.raises(DistillError, match="give init="):
+        run_stages(["recipe=debug", "stages=[distill]", "stage=distill", f"run_dir={tmp_path / 'none'}"])
