@@ -137,3 +137,14 @@ def test_a_student_is_not_distilled_again(tmp_path: Path) -> None:
         run_distill(export, tmp_path / "second")
     with pytest.raises(DistillError, match="give init="):
         run_stages(["recipe=debug", "stages=[distill]", "stage=distill", f"run_dir={tmp_path / 'none'}"])
+
+
+def test_cpu_preset_composes_its_distill_stage() -> None:
+    from audiodiff.training.stages import _compose, compose_stage
+
+    overrides = ["recipe=sfx_quick_distill", "init=runs/sfx_quick/seed0/export"]
+    cfg = compose_stage(overrides, _compose(overrides), "distill")
+    settings = DistillSettings.from_config(cfg.stage)
+    assert (settings.trajectories, settings.max_steps, settings.max_seconds) == (3072, 8000, 1740)
+    assert (settings.guidance, settings.default_steps, settings.steps) == (3.0, 4, (1, 2, 4, 8))
+    assert cfg.stage.run_dir == "runs/sfx_quick_distill/seed0"
