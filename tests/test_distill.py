@@ -82,7 +82,7 @@ def test_student_two_steps_approach_the_guided_teacher(tmp_path: Path, denoiser:
     model = pipe.model
     n = 8
     settings = DistillSettings(steps=(1, 2), default_steps=2, trajectories=n, teacher_batch=n, batch_size=n,
-                               max_steps=150, lr=2e-3, warmup_steps=5, ema_decay=0.0)
+                               max_steps=100, lr=2e-3, warmup_steps=5, ema_decay=0.0)
     frames = model.representation.num_frames(model.duration)
     seeds = list(range(n))  # distill(seed=0) draws trajectory i from seed i
 
@@ -98,7 +98,7 @@ def test_student_two_steps_approach_the_guided_teacher(tmp_path: Path, denoiser:
     before = error(SamplerSettings(name="flow_euler", steps=2, guidance=3.0, spacing="uniform"))
     record = distill(pipe, [CAPTION], settings, tmp_path / "run")
     after = error(SamplerSettings(name="flow_euler", steps=2, guidance=1.0, spacing="uniform"))
-    assert record["global_step"] == 150
+    assert record["global_step"] == 100
     print(f"{denoiser}: 2-step error relative to the teacher's endpoints {before:.3f} -> {after:.3f}")
     assert after < 0.3 * before, (before, after)
 
@@ -148,3 +148,33 @@ def test_cpu_preset_composes_its_distill_stage() -> None:
     assert (settings.trajectories, settings.max_steps, settings.max_seconds) == (3072, 8000, 1740)
     assert (settings.guidance, settings.default_steps, settings.steps) == (3.0, 4, (1, 2, 4, 8))
     assert cfg.stage.run_dir == "runs/sfx_quick_distill/seed0"
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import audiodiff.training.distill as distill_module
+
+    teacher = make_base(tmp_path / "teacher", "unet1d_tiny")
+    settings = DistillSettings(trajectories=4, teacher_batch=4, teacher_steps=4, batch_size=4, max_steps=6,
+                               warmup_steps=1, checkpoint_every=3)
+
+    def student(run_dir: Path) -> dict[str, torch.Tensor]:
+        pipe = AudioDiffusionPipeline.from_pretrained(teacher, watermark=False)
+        distill(pipe, [CAPTION], settings, run_dir)
+        return pipe.model.net.state_dict()
+
+    straight = student(tmp_path / "straight")
+    calls = {"n": 0}
+    loss = distill_module.distillation_loss
+
+    def stopping(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # during step 5, after the state of step 3 was saved
+            raise KeyboardInterrupt
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "distillation_loss", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        student(tmp_path / "stopped")
+    monkeypatch.setattr(distill_module, "distillation_loss", loss)
+    resumed = student(tmp_path / "stopped")
+    assert all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)

@@ -51,6 +51,7 @@ from audiodiff.models.model import DiffusionModel, SamplerSettings
 from audiodiff.pipeline import AudioDiffusionPipeline
 from audiodiff.training.ema import EMA
 from audiodiff.training.finetune import init_folder
+from audiodiff.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ DETERMINISTIC_SAMPLERS = ("flow_euler", "flow_heun", "ddim", "euler", "heun", "d
 # The student's sampler: an x̂0-prediction Euler step moves along the straight path it was trained on.
 STUDENT_SAMPLER = "flow_euler"
 TEACHER_FILE = "teacher_samples.safetensors"
+STATE_FILE = "checkpoints/distill_last.pt"  # the training state a rerun resumes from
 
 
 class DistillError(ValueError):
@@ -86,6 +88,7 @@ class DistillSettings:
     warmup_steps: int = 50
     ema_decay: float = 0.995
     max_seconds: float = math.inf
+    checkpoint_every: int = 500
 
     def __post_init__(self) -> None:
         if not self.steps or any(k < 1 for k in self.steps):
@@ -226,8 +229,10 @@ def training_captions(data: DictConfig) -> list[str]:
 
 def distill(pipe: AudioDiffusionPipeline, captions: list[str], settings: DistillSettings, run_dir: Path,
             seed: int = 0, text_cache: str | None = None) -> dict[str, Any]:
-    """Train `pipe.model`'s denoiser in place into a few-step student of itself (module docstring); teacher samples
-    are kept in `run_dir` (a rerun reuses them). Returns what the export records (steps trained, seconds)."""
+    """Train `pipe.model`'s denoiser in place into a few-step student of itself (module docstring). The teacher
+    samples and, every `checkpoint_every` steps and at the end, the training state are kept in `run_dir`: a rerun
+    reuses the samples and goes on from the saved step (`max_seconds` counts each run's own time). Returns what the
+    export records (steps trained, seconds)."""
     started = time.monotonic()
     model = pipe.model
     times = student_times(model.objective, settings.steps, settings.spacing, settings.shift)
@@ -250,7 +255,8 @@ def distill(pipe: AudioDiffusionPipeline, captions: list[str], settings: Distill
         model.eval()
         start, end = teacher_samples(model, chosen, frames, seeds, teacher, settings.teacher_batch, times)
         teacher_seconds = time.monotonic() - started
-        save_file({"start": start, "end": end, "seconds": torch.tensor(teacher_seconds)}, str(samples_file))
+        with atomic_path(samples_file) as tmp:
+            save_file({"start": start, "end": end, "seconds": torch.tensor(teacher_seconds)}, str(tmp))
         log.info("teacher samples: %d in %.0f s (%s, %d steps, guidance %g)", len(start), teacher_seconds,
                  settings.teacher_sampler, settings.teacher_steps, settings.guidance)
     condition = conditioner(model, chosen, text_cache)
@@ -263,6 +269,21 @@ def distill(pipe: AudioDiffusionPipeline, captions: list[str], settings: Distill
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.max_steps))
     device = next(net.parameters()).device
     step, losses = 0, []
+    state_file = run_dir / STATE_FILE
+    parts = {"net": net, "ema": ema, "optimizer": optimizer, "schedule": schedule}
+
+    def save_state() -> None:
+        with atomic_path(state_file) as tmp:
+            torch.save({"step": step, "losses": losses[-50:], "generator": generator.get_state(),
+                        **{k: v.state_dict() for k, v in parts.items()}}, tmp)
+
+    if state_file.is_file():  # a rerun goes on from the last saved step, with the same batches to come
+        saved = torch.load(state_file, map_location=device, weights_only=True)
+        for key, part in parts.items():
+            part.load_state_dict(saved[key])
+        step, losses = int(saved["step"]), list(saved["losses"])
+        generator.set_state(saved["generator"])
+        log.info("distill: resumed at step %d from %s", step, state_file)
     while step < settings.max_steps and time.monotonic() - started < settings.max_seconds:
         idx = torch.randint(len(start), (settings.batch_size,), generator=generator)
         t = times[torch.randint(len(times), (settings.batch_size,), generator=generator)]
@@ -276,9 +297,12 @@ def distill(pipe: AudioDiffusionPipeline, captions: list[str], settings: Distill
         step += 1
         ema.update(net, step)
         losses.append(float(loss.detach()))
+        if step % settings.checkpoint_every == 0:
+            save_state()
         if step % 50 == 0 or step == 1:
             log.info("distill step %d: loss %.4f (%.0f s)", step, sum(losses[-50:]) / len(losses[-50:]),
                      time.monotonic() - started)
+    save_state()
     net.load_state_dict(ema.average.state_dict())
     net.eval().requires_grad_(False)
     if step < settings.max_steps:
