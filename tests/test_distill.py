@@ -178,3 +178,16 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch
     monkeypatch.setattr(distill_module, "distillation_loss", loss)
     resumed = student(tmp_path / "stopped")
     assert all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)
+
+
+def test_a_student_stopped_by_max_seconds_is_unfinished(tmp_path: Path) -> None:
+    from audiodiff.training.stages import _compose, compose_stage, is_finished
+    from audiodiff.utils.files import write_json
+
+    overrides = ["recipe=sfx_quick_distill", "init=teacher", f"run_dir={tmp_path}"]
+    cfg = compose_stage(overrides, _compose(overrides), "distill")
+    assert not is_finished(cfg, "distill")
+    write_json(tmp_path / "export" / "export.json", {"global_step": 1200, "max_steps": 8000})
+    assert not is_finished(cfg, "distill")
+    write_json(tmp_path / "export" / "export.json", {"global_step": 8000, "max_steps": 8000})
+    assert is_finished(cfg, "distill")

@@ -319,6 +319,17 @@ def encode_text_cache(folder: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def is_current(cfg: DictConfig) -> bool:
+    """Whether the exported student of `cfg`'s stage trained all its `max_steps`: one that `max_seconds` stopped
+    earlier is unfinished, and the same command goes on from its saved state (as a trainer's max_time stop)."""
+    info = read_info(Path(cfg.stage.run_dir) / "export")
+    done = int(info.get("global_step", 0)) >= int(cfg.stage.max_steps)
+    if not done:
+        log.info("distill stopped at step %s of %s (max_seconds): unfinished", info.get("global_step"),
+                 cfg.stage.max_steps)
+    return done
+
+
 def train_distill(cfg: DictConfig) -> Path:
     """The distill stage: the few-step student of the `init` export, exported to `<stage.run_dir>/export`."""
     if not cfg.get("init"):

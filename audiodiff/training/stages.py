@@ -42,6 +42,7 @@ STAGE_RUNNERS: dict[str, str] = {
 STAGE_CURRENT: dict[str, str] = {
     "encode": "audiodiff.training.encode:is_current",
     "diffusion": "audiodiff.training.diffusion.run:is_current",
+    "distill": "audiodiff.training.distill:is_current",
 }
 
 
