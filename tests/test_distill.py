@@ -4,6 +4,7 @@ its 2-step output approaches the teacher's many-step guided output, and what the
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,29 @@ def test_a_student_stopped_by_max_seconds_is_unfinished(tmp_path: Path) -> None:
     assert not is_finished(cfg, "distill")
     write_json(tmp_path / "export" / "export.json", {"global_step": 8000, "max_steps": 8000})
     assert is_finished(cfg, "distill")
+
+
+def test_few_step_evaluation_scores_and_times_both_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """recipes/sfx/eval_few_step.py's generation, scoring and table on a tiny teacher and its student."""
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "recipes" / "sfx" / "eval_few_step.py"
+    spec = importlib.util.spec_from_file_location("eval_few_step", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "eval_few_step", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    teacher = make_base(tmp_path / "teacher", "unet1d_tiny")
+    student = run_distill(teacher, tmp_path)
+    prompts = ["three loud high beeps", "a quiet low rising sweep"]
+    truths = [{"kind": "beeps", "count": 3, "pitch": "high"}, {"kind": "sweep", "direction": "rising"}]
+    rows = [module.Configuration("teacher", 2, 3.0), module.Configuration("student", 2, None)]
+    for row, path in zip(rows, (teacher, student), strict=True):
+        pipe = AudioDiffusionPipeline.from_pretrained(path, watermark=False)
+        scores, sampling, total, emb = module.generate_and_score(pipe, prompts, truths, row.steps, row.guidance,
+                                                                 0, 2, None)
+        assert emb is None and 0 < sampling <= total
+        row.scores.append(scores)
+        row.sampling.append(sampling)
+        row.end_to_end.append(total)
+    text = module.table(rows, {})
+    assert "| teacher | 2 | 3 |" in text and "| student | 2 | own |" in text
