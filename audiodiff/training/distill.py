@@ -26,7 +26,8 @@ adversarial or distribution-matching distillation) and no step relies on the stu
 The export is an ordinary model folder whose sampler is the student's (`flow_euler`, `default_steps` steps,
 guidance 1, the training grid's spacing and shift), so `generate`, the web page and the evaluation scripts use it
 as it was made; export.json and the model card record the teacher, its guidance and the step counts it serves.
-A teacher that is already a student, an objective without an x̂0 estimate and stochastic samplers are refused.
+Refused, naming the field: a teacher that is already a student, an objective without an x̂0 estimate, a stochastic
+teacher sampler, and a student grid that starts at another noise level than the teacher's.
 """
 
 from __future__ import annotations
@@ -251,6 +252,11 @@ def distill(pipe: AudioDiffusionPipeline, captions: list[str], settings: Distill
     else:
         teacher = replace(model.sampler, name=settings.teacher_sampler, steps=settings.teacher_steps,
                           guidance=settings.guidance, eta=None, s_churn=0.0, noise="gaussian")
+        teacher_t0 = float(model.objective.time_grid(teacher.steps, teacher.spacing, teacher.shift)[0])
+        if abs(teacher_t0 - t0) > 1e-6:  # the starts would lie at another noise level than the student's
+            raise DistillError(f"distill.spacing: {settings.spacing!r} starts the student at t = {t0:.6f}, the "
+                               f"teacher's grid ({teacher.spacing!r}) at t = {teacher_t0:.6f}; choose a spacing "
+                               f"that starts where the teacher's does")
         seeds = [seed * 1_000_003 + i for i in range(settings.trajectories)]
         model.eval()
         start, end = teacher_samples(model, chosen, frames, seeds, teacher, settings.teacher_batch, times)
