@@ -75,6 +75,21 @@ def test_converted_stable_audio_open_distils(tmp_path: Path) -> None:
     assert torch.isfinite(out.audio).all()
 
 
+def test_converted_stable_audio_3_distils_and_its_few_step_release_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    from audiodiff.models.stable_audio3_convert import convert
+    from tests import stable_audio3_tiny as tiny
+
+    tiny.save_diffusers_pipeline(tmp_path / "base_src", seed=1, stochastic=False, num_train_timesteps=1000)
+    export = run_distill(convert(tmp_path / "base_src", tmp_path / "base"), tmp_path / "base_run")
+    pipe = AudioDiffusionPipeline.from_pretrained(export, watermark=False)
+    assert (pipe.model.sampler.name, pipe.model.sampler.guidance) == ("flow_euler", 1.0)
+    assert torch.isfinite(pipe([CAPTION], seed=0, duration=1.0).audio).all()
+    tiny.save_diffusers_pipeline(tmp_path / "released_src", seed=0)
+    with pytest.raises(DistillError, match="sampler.name='pingpong'"):
+        run_distill(convert(tmp_path / "released_src", tmp_path / "released"), tmp_path / "released_run")
+
+
 @pytest.mark.parametrize("denoiser", ["unet1d_tiny", "dit_tiny"])
 def test_student_two_steps_approach_the_guided_teacher(tmp_path: Path, denoiser: str) -> None:
     """Toy problem with a known answer: the teacher's 16-step guided endpoints of the training starts. After

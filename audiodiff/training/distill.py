@@ -117,10 +117,15 @@ class DistillSettings:
 
 def check_teacher(model: DiffusionModel, info: dict[str, Any], source: str) -> None:
     """Refuse a teacher the method cannot serve, naming the field and its value: one that is a few-step student
-    already (distil its teacher instead) or whose objective gives no x̂0 estimate."""
+    already (distil its teacher instead), one whose default sampler is ping-pong (a published few-step model), or
+    one whose objective gives no x̂0 estimate."""
     if info.get("distilled"):
         raise DistillError(f"init={source}: export.json distilled={info['distilled']!r}: this is a few-step student "
                            f"already; distil from its many-step teacher ({info['distilled'].get('teacher')})")
+    if model.sampler.name == "pingpong":
+        raise DistillError(f"init={source}: sampler.name='pingpong': this model samples in a few stochastic steps "
+                           f"already (a distilled model such as Stable Audio 3's published one); distil a many-step "
+                           f"teacher")
     if not isinstance(model.objective, DISTILLABLE_OBJECTIVES):
         raise DistillError(f"diffusion._target_: {type(model.objective).__name__} is not one of "
                            f"{[c.__name__ for c in DISTILLABLE_OBJECTIVES]}, whose denoise gives the x̂0 estimate "
