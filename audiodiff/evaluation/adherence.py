@@ -61,7 +61,7 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
     Each attribute is scored on its own: the extractor reads the attributes of the kind the prompt asked for
     (a sweep's direction, a beep train's count) from the audio, while `kind` is scored by the classifier alone.
     """
-    extract, score = corpus_metrics(corpus)
+    extract, _ = corpus_metrics(corpus)
     start = time.perf_counter()
     predicted: list[dict] = []
     batches = range(0, len(prompts), batch_size)
@@ -71,9 +71,17 @@ def evaluate_adherence(pipe: AudioDiffusionPipeline, prompts: list[str], truths:
             out = pipe(chunk, duration=duration, steps=steps, guidance=guidance, seed=seed + lo, sampler=sampler)
         for clip, asked in zip(out.audio, truths[lo: lo + batch_size], strict=True):
             predicted.append(extract(clip.numpy(), out.sample_rate, reference=asked))  # [C, T]
-    scores = {name: {**s, "p_value": above_chance_p_value(s["accuracy"], int(s["n"]), s["chance"])}
-              for name, s in score(predicted, truths).items()}
-    return AdherenceResult(guidance, scores, time.perf_counter() - start, tuple(predicted))
+    return AdherenceResult(guidance, attribute_scores(predicted, truths, corpus), time.perf_counter() - start,
+                           tuple(predicted))
+
+
+def attribute_scores(predicted: list[dict], truths: list[dict], corpus: str) -> dict[str, dict[str, float]]:
+    """Each attribute's {accuracy, n, chance, p_value} for what the corpus extractor read from the clips
+    (`predicted`, in prompt order) against what the prompts asked (`truths`); p_value: one-sided binomial against
+    chance (:func:`above_chance_p_value`)."""
+    _, score = corpus_metrics(corpus)
+    return {name: {**s, "p_value": above_chance_p_value(s["accuracy"], int(s["n"]), s["chance"])}
+            for name, s in score(predicted, truths).items()}
 
 
 def markdown_table(results: dict[str, list[AdherenceResult]]) -> str:

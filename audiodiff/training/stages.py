@@ -34,6 +34,7 @@ STAGE_RUNNERS: dict[str, str] = {
     "diffusion": "audiodiff.training.diffusion.run:train",
     "embedder": "audiodiff.training.stages:train_recipe_embedder",
     "encode": "audiodiff.training.encode:encode_latents",
+    "distill": "audiodiff.training.distill:train_distill",
 }
 
 # stage name → "module:function" telling whether a stage that exported still matches its composed configuration
@@ -41,6 +42,7 @@ STAGE_RUNNERS: dict[str, str] = {
 STAGE_CURRENT: dict[str, str] = {
     "encode": "audiodiff.training.encode:is_current",
     "diffusion": "audiodiff.training.diffusion.run:is_current",
+    "distill": "audiodiff.training.distill:is_current",
 }
 
 

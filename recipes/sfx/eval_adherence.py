@@ -2,6 +2,9 @@
 
     python recipes/sfx/eval_adherence.py runs/sfx_quick/seed0 runs/sfx_quick/seed1 --n 300 --guidance 0 1 3
 
+Without --guidance each model is scored at its own default guidance (a few-step student's is 1: its guidance is
+in its weights) and with its own default sampler and steps.
+
 Prints a markdown table (accuracy per attribute, chance level, mean over seeds with the min–max spread) and writes
 it with the raw numbers to --out (default: adherence.{md,json} beside the first model), with each attribute's
 one-sided binomial p-value against chance. For the music corpus it also prints how the measured tempo follows the
@@ -28,7 +31,8 @@ def main() -> None:
     parser.add_argument("--root", default="data", help="where the built-in corpora live")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=300, help="held-out prompts")
-    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0])
+    parser.add_argument("--guidance", type=float, nargs="+", default=None,
+                        help="guidance scales to score (default: each model's own, e.g. 1 for a few-step student)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -45,8 +49,8 @@ def main() -> None:
     lines: list[str] = []
     for model in args.models:
         pipe = AudioDiffusionPipeline.from_pretrained(model, device=args.device, watermark=args.watermark == "on")
-        for g in args.guidance:
-            label = "unconditional" if g == 0 else f"guidance {g:g}"
+        for g in args.guidance or [pipe.model.sampler.guidance]:
+            label = ("unconditional" if g == 0 else f"guidance {g:g}") if args.guidance else "default guidance"
             res = evaluate_adherence(pipe, prompts, truths, args.corpus, g, args.steps, args.sampler, args.seed)
             results.setdefault(label, []).append(res)
             raw.append({"model": str(model), **res.as_dict()})
