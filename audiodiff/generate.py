@@ -6,7 +6,11 @@ with a JSON sidecar (prompt, seed, sampler settings, duration, model, mode, wate
 imperceptible watermark (`audiodiff.watermark`; check files with `python -m audiodiff.watermark detect FILES`)
 unless `watermark=false`, which the sidecar records as `"watermark": false`. `prompt_policy=<file.json|.yaml>`
 refuses prompts by word, pattern or named rule (`audiodiff.pipeline.policy`) before anything is generated; a refused
-line of a prompts file is named. With `audio=<file>` the clip is edited
+line of a prompts file is named. `guard.near_copy=true` compares each clip with the index of the model's training set
+(`python -m audiodiff.guard index ...` builds it into the export folder) and generates a near copy again from another
+seed (`guard.on_copy=regenerate`, up to `guard.tries` seeds) or refuses it (`guard.on_copy=refuse`), naming the
+training clip; the clips that pass are written, then the refusals end the command with an error. With `audio=<file>`
+the clip is edited
 instead: `strength=` makes a variation, `inpaint=[start,end]` regenerates that range, `extend=<seconds>` continues
 it; `long_form=true` builds durations beyond the model's window from overlapping windows. Every request is checked
 before anything is generated or written.
@@ -125,6 +129,20 @@ def prompt_policy(cfg: DictConfig) -> Any:
     return None if path is None else PromptPolicy.from_file(str(path))
 
 
+def near_copy_guard(cfg: DictConfig, model: str) -> Any:
+    """The NearCopyGuard of `guard.near_copy=true` (the index in `guard.index`, default the model's export folder;
+    `guard.on_copy`, `guard.tries`, optional `guard.threshold`), or None (the default: outputs are not checked)."""
+    options = cfg.get("guard") or {}
+    if not checked.flag(options, "near_copy"):
+        return None
+    from audiodiff.guard import NearCopyGuard
+
+    index = options.get("index") or model
+    return NearCopyGuard.from_export(str(index), on_copy=str(options.get("on_copy") or "regenerate"),
+                                     tries=checked.whole(options, "tries", minimum=0) or 0,
+                                     threshold=checked.number(options, "threshold"), device=str(cfg.device))
+
+
 def _rows(cfg: DictConfig, policy: Any = None) -> list[dict[str, Any]]:
     if cfg.get("prompts") is not None and cfg.prompt is not None:
         raise ValueError("give either prompt= or prompts=<file>, not both")
@@ -201,7 +219,7 @@ def run(cfg: DictConfig) -> list[Path]:
     """Generate as `cfg` says; returns the written audio files."""
     from tqdm.auto import tqdm
 
-    from audiodiff.pipeline import AudioDiffusionPipeline
+    from audiodiff.pipeline import AudioDiffusionPipeline, NearCopyRefused
     from audiodiff.pipeline.provenance import provenance
 
     for key in ("steps", "seed", "n", "batch_size"):
@@ -216,7 +234,12 @@ def run(cfg: DictConfig) -> list[Path]:
     mode = _mode(cfg)
     policy = prompt_policy(cfg)
     requests = plan(_rows(cfg, policy), int(cfg.seed), int(cfg.n), cfg.get("negative_prompt"), cfg.duration)
-    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device, watermark=watermark_option(cfg))
+    guard = near_copy_guard(cfg, model)
+    if guard is not None and mode != "generate":
+        raise ValueError(f"guard.near_copy=true checks text-to-audio generation; {mode} is not checked (drop the "
+                         f"guard or the edit)")
+    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device, watermark=watermark_option(cfg),
+                                                  near_copy_guard=guard)
     pipe.prompt_policy = policy
     pipe.check_channels(checked.whole(cfg, "channels", minimum=1))
     adapters = adapter_specs(cfg.get("adapter"))
@@ -242,6 +265,7 @@ def run(cfg: DictConfig) -> list[Path]:
     out_dir = Path(cfg.out)
     written: list[Path] = []
     used: set[str] = set()
+    refusals: list[str] = []
     with tqdm(total=len(requests), desc="generating", unit="clip") as bar:
         for batch in batches(requests, int(cfg.batch_size)):
             prompts = [r.prompt for r in batch]
@@ -249,8 +273,14 @@ def run(cfg: DictConfig) -> list[Path]:
                                                                                    for r in batch]
             common = dict(steps=settings.steps, guidance=settings.guidance, seed=[r.seed for r in batch],
                           sampler=settings.name, negative_prompts=negative, **options)
-            result = _generate(pipe, mode, cfg, audio, prompts, batch[0].duration, common)
+            try:
+                result, refused = _generate(pipe, mode, cfg, audio, prompts, batch[0].duration, common), ()
+            except NearCopyRefused as err:  # write the clips that passed; the refusals end the command
+                result, refused = err.output, err.refused
+                refusals.append(str(err))
             for i, request in enumerate(batch):
+                if i in refused:
+                    continue
                 stem = base = f"{slug(request.prompt)}_seed{request.seed}"
                 while stem in used:  # the same prompt and seed twice (e.g. another duration): number the copies
                     stem = f"{base}_{len([u for u in used if u.startswith(base)])}"
@@ -273,6 +303,8 @@ def run(cfg: DictConfig) -> list[Path]:
                 written.append(path)
                 log.info("wrote %s", path)
             bar.update(len(batch))
+    if refusals:
+        raise NearCopyRefused(f"{len(written)} clip(s) written to {out_dir}; " + "; ".join(refusals))
     return written
 
 

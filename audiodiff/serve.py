@@ -4,7 +4,9 @@ Starts a local web page (`audiodiff.web.server`): type a prompt, set duration, s
 negative prompt, generate, listen, download the wav and see its spectrogram. Stop with Ctrl+C. `adapter=path:strength`
 (or a list) loads LoRA adapters as `generate` does; the page has a strength field for each. Every clip carries
 the watermark as `generate`'s do (`watermark=false` turns it off; the clip's metadata says which);
-`prompt_policy=<file>` refuses prompts as `generate` does, the page showing the rule.
+`prompt_policy=<file>` refuses prompts as `generate` does, the page showing the rule; `guard.near_copy=true`
+checks each clip against the model's near-copy index as `generate` does, the page naming the training clip of a
+refusal.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ log = logging.getLogger(__name__)
 
 def build_server(cfg: DictConfig) -> StudioServer:
     """Load the model named by `cfg.model` and bind the server to `cfg.host`:`cfg.port` (not yet serving)."""
-    from audiodiff.generate import adapter_specs, model_path, prompt_policy, watermark_option
+    from audiodiff.generate import adapter_specs, model_path, near_copy_guard, prompt_policy, watermark_option
     from audiodiff.pipeline import AudioDiffusionPipeline
     from audiodiff.utils.settings import flag
     from audiodiff.web.server import Studio, StudioServer
 
-    pipe = AudioDiffusionPipeline.from_pretrained(model_path(cfg), device=cfg.device, watermark=watermark_option(cfg))
+    model = model_path(cfg)
+    pipe = AudioDiffusionPipeline.from_pretrained(model, device=cfg.device, watermark=watermark_option(cfg),
+                                                  near_copy_guard=near_copy_guard(cfg, model))
     pipe.prompt_policy = prompt_policy(cfg)
     for path, strength in adapter_specs(cfg.get("adapter")):
         pipe.load_adapter(path, strength, force=flag(cfg, "force_adapter"))

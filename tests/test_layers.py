@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "models": 4, "data": 4,
     "benchmarks": 5,
     "pipeline": 6,
-    "evaluation": 7,
+    "evaluation": 7, "guard": 7,
     "training": 8,
     "web": 9,
 }

@@ -7,6 +7,7 @@
 Nothing here imports training code: a training checkpoint becomes an export folder through `audiodiff.export`.
 """
 
+from audiodiff.pipeline.near_copy import CopyVerdict, NearCopyRefused, OutputGuard
 from audiodiff.pipeline.pipeline import (
     AudioDiffusionPipeline,
     AudioInput,
@@ -16,5 +17,5 @@ from audiodiff.pipeline.pipeline import (
     load_inference_state,
 )
 
-__all__ = ["AudioDiffusionPipeline", "AudioInput", "GenerationOutput", "ModelLoadError", "describe",
-           "load_inference_state"]
+__all__ = ["AudioDiffusionPipeline", "AudioInput", "CopyVerdict", "GenerationOutput", "ModelLoadError",
+           "NearCopyRefused", "OutputGuard", "describe", "load_inference_state"]

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from audiodiff.models.export_format import (
 from audiodiff.models.model import DiffusionModel, SamplerSettings, seed_list
 from audiodiff.models.published import family_of
 from audiodiff.models.stable_audio_keys import KeyMapError
+from audiodiff.pipeline.near_copy import COPY_SEED_STRIDE, CopyVerdict, NearCopyRefused, OutputGuard
 from audiodiff.pipeline.policy import PromptPolicy
 from audiodiff.watermark import Watermarker, describe_mark, hex_bits, watermarker
 
@@ -71,16 +73,21 @@ class GenerationOutput:
     joins: tuple[float, ...] = ()  # seconds where a continuation / long-form window's new content begins
     watermark: dict[str, Any] | None = None  # the mark applied (method, key fingerprint, message); None: unmarked
     license_warning: str | None = None  # the model's training-data licence warning (export.json), if any
+    guard: tuple[dict[str, Any], ...] | None = None  # per clip: the near-copy guard's result; None: not checked
 
 
 class AudioDiffusionPipeline:
     """Prompt → waveform with a trained DiffusionModel (EMA weights). Every output carries an imperceptible
     watermark (`audiodiff.watermark`, the built-in spectral method with the public key) whose message is the first
     16 bits of the model's content hash, unless `watermark=False` (or set `pipe.watermark = None`); a Watermarker
-    (`audiodiff.watermark.watermarker(method, key)`) chooses another method or key."""
+    (`audiodiff.watermark.watermarker(method, key)`) chooses another method or key.
+
+    near_copy_guard: an OutputGuard (`audiodiff.guard.NearCopyGuard.from_export(folder)`) that compares each
+    text-to-audio output with the training set's index and regenerates or refuses near copies
+    (`audiodiff.pipeline.near_copy`); None (the default): outputs are not checked."""
 
     def __init__(self, model: DiffusionModel, model_id: str = "", config: dict[str, Any] | None = None,
-                 watermark: bool | Watermarker = True) -> None:
+                 watermark: bool | Watermarker = True, near_copy_guard: OutputGuard | None = None) -> None:
         self.model = model.eval()
         self.watermark: Watermarker | None = (watermarker() if watermark is True else None if watermark is False
                                               else watermark)
@@ -91,6 +98,7 @@ class AudioDiffusionPipeline:
         self._base_hash: str | None = None
         self.license_warning: str | None = None  # the export's warning about its training data's licences
         self.prompt_policy: PromptPolicy | None = None  # refuses prompts before any work (`.policy`); None: off
+        self.near_copy_guard = near_copy_guard  # checks text-to-audio outputs against the training set; None: off
         # the text encoder's weights belong to the model (a fine-tune trained them): save_pretrained writes them
         self.trained_text_encoder = False
 
@@ -113,12 +121,14 @@ class AudioDiffusionPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
-                        watermark: bool | Watermarker = True) -> AudioDiffusionPipeline:
+                        watermark: bool | Watermarker = True,
+                        near_copy_guard: OutputGuard | None = None) -> AudioDiffusionPipeline:
         """Load an export folder (config.yaml + model.safetensors), or a training run directory through the
         `export/` folder training wrote into it. A training checkpoint is not loaded here: `python -m
         audiodiff.export run=<run dir or .ckpt>` turns it into an export folder (the generate command and the web
         page do that for you). Building resolves only registered components (`audiodiff.models.registry`).
-        watermark: as for the constructor (True: the built-in mark; False: outputs unmarked)."""
+        watermark: as for the constructor (True: the built-in mark; False: outputs unmarked).
+        near_copy_guard: as for the constructor (`audiodiff.guard.NearCopyGuard.from_export(path)`)."""
         path = Path(path)
         if not path.exists():
             raise ModelLoadError(f"{path}: no such model folder")
@@ -148,6 +158,7 @@ class AudioDiffusionPipeline:
         pipe = cls._build(with_local_parts(cfg, folder), state, str(folder), device, watermark)
         pipe.model_id = str(path)
         pipe.license_warning = info.get("license_warning") or None
+        pipe.near_copy_guard = near_copy_guard
         return pipe
 
     @classmethod
@@ -241,14 +252,64 @@ class AudioDiffusionPipeline:
         back to the model's defaults; `options` are further SamplerSettings fields (spacing, eta, s_churn,
         guidance_rescale, guidance_interval, shift). A single negative prompt applies to every prompt.
         progress: show a progress bar over sampler steps. noise_sampler: the SDE samplers' step noise
-        (`audiodiff.diffusion.samplers.NoiseSampler`, e.g. a Brownian tree) instead of draws from the seeds."""
+        (`audiodiff.diffusion.samplers.NoiseSampler`, e.g. a Brownian tree) instead of draws from the seeds.
+        With a `near_copy_guard`, a clip it flags is generated again from seed + k · 7919993 (k = 1, 2, …, up to
+        the guard's `tries`), or refused at once (`on_copy="refuse"`): NearCopyRefused names the training clip."""
         prompts, negative_prompts, settings, seeds = self._request(prompts, negative_prompts, seed, steps, guidance,
                                                                    sampler, options)
         duration = self.check_request(prompts, duration, negative_prompts)
-        with _StepBar(settings.steps, progress) as bar:
-            wav = self.model.generate(prompts, duration, settings, seed=seeds, negative_prompts=negative_prompts,
-                                      callback=bar.callback, noise_sampler=noise_sampler)
-        return self._marked(GenerationOutput(wav.float().cpu(), self.sample_rate, settings, seeds, duration))
+
+        def generate(items: list[int], item_seeds: list[int]) -> Tensor:
+            negatives = None if negative_prompts is None else [negative_prompts[i] for i in items]
+            with _StepBar(settings.steps, progress) as bar:
+                return self.model.generate([prompts[i] for i in items], duration, settings, seed=item_seeds,
+                                           negative_prompts=negatives, callback=bar.callback,
+                                           noise_sampler=noise_sampler).float().cpu()
+
+        wav = generate(list(range(len(prompts))), seeds)
+        if self.near_copy_guard is None:
+            return self._marked(GenerationOutput(wav, self.sample_rate, settings, seeds, duration))
+        wav, used, records, refused = self._guarded(wav, seeds, generate)
+        output = self._marked(GenerationOutput(wav, self.sample_rate, settings, used, duration, guard=records))
+        if refused:
+            raise NearCopyRefused("; ".join(f"prompt {prompts[i]!r}: {records[i]['refused']}" for i in refused),
+                                  output, tuple(refused))
+        return output
+
+    def _guarded(self, wav: Tensor, seeds: list[int], generate: Callable[[list[int], list[int]], Tensor]
+                 ) -> tuple[Tensor, list[int], tuple[dict[str, Any], ...], list[int]]:
+        """Check clips wav [B, C, T] with the near-copy guard; regenerate flagged ones (`generate(items, seeds)` →
+        [len(items), C, T]) from other seeds as it says. Returns (audio, the seed each clip came from, each clip's
+        guard record for its sidecar, indices of the clips refused)."""
+        guard = self.near_copy_guard
+        assert guard is not None
+        wav, used = wav.clone(), list(seeds)
+        verdicts = guard.check(wav, self.sample_rate)
+        rejected: list[list[dict[str, Any]]] = [[] for _ in seeds]
+        tries = guard.tries if guard.on_copy == "regenerate" else 0
+        for k in range(1, tries + 1):
+            flagged = [i for i, v in enumerate(verdicts) if v.flagged]
+            if not flagged:
+                break
+            for i in flagged:
+                rejected[i].append({"seed": used[i], **verdicts[i].as_dict()})
+                used[i] = seeds[i] + k * COPY_SEED_STRIDE
+            wav[flagged] = generate(flagged, [used[i] for i in flagged])
+            for i, verdict in zip(flagged, guard.check(wav[flagged], self.sample_rate), strict=True):
+                verdicts[i] = verdict
+        records, refused = [], []
+        for i, verdict in enumerate(verdicts):
+            record: dict[str, Any] = {"guard": guard.name, "on_copy": guard.on_copy, "passed": not verdict.flagged,
+                                      "nearest": verdict.as_dict(), "rejected": rejected[i]}
+            if verdict.flagged:
+                refused.append(i)
+                record["refused"] = _refusal(verdict, used[i], len(rejected[i]))
+                _log.warning("near copy refused: %s", record["refused"])
+            elif rejected[i]:
+                _log.info("near copy regenerated: seed %d resembled %s; kept seed %d", rejected[i][0]["seed"],
+                          rejected[i][0]["clip"], used[i])
+            records.append(record)
+        return wav, used, tuple(records), refused
 
     def variation(self, audio: AudioInput, prompts: str | list[str], strength: float = 0.5,
                   steps: int | None = None, guidance: float | None = None, seed: int | list[int] = 0,
@@ -542,7 +603,16 @@ def describe(output: GenerationOutput, prompt: str, index: int, model_id: str) -
     meta["watermark"] = output.watermark if output.watermark is not None else False
     if output.license_warning:
         meta["license_warning"] = output.license_warning
+    if output.guard is not None:
+        meta["near_copy_guard"] = output.guard[index]
     return meta
+
+
+def _refusal(verdict: CopyVerdict, seed: int, regenerated: int) -> str:
+    """The message of a clip the guard refused (after `regenerated` other seeds were flagged too)."""
+    tried = f" (and {regenerated} other seed(s) before it)" if regenerated else ""
+    return (f"refused by the near-copy guard: seed {seed}{tried} resembles {verdict.describe()}; "
+            f"try another prompt or seed")
 
 
 class _StepBar:

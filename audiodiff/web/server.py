@@ -9,7 +9,8 @@ Routes:
                             (an adapter's default: the strength it was loaded with)
                             → {"id", "audio", "spectrogram", "filename", "meta"}
   GET  /audio/<id>.wav|png  a kept result (the last `keep`): 16-bit PCM WAV, or a PNG of its log-mel spectrogram
-Errors are JSON {"error": message}: 400 for a bad request (the pipeline's own messages), 404 for an unknown path or a
+Errors are JSON {"error": message}: 400 for a bad request (the pipeline's own messages, a near copy the guard refused),
+404 for an unknown path or a
 result no longer kept, 413 for an oversized body, 500 for anything else (logged here with its traceback; the page
 only gets a one-line summary).
 """
@@ -40,7 +41,7 @@ from audiodiff.audio.image import spectrogram_image
 from audiodiff.audio.io import write_tagged
 from audiodiff.audio.mel import MelSpectrogram, log_compress
 from audiodiff.generate import slug
-from audiodiff.pipeline import AudioDiffusionPipeline, describe
+from audiodiff.pipeline import AudioDiffusionPipeline, NearCopyRefused, describe
 from audiodiff.pipeline.provenance import file_tags, provenance
 
 log = logging.getLogger(__name__)
@@ -212,8 +213,11 @@ class Studio:
         with self._generate_lock:
             for name, strength in strengths.items():
                 self.pipe.set_adapter_strength(name, strength)
-            out = self.pipe(request.prompt, duration=duration, steps=settings.steps, guidance=settings.guidance,
-                            seed=request.seed, negative_prompts=negatives)
+            try:
+                out = self.pipe(request.prompt, duration=duration, steps=settings.steps, guidance=settings.guidance,
+                                seed=request.seed, negative_prompts=negatives)
+            except NearCopyRefused as err:  # the near-copy guard's refusal names the training clip
+                raise BadRequest(str(err)) from None
         wav = out.audio[0]
         if not torch.isfinite(wav).all():
             raise RuntimeError("the model produced NaN or infinite samples")

@@ -12,6 +12,7 @@ first use, so importing this package does not import transformers.
     load_embedder("panns", "Cnn14_mAP=0.431.pth")
     load_embedder("clap", "laion/clap-htsat-unfused")
     load_embedder("encodec", "facebook/encodec_24khz")
+    load_embedder("logmel", seconds=4.0)   # no weights: a coarse log-mel map (the near-copy guard's default)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 from audiodiff.evaluation.embedders.base import Classifier, Embedder, FrameEmbedder, WavBatch
 
-EmbedderName = Literal["vggish", "panns", "clap", "encodec", "contrastive"]
+EmbedderName = Literal["vggish", "panns", "clap", "encodec", "contrastive", "logmel"]
 
 _LOADERS: dict[str, str] = {
     "vggish": "audiodiff.evaluation.embedders.vggish:load_vggish",
@@ -30,6 +31,7 @@ _LOADERS: dict[str, str] = {
     "clap": "audiodiff.evaluation.embedders.clap:load_clap",
     "encodec": "audiodiff.evaluation.embedders.encodec:load_encodec",
     "contrastive": "audiodiff.evaluation.embedders.contrastive:load_embedder",  # trained here on a recipe's own data
+    "logmel": "audiodiff.evaluation.embedders.logmel:load_logmel",  # fixed, parameter-free (near-copy guard)
 }
 
 def embedder_loader(name: EmbedderName) -> Callable[..., Embedder]:
