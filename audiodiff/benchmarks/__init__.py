@@ -31,7 +31,7 @@ def corpus_module(name: str):
 def ensure_corpus(name: str, root: str | Path = "data", *, seed: int = 0, num_clips: int | None = None,
                   workers: int = 2) -> Path:
     """Path of corpus `name`'s manifest under `root`, building the corpus first if it is not there yet, or again
-    when it was built by an older version of its synthesiser (`VERSION` against `corpus.json`'s `version`)."""
+    when it was built by another version of its synthesiser (`VERSION` against `corpus.json`'s `version`)."""
     out_dir = Path(root) / name
     manifest = out_dir / "manifest.jsonl"
     module = corpus_module(name)

@@ -138,7 +138,8 @@ class FlowMatching(Objective):
     loss_space: "target" takes the MSE on what the network predicts; "x0" on the clean-latent estimate it implies.
       With velocity targets, "x0" weighs the velocity error by t², so training keeps x0's emphasis on high noise
       (where conditioning is learnt) while x̂0 = x_t - t·v̂ passes the input's detail through at low noise, which an
-      x0 prediction has to rebuild through the network.
+      x0 prediction has to rebuild through the network (on the sfx quick start neither velocity variant comes near
+      x0 targets: recipes/sfx/README.md).
     logsnr_range: (λ_min, λ_max) of the "logsnr" sampling grid (`schedules.logsnr_times`; Stable Audio 3: -6.2, 2).
     The network's noise input is t itself. Sampling grids default to even flow times from t = 1.
     """
