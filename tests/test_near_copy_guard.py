@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from debug_model import debug_export
 
 from audiodiff.audio.io import save_audio
 from audiodiff.config import compose_config
@@ -16,8 +17,6 @@ from audiodiff.evaluation.copies import COPY_THRESHOLD, CopyScorer, aligned_mel_
 from audiodiff.generate import run
 from audiodiff.guard import MissingIndexError, NearCopyGuard, NearCopyIndex
 from audiodiff.guard.__main__ import main as guard_main
-from audiodiff.models.build import build_model, model_config
-from audiodiff.models.export_format import write_export
 from audiodiff.pipeline import AudioDiffusionPipeline, CopyVerdict, NearCopyRefused
 from audiodiff.pipeline.near_copy import COPY_SEED_STRIDE
 from audiodiff.web.server import BadRequest, Studio
@@ -39,14 +38,7 @@ def training_clips() -> list[torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
-    cfg = compose_config("train", ["recipe=debug"])
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for p in model.net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-    return write_export(tmp_path_factory.mktemp("model") / "export", state, model_config(cfg))
+    return debug_export(tmp_path_factory.mktemp("model") / "export")
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from debug_model import debug_export
 
 from audiodiff.config import compose_config
 from audiodiff.generate import read_prompts, run
-from audiodiff.models.build import build_model, model_config
-from audiodiff.models.export_format import write_export
 from audiodiff.pipeline import AudioDiffusionPipeline
 from audiodiff.pipeline.policy import PromptPolicy, PromptRefused
 from audiodiff.web.server import BadRequest, Studio
@@ -94,14 +92,7 @@ def test_a_prompts_file_names_the_refused_line(policy_file, tmp_path):
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
-    cfg = compose_config("train", ["recipe=debug"])
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for p in model.net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-    return write_export(tmp_path_factory.mktemp("model") / "export", state, model_config(cfg))
+    return debug_export(tmp_path_factory.mktemp("model") / "export")
 
 
 def test_the_pipeline_and_the_page_refuse_before_any_work(export, policy_file):

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from debug_model import debug_model_parts
 
 from audiodiff.audio.io import read_tags, save_audio
 from audiodiff.config import compose_config
 from audiodiff.data.licenses import license_counts, license_kind, license_warning
 from audiodiff.data.manifest import ManifestRow
-from audiodiff.models.build import build_model, model_config
 from audiodiff.models.export_format import write_export
 from audiodiff.pipeline import AudioDiffusionPipeline, describe
 from audiodiff.pipeline.provenance import file_tags
@@ -46,14 +46,7 @@ def test_counts_and_the_warning_name_each_restricted_licence():
 
 @pytest.fixture(scope="module")
 def model_parts():
-    cfg = compose_config("train", ["recipe=debug"])
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for p in model.net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-    return state, model_config(cfg)
+    return debug_model_parts()
 
 
 def test_the_card_lists_licences_and_outputs_carry_the_warning(model_parts, tmp_path, caplog):

@@ -14,13 +14,11 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from debug_model import debug_export
 from PIL import Image
 
 from audiodiff.audio.image import spectrogram_image
 from audiodiff.config import compose_config
-from audiodiff.export import write_export
-from audiodiff.models.build import build_model, model_config
 from audiodiff.pipeline import AudioDiffusionPipeline, describe
 from audiodiff.serve import build_server
 from audiodiff.web.server import (
@@ -41,14 +39,7 @@ REQUEST = {"prompt": "two beeps", "duration": "0.5", "steps": "2", "guidance": "
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
-    cfg = compose_config("train", ["recipe=debug"])
-    torch.manual_seed(0)
-    model = build_model(cfg)  # random weights: behaviour, not quality
-    with torch.no_grad():
-        for p in model.net.parameters():  # zero-initialised output layers would make every estimate 0
-            p.add_(0.05 * torch.randn_like(p))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-    return write_export(tmp_path_factory.mktemp("model") / "export", state, model_config(cfg))
+    return debug_export(tmp_path_factory.mktemp("model") / "export")
 
 
 @pytest.fixture(scope="module")
@@ -148,14 +139,7 @@ def test_spectrogram_is_the_log_mel_of_the_clip(server, pipe, generated):
 
 
 def test_a_stereo_model_is_served_as_a_two_channel_wav_with_a_spectrogram_per_channel(tmp_path):
-    cfg = compose_config("train", ["recipe=debug", "data.channels=2"])
-    torch.manual_seed(1)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for p in model.net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-    stereo = AudioDiffusionPipeline.from_pretrained(write_export(tmp_path / "export", state, model_config(cfg)))
+    stereo = AudioDiffusionPipeline.from_pretrained(debug_export(tmp_path / "export", ["data.channels=2"], seed=1))
     srv = StudioServer(Studio(stereo, keep=KEEP), port=0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from debug_model import debug_export
 
-from audiodiff.config import compose_config
-from audiodiff.models.build import build_model, model_config
-from audiodiff.models.export_format import write_export
 from audiodiff.pipeline import AudioDiffusionPipeline, describe
 from audiodiff.watermark import WatermarkError, describe_mark, hex_bits, watermarker
 from audiodiff.watermark.__main__ import main as detect_main
@@ -145,14 +143,7 @@ def test_audioseal_without_its_package_says_what_is_missing():
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
-    cfg = compose_config("train", ["recipe=debug"])
-    torch.manual_seed(0)
-    model = build_model(cfg)  # random weights: behaviour, not quality
-    with torch.no_grad():
-        for p in model.net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-    return write_export(tmp_path_factory.mktemp("model") / "export", state, model_config(cfg))
+    return debug_export(tmp_path_factory.mktemp("model") / "export")
 
 
 def test_pipeline_outputs_carry_the_models_id_unless_watermarking_is_off(export):

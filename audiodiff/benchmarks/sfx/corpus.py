@@ -614,6 +614,14 @@ Read attributes back from audio with `audiodiff.benchmarks.sfx.attributes.extrac
 """
 
 
+def render_rows(write: Callable[[tuple], dict], jobs: list[tuple], workers: int) -> list[dict]:
+    """`write(job)` for every job, in order: in this process (`workers` 1) or in a pool of `workers` processes."""
+    if workers == 1:
+        return [write(job) for job in jobs]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(write, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers)))))
+
+
 def build(out_dir: Path, *, seed: int = 0, num_clips: int | None = None, workers: int = 2) -> Path:
     """Synthesise the corpus into `out_dir` and return its manifest path.
 
@@ -637,11 +645,7 @@ def build(out_dir: Path, *, seed: int = 0, num_clips: int | None = None, workers
     with atomic_folder(out_dir) as work:
         (work / "audio").mkdir()
         write = functools.partial(_write_clip, audio_dir=str(work / "audio"))
-        if workers == 1:
-            rows = [write(job) for job in jobs]
-        else:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-                rows = list(pool.map(write, jobs, chunksize=max(1, min(64, num_clips // (4 * workers)))))
+        rows = render_rows(write, jobs, workers)
         summary = corpus_summary(rows, seed)
         (work / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
         (work / "README.md").write_text(_readme(summary))

@@ -14,7 +14,6 @@ unseen. 16 kHz, 2 channels, PCM_16.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import json
 from pathlib import Path
@@ -32,6 +31,7 @@ from audiodiff.benchmarks.sfx.corpus import (
     corpus_summary,
     make_clip,
     plan,
+    render_rows,
 )
 from audiodiff.data.manifest import write_manifest
 from audiodiff.utils.files import atomic_folder
@@ -143,11 +143,7 @@ def build(out_dir: Path, *, seed: int = 0, num_clips: int | None = None, workers
     with atomic_folder(out_dir) as work:
         (work / "audio").mkdir()
         write = functools.partial(_write_clip, audio_dir=str(work / "audio"))
-        if workers == 1:
-            rows = [write(job) for job in jobs]
-        else:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-                rows = list(pool.map(write, jobs, chunksize=max(1, min(64, num_clips // (4 * workers)))))
+        rows = render_rows(write, jobs, workers)
         summary = corpus_summary([{**r, "attributes": {k: v for k, v in r["attributes"].items() if k != "pan"}}
                                   for r in rows], seed)
         summary.update(name="sfx_stereo", version=VERSION, channels=CHANNELS, source=source_line(seed),
