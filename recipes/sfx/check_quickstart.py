@@ -5,7 +5,7 @@
 1. The README's example prompts (recipes/sfx/readme_prompts.json, with the attributes each asks for), each generated
    with seeds 0-7: how many clips have every asked attribute read back (the README's bar: 6 of 8).
 2. Adherence on `--n` held-out prompts at guidance 3 (test split, held-back caption templates), per attribute, beside
-   the README's numbers for the full 4,200-step quick start (recipes/sfx/promised.json).
+   the README's numbers for the full quick start (recipes/sfx/promised.json, with its step count).
 Exits 0 whatever the numbers: it reports, the training already happened.
 """
 
@@ -45,7 +45,7 @@ def main() -> None:
     result = evaluate_adherence(pipe, prompts, truths, "sfx", 3.0, progress=False)
     promised = json.loads((HERE / "promised.json").read_text())
     print(f"\nAdherence on {len(prompts)} held-out prompts, guidance 3 ({result.seconds:.0f} s), beside README.md:\n")
-    print("| attribute | chance | this model | README (4,200 steps, mean of seeds 0 and 1) |")
+    print(f"| attribute | chance | this model | README ({promised['steps']:,} steps, mean of seeds 0 and 1) |")
     print("|---|---|---|---|")
     for name, score in result.scores.items():
         print(f"| {name} | {100 * score['chance']:.0f}% | {100 * score['accuracy']:.0f}% | "
