@@ -79,7 +79,7 @@ def main() -> None:
 
     root = ensure_corpus("sfx", args.root)
     rows = read_manifest(root, split="test")
-    per_kind: dict[str, list[dict]] = defaultdict(list)
+    per_kind: dict[str, list] = defaultdict(list)
     for row in rows:
         if len(per_kind[row.attributes["kind"]]) < args.n:
             per_kind[row.attributes["kind"]].append(row)
@@ -91,12 +91,11 @@ def main() -> None:
     first = next(iter(pipes.values()))
     conditions = {"clean": clean, "mel+GL": [round_trip(first, w) for w in clean]}
     for model, pipe in pipes.items():
+        label = Path(model).parent.name if Path(model).name == "export" else model  # the run's name
         for t in args.one_step:
-            conditions[f"{Path(model).parent.name if Path(model).name == 'export' else model} x̂0 from t={t:g}"] = \
-                one_step(pipe, captions, clean, t)
+            conditions[f"{label} x̂0 from t={t:g}"] = one_step(pipe, captions, clean, t)
         if not args.no_generate:
-            conditions[f"{Path(model).parent.name if Path(model).name == 'export' else model} generated"] = \
-                generated(pipe, captions, [float(r.duration) for r in rows])
+            conditions[f"{label} generated"] = generated(pipe, captions, [float(r.duration) for r in rows])
     heard = {name: [extract_sfx(w, first.sample_rate)["kind"] for w in clips] for name, clips in conditions.items()}
     names = list(heard)
     print(f"{args.n} test clips per kind ({root.parent}); cells: share read back as the kind\n")
