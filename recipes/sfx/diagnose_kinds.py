@@ -28,6 +28,7 @@ from audiodiff.benchmarks import ensure_corpus
 from audiodiff.benchmarks.sfx.attributes import extract_sfx
 from audiodiff.benchmarks.sfx.corpus import KINDS
 from audiodiff.data.manifest import read_manifest
+from audiodiff.evaluation.one_step import one_step_estimates
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 BATCH = 50
@@ -38,23 +39,6 @@ def round_trip(pipe: AudioDiffusionPipeline, wav: np.ndarray) -> np.ndarray:
     rep = pipe.model.representation
     with torch.no_grad():
         return rep.decode(rep.encode(torch.from_numpy(wav)[None, None])).reshape(-1)[:wav.size].numpy()
-
-
-def one_step(pipe: AudioDiffusionPipeline, captions: list[str], clean: list[np.ndarray], t: float) -> list[np.ndarray]:
-    """The model's one-step estimate x̂0 of each clean clip from flow time `t`, decoded."""
-    m, rep = pipe.model, pipe.model.representation
-    multiple = getattr(m.net, "length_multiple", 1)
-    out = []
-    for i, (caption, wav) in enumerate(zip(captions, clean, strict=True)):
-        with torch.no_grad():
-            z = rep.encode(torch.from_numpy(wav)[None, None])
-            length = z.shape[-1]
-            z = torch.nn.functional.pad(z, (0, (-length) % multiple), mode="replicate")
-            eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(i))
-            x0 = m.objective.denoise(m.net, (1 - t) * z + t * eps, torch.full((1,), t),
-                                     m.encode_text([caption]))[..., :length]
-            out.append(rep.decode(x0).reshape(-1)[:wav.size].numpy())
-    return out
 
 
 def generated(pipe: AudioDiffusionPipeline, captions: list[str], durations: list[float]) -> list[np.ndarray]:
@@ -93,7 +77,7 @@ def main() -> None:
     for model, pipe in pipes.items():
         label = Path(model).parent.name if Path(model).name == "export" else model  # the run's name
         for t in args.one_step:
-            conditions[f"{label} x̂0 from t={t:g}"] = one_step(pipe, captions, clean, t)
+            conditions[f"{label} x̂0 from t={t:g}"] = one_step_estimates(pipe, clean, captions, t)
         if not args.no_generate:
             conditions[f"{label} generated"] = generated(pipe, captions, [float(r.duration) for r in rows])
     heard = {name: [extract_sfx(w, first.sample_rate)["kind"] for w in clips] for name, clips in conditions.items()}

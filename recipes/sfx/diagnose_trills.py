@@ -47,6 +47,7 @@ from audiodiff.benchmarks.sfx.new_kinds_attributes import (
     load_detector,
     peak_jump_rate,
 )
+from audiodiff.evaluation.one_step import one_step_estimates
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 BATCH = 50
@@ -121,24 +122,6 @@ def variations(model: str, rows: list[dict], clean: list[np.ndarray], strength: 
     return clips
 
 
-def one_step(model: str, rows: list[dict], clean: list[np.ndarray], t: float) -> list[np.ndarray]:
-    """`model`'s one-step estimate x̂0 of each real trill from flow time `t` (text: its first caption), decoded."""
-    pipe = AudioDiffusionPipeline.from_pretrained(model)
-    m, rep = pipe.model, pipe.model.representation
-    multiple = getattr(m.net, "length_multiple", 1)
-    clips = []
-    for i, (row, wav) in enumerate(zip(rows, clean, strict=True)):
-        with torch.no_grad():
-            z = rep.encode(torch.from_numpy(wav)[None, None])
-            length = z.shape[-1]
-            z = torch.nn.functional.pad(z, (0, (-length) % multiple), mode="replicate")
-            eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(i))
-            x0 = m.objective.denoise(m.net, (1 - t) * z + t * eps, torch.full((1,), t),
-                                     m.encode_text([row["caption"][0]]))[..., :length]
-            clips.append(rep.decode(x0).reshape(-1)[:wav.size].numpy())
-    return clips
-
-
 def notes_row(name: str, features: list[dict]) -> str:
     """One markdown row of the two-note measures (medians)."""
     return (f"| {name} | {np.median([f['second_db'] for f in features]):.1f} | "
@@ -189,7 +172,8 @@ def main() -> None:
                   f"patch-mean+GL (patch {args.patch})": [round_trip(base, w, args.patch) for w in clean]}
     if args.one_step is not None:
         for model in [args.base, *args.models]:
-            conditions[f"one step from t={args.one_step}: {model}"] = one_step(model, rows, clean, args.one_step)
+            conditions[f"one step from t={args.one_step}: {model}"] = one_step_estimates(
+                AudioDiffusionPipeline.from_pretrained(model), clean, [r["caption"][0] for r in rows], args.one_step)
     for model in args.models:
         conditions[f"generated: {model}"] = generated(model, rows)
         for strength in args.strengths:
