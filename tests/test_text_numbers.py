@@ -10,8 +10,10 @@ from audiodiff.conditioning.text import (
     NUMBER_PATTERN,
     TextEncoder,
     add_numeral_features,
+    masked_mean,
     numeral_basis,
     numeral_features,
+    pool_numeral_features,
     token_numbers,
 )
 
@@ -86,6 +88,37 @@ def test_add_numeral_features_leaves_states_without_numbers_alone() -> None:
 def test_the_option_is_part_of_the_cache_signature(encoders: tuple[TextEncoder, TextEncoder]) -> None:
     plain, numeric = encoders
     assert encoder_signature(plain)["numbers"] is False and encoder_signature(numeric)["numbers"] is True
+    assert "numbers_pooled" not in encoder_signature(numeric)            # caches written before it still match
+    assert encoder_signature(TextEncoder("minilm", numbers=True, numbers_pooled=True))["numbers_pooled"] is True
+
+
+def test_pooled_numbers_put_the_value_in_the_pooled_vector(encoders: tuple[TextEncoder, TextEncoder]) -> None:
+    numeric = encoders[1]
+    pooled = TextEncoder("minilm", numbers=True, numbers_pooled=True)
+    captions = ["a rock song at 120 BPM", "a rock song at 160 BPM", "a slow ballad", ""]
+    a, b = numeric(captions), pooled(captions)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.mask, b.mask)     # only the pooled vector changes
+    torch.testing.assert_close(a.pooled, masked_mean(a.tokens, a.mask))
+    assert torch.equal(b.pooled[2:], a.pooled[2:])                              # no number, the null caption
+    for row, bpm in ((0, 120.0), (1, 160.0)):
+        delta = b.pooled[row] - a.pooled[row]
+        torch.testing.assert_close(delta.norm(), a.pooled[row].norm())          # as long as the caption's vector
+        read = pooled.number_basis.T @ delta / a.pooled[row].norm()
+        torch.testing.assert_close(read, numeral_features(torch.tensor(bpm)), atol=1e-4, rtol=0)
+    # 120 and 160 BPM: the pooled vectors differ several times more than the token mean alone tells them apart
+    assert (b.pooled[0] - b.pooled[1]).norm() > 3 * (a.pooled[0] - a.pooled[1]).norm()   # measured: 4.3×
+    with pytest.raises(ValueError, match="numbers_pooled=true needs numbers=true"):
+        TextEncoder("minilm", numbers_pooled=True)
+
+
+def test_pooled_numbers_average_several_numbers() -> None:
+    basis, pooled = numeral_basis(64), torch.randn(2, 64)
+    values = torch.full((2, 6), float("nan"))
+    values[0, 1], values[0, 2], values[0, 4] = 120.0, 120.0, 3.0   # one number in two tokens, and another
+    out = pool_numeral_features(pooled, values, basis)
+    expected = (2 * numeral_features(torch.tensor(120.0)) + numeral_features(torch.tensor(3.0))) / 3
+    torch.testing.assert_close(basis.T @ (out[0] - pooled[0]) / pooled[0].norm(), expected, atol=1e-5, rtol=0)
+    assert torch.equal(out[1], pooled[1])
 
 
 @pytest.mark.gpu

@@ -37,9 +37,13 @@ log = logging.getLogger(__name__)
 
 
 def encoder_signature(encoder: TextEncoder) -> dict[str, object]:
-    """What makes two encoders' states interchangeable: source, truncation, pooling and width."""
-    return {"name_or_path": str(encoder.name_or_path), "max_length": encoder.max_length,
-            "pooling": encoder.pooling, "dim": encoder.dim, "numbers": encoder.numbers}
+    """What makes two encoders' states interchangeable: source, truncation, pooling, width and numeral features
+    (`numbers_pooled` named only when set, so that the caches written before it existed still match)."""
+    signature: dict[str, object] = {"name_or_path": str(encoder.name_or_path), "max_length": encoder.max_length,
+                                    "pooling": encoder.pooling, "dim": encoder.dim, "numbers": encoder.numbers}
+    if encoder.numbers_pooled:
+        signature["numbers_pooled"] = True
+    return signature
 
 
 def pooled_signature(encoder: TextEncoder) -> dict[str, object]:
