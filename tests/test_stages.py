@@ -32,11 +32,12 @@ GRIFFIN_LIM = "audiodiff.vocoders.griffinlim.GriffinLimVocoder"
 @pytest.mark.parametrize("recipe,vocoder,data", [
     ("sfx", "audiodiff.vocoders.trained.from_export", LATENTS),
     ("sfx_quick", GRIFFIN_LIM, LATENTS),
-    ("music_quick", GRIFFIN_LIM, AUDIO),
+    ("music_quick", GRIFFIN_LIM, LATENTS),
+    ("sfx_long", GRIFFIN_LIM, AUDIO),
 ])
 def test_each_recipe_gives_its_diffusion_stage_its_groups(recipe, vocoder, data):
     """sfx trains on its latent cache through the trained vocoder; the CPU presets decode with Griffin-Lim, and
-    sfx_quick keeps the cache (music_quick reads audio)."""
+    those with an encode stage train from its cache (sfx_long has none and reads audio)."""
     command = [f"recipe={recipe}"]
     stage = compose_stage(command, compose_config("train", command), "diffusion")
     assert (stage.vocoder._target_, stage.data._target_) == (vocoder, data)
