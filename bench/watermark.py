@@ -152,8 +152,9 @@ def main() -> None:
                   f"{100 * np.nanmean(results['bit_ok'][name]) if np.any(hits_a) else float('nan'):.1f}% | |")
     if args.part in ("both", "unmarked"):
         if not raw:
-            raw = [plain(prompts[i: i + 8], seed=list(range(i, i + 8))).audio[j, :1].double()
-                   for i in range(0, min(len(prompts), args.unmarked), 8) for j in range(min(8, len(prompts) - i))]
+            count = min(len(prompts), args.unmarked)
+            raw = [clip[:1].double() for i in range(0, count, 8)
+                   for clip in plain(prompts[i: min(i + 8, count)], seed=list(range(i, min(i + 8, count)))).audio]
         unmarked_part(plain, rows, raw, args.unmarked, results)
         p = np.array(results["pvalues"])
         print(f"\nunmarked: {len(p)} clips ({results['generated_unmarked']} generated, {results['corpus_unmarked']} "

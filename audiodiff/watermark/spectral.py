@@ -22,10 +22,12 @@ measuring what the previous one achieved, so the limit and the STFT's overlap do
 Detection resamples to 16 kHz, measures the cells at every alignment (4 quarter-hop shifts × 4 hop phases × 64
 cell offsets, so cutting, codec delays and excerpts do not matter) and sums cos(2π (p - d) / Δ) over the symbols
 at most 50 dB below the loudest cell, in frames not below -66 dBFS (never marked; 6 dB spare for a gain change), a
-message symbol's phase doubled (which ignores its bit), each weighted by how far it stands above that floor. In
-an unmarked clip these are cosines of phases spread uniformly (the dither is keyed), so the weighted sum has mean
-0 and variance Σw² / 2: the score is that sum over sqrt(Σw² / 2), and the p-value is its Gaussian
-tail, Bonferroni-corrected over the 1024 alignments (checked on thousands of unmarked clips: bench/watermark.py).
+message symbol's phase doubled (which ignores its bit), each weighted by how far it stands above that floor; and
+again over only the symbols within 30 dB of the loudest cell, and within 20 dB, since after added noise the quiet
+symbols (never marked, or drowned) dilute the sum. In an unmarked clip these are cosines of phases spread uniformly
+(the dither is keyed), so the weighted sum has mean 0 and variance Σw² / 2: the score is that sum over
+sqrt(Σw² / 2), and the p-value is its Gaussian tail, Bonferroni-corrected over the 1024 alignments and the 3 floors
+(checked on thousands of unmarked clips: bench/watermark.py).
 
 The pattern repeats every period, so in a clip marked with one key and checked with another, the same pair of
 dithers meets once per period and the scores of clips much longer than a period are inflated (a false match
@@ -63,6 +65,8 @@ MESSAGE_BITS = 16
 STEP = 0.3  # Δ: lattice step of a symbol's log energy ratio (nepers); beyond what a 31 dB mark can always
 #             reach in one symbol, which buys robustness where the host leaves room (measured: 0.16-0.45)
 FLOOR_DB = -50.0  # cells this far below the clip's loudest are not used
+DETECT_FLOORS_DB = (-50.0, -30.0, -20.0)  # detection also scores only the louder symbols: after added noise,
+#                                          the quiet ones (never marked, or drowned) only dilute the score
 GAIN_SLACK_DB = 6.0  # detection keeps cells down to 6 dB below the silence level (a clip turned down since)
 WEIGHT_DB = 25.0  # dB above the floor from which a symbol counts fully
 ITERATIONS = 3  # embedding passes
@@ -174,7 +178,7 @@ def _symbols_at(energy: np.ndarray, layout: _Layout, offsets: np.ndarray,
                 floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_symbols` for several offsets that group cells alike ((-offset) mod SYMBOL_COLUMNS equal), at once.
 
-    Returns (feature [O, groups, S], symbol index within the period [O, S], weight [groups, S])."""
+    Returns (feature [O, groups, S], symbol index within the period [O, S], symbol energy [groups, S])."""
     bands, cells = energy.shape
     first = int((-offsets[0]) % SYMBOL_COLUMNS)
     count = max(0, (cells - first) // SYMBOL_COLUMNS)
@@ -187,9 +191,13 @@ def _symbols_at(energy: np.ndarray, layout: _Layout, offsets: np.ndarray,
     total = e.sum((1, 3))
     tiny = floor * 1e-3 + 1e-30
     feature = np.log(plus + tiny) - np.log(total[None] - plus + tiny)
-    level = 10 * np.log10(np.maximum(total, tiny) / floor)
-    weight = np.where(total > floor, np.clip(level / WEIGHT_DB, 0.05, 1.0), 0.0)
-    return feature, columns[:, :, 0] // SYMBOL_COLUMNS, weight
+    return feature, columns[:, :, 0] // SYMBOL_COLUMNS, total
+
+
+def _weight(total: np.ndarray, floor: float) -> np.ndarray:
+    """A symbol's weight from its energy: 0 at or below `floor`, else from 0.05 to 1 with its level above it."""
+    level = 10 * np.log10(np.maximum(total, floor * 1e-3 + 1e-30) / floor)
+    return np.where(total > floor, np.clip(level / WEIGHT_DB, 0.05, 1.0), 0.0)
 
 
 class SpectralWatermark:
@@ -279,7 +287,7 @@ class SpectralWatermark:
             return Detection(self.name, False, 0.0, 1.0, None, note=f"shorter than {MIN_SECONDS} s: not judged")
         mono = _resample(wav.detach().double().cpu().mean(0, keepdim=True), sample_rate, RATE)
         best: tuple[float, np.ndarray, np.ndarray] | None = None
-        alignments = SUB_HOP * HOPS_PER_CELL * PERIOD
+        tests = SUB_HOP * HOPS_PER_CELL * PERIOD * len(DETECT_FLOORS_DB)  # alignments × symbol floors
         powers = [_stft(mono[:, shift * HOP // SUB_HOP:])[0].abs().pow(2).numpy() for shift in range(SUB_HOP)]
         for power, phase in ((power, phase) for power in powers for phase in range(HOPS_PER_CELL)):
             energy = _audible(cell_energy(power, self.edges, phase), power, phase, GAIN_SLACK_DB)
@@ -288,24 +296,25 @@ class SpectralWatermark:
                 continue
             for parity in range(SYMBOL_COLUMNS):
                 offsets = np.arange(PERIOD)[(-np.arange(PERIOD)) % SYMBOL_COLUMNS == parity]
-                feature, symbol, weight = _symbols_at(energy, self.layout, offsets, floor)
-                count = int((weight > 0).sum())
-                if count < 8:
-                    continue
+                feature, symbol, total = _symbols_at(energy, self.layout, offsets, floor)
                 group = np.arange(self.layout.dither.shape[0])[None, :, None]
                 role = self.layout.role[group, symbol[:, None, :]]  # [O, G, S]
                 cosine = np.cos(2 * np.pi * (feature - self.layout.dither[group, symbol[:, None, :]]) / STEP)
                 # a message symbol sits on the lattice or half a step off it: doubling its phase ignores the bit
                 either = np.where(role < 0, cosine, 2 * cosine**2 - 1)
-                scores = (weight * either).sum((1, 2)) / math.sqrt((weight**2).sum() / 2.0)  # [O]
-                top = int(np.argmax(scores))
-                if best is None or scores[top] > best[0]:
-                    best = (float(scores[top]), weight * cosine[top], role[top])
+                for floor_db in DETECT_FLOORS_DB:
+                    weight = _weight(total, floor * 10 ** ((floor_db - FLOOR_DB) / 10))
+                    if int((weight > 0).sum()) < 8:
+                        continue
+                    scores = (weight * either).sum((1, 2)) / math.sqrt((weight**2).sum() / 2.0)  # [O]
+                    top = int(np.argmax(scores))
+                    if best is None or scores[top] > best[0]:
+                        best = (float(scores[top]), weight * cosine[top], role[top])
         if best is None:
             return Detection(self.name, False, 0.0, 1.0, None, note="too quiet or too short: not judged")
         z, weighted, role = best
         bit_sums = np.bincount(role[role >= 0], weights=weighted[role >= 0], minlength=MESSAGE_BITS)
-        p = min(1.0, alignments * 0.5 * math.erfc(z / math.sqrt(2.0)))
+        p = min(1.0, tests * 0.5 * math.erfc(z / math.sqrt(2.0)))
         marked = p < self.alpha
         bits = tuple(int(s < 0) for s in bit_sums) if marked else None
         return Detection(self.name, marked, z, p, bits)
