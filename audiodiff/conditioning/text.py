@@ -230,14 +230,13 @@ class TextEncoder(nn.Module):
         n = states.shape[1]
         tokens = torch.zeros(len(captions), n, self.dim, device=device, dtype=dtype)
         mask = torch.zeros(len(captions), n, device=device, dtype=torch.bool)
+        rows = torch.tensor(keep, device=device, dtype=torch.long)
         if keep:
-            rows = torch.tensor(keep, device=device)
             tokens[rows] = states.masked_fill(~real[..., None], 0.0)
             mask[rows] = real
         pooled = masked_mean(tokens, mask)
         if self.numbers_pooled and values is not None:
-            rows = torch.tensor(keep, device=device)
-            pooled[rows] = pool_numeral_features(pooled[rows], values.to(device), self.number_basis)
+            pooled[rows] = pool_numeral_features(pooled[rows], values, self.number_basis)
         return Conditioning(tokens=tokens, mask=mask, pooled=pooled)
 
     @torch.no_grad()

@@ -168,10 +168,7 @@ def _symbols(energy: np.ndarray, layout: _Layout, offset: int, floor: float) -> 
     plus, minus = (np.where(sign > 0, e, 0.0).sum((1, 3)), np.where(sign < 0, e, 0.0).sum((1, 3)))
     tiny = floor * 1e-3 + 1e-30
     feature = np.log(plus + tiny) - np.log(minus + tiny)
-    total = plus + minus
-    level = 10 * np.log10(np.maximum(total, tiny) / floor)
-    weight = np.where(total > floor, np.clip(level / WEIGHT_DB, 0.05, 1.0), 0.0)
-    return feature, columns[:, 0] // SYMBOL_COLUMNS, starts, weight
+    return feature, columns[:, 0] // SYMBOL_COLUMNS, starts, _weight(plus + minus, floor)
 
 
 def _symbols_at(energy: np.ndarray, layout: _Layout, offsets: np.ndarray,
