@@ -39,6 +39,15 @@ def test_recipe_composes_and_instantiates(recipe):
     assert trainer.max_steps == cfg.trainer.max_steps
 
 
+@pytest.mark.parametrize("recipe", ["music_quick", "music_long"])
+def test_music_recipes_are_timing_conditioned(recipe):
+    """Music clips (4-10 s) are padded to the 8 s window: without the clip's length the model learns the padding
+    and ends clips early (recipes/music/README.md); with it the denoiser gets (seconds start, seconds total)."""
+    model = build_model(compose_config("train", [f"recipe={recipe}"]))
+    assert model.timing is not None and model.net.global_dim == model.timing.dim
+    assert model.fixed_window and model.max_duration == model.duration == 8.0, "it samples its window, told the length"
+
+
 def test_recipes_hold_only_what_differs():
     for recipe in RECIPES:
         text = (CONF_DIR / "recipe" / f"{recipe}.yaml").read_text()

@@ -3,6 +3,8 @@
     python recipes/music/diagnose.py corpus                    # tempo and instrument statistics of the corpus
     python recipes/music/diagnose.py extractors --n 100        # extractor accuracy: clean, mel → Griffin-Lim
     python recipes/music/diagnose.py tempo --n 100             # tempo reading against the window length
+    python recipes/music/diagnose.py denoiser EXPORT --n 70    # what a model's denoiser keeps of real clips
+    python recipes/music/diagnose.py style EXPORT --n 200      # which style its clips are heard as, and why
     python recipes/music/diagnose.py text                      # what the text encoder keeps of each attribute
 
 Nothing here trains a model. `extractors` reads the first `n` test clips of `data/music` back with the corpus
@@ -12,8 +14,12 @@ after Griffin-Lim from the clip's own STFT magnitude (the bound of any mel vocod
 Griffin-Lim). `tempo` renders the first `n` test arrangements at 16 s and reads their tempo from the first 4, 8 and
 16 s. `text` encodes the corpus captions with the recipes' text encoder (MiniLM, with and without the numeral
 features of `text_encoder.numbers`) and prints how far a caption's pooled state (and its BPM's tokens) moves when one
-attribute changes, and how well a linear probe reads each attribute back from held-out captions. Every command prints
-markdown tables.
+attribute changes, and how well a linear probe reads each attribute back from held-out captions. `denoiser` reads the
+first `n` test clips back after a trained model's representation round trip and as its one-step estimates x̂0 from
+the clip noised to flow time t (`audiodiff.evaluation.one_step`): what the denoiser loses there it cannot draw.
+`style` generates the held-out prompts, tabulates the style asked against the style heard, and splits each frequent
+misreading's margin over the style classifier's feature groups (drum-kit level and spread, bass timbre, rhythm),
+beside the same split for real clips. Every command prints markdown tables.
 """
 
 from __future__ import annotations
@@ -97,10 +103,7 @@ def corpus_command(args: argparse.Namespace) -> None:
 def _test_clips(root: Path, n: int) -> tuple[list[np.ndarray], list[dict]]:
     import soundfile as sf
 
-    from audiodiff.benchmarks import ensure_corpus
-    from audiodiff.data.manifest import read_manifest
-
-    rows = read_manifest(ensure_corpus("music", root), split="test")[:n]
+    rows = _test_rows(root, n)
     clips = [sf.read(r.audio, dtype="float32")[0] for r in rows]
     return clips, [dict(r.attributes) for r in rows]
 
@@ -151,6 +154,106 @@ def extractors_command(args: argparse.Namespace) -> None:
         print(f"  {label}: done", flush=True)
     print(f"\nExtractor accuracy on the first {len(clips)} test clips of data/music\n")
     print(table(["audio", *names, "seconds"], rows))
+
+
+# ---------------------------------------------------------------------------------------------------- denoiser
+def denoiser_command(args: argparse.Namespace) -> None:
+    """What a trained model's denoiser keeps of real test clips: each clip through the model's representation, and
+    its one-step estimate x̂0 from the clip noised to flow time t (conditioned on the clip's first caption)."""
+    from audiodiff.evaluation.one_step import one_step_estimates
+    from audiodiff.pipeline import AudioDiffusionPipeline
+
+    clips, truth = _test_clips(Path(args.root), args.n)
+    captions = [c.captions[0] for c in _test_rows(Path(args.root), args.n)]
+    names = ["style", "tempo", "key", "mode", "lead", "chords", "instruments"]
+    rows = []
+    for model in args.models:
+        pipe = AudioDiffusionPipeline.from_pretrained(model, device="cpu", watermark=False)
+        rep = pipe.model.representation
+        conditions: list[tuple[str, Callable[[], list[np.ndarray]]]] = [(
+            "representation round trip",
+            lambda rep=rep: [_round_trip(rep, c) for c in clips])]
+        conditions += [(f"x̂0 from t = {t:g}", lambda t=t, pipe=pipe: one_step_estimates(pipe, clips, captions, t))
+                       for t in args.t]
+        for label, make in conditions:
+            scores = extractor_scores(make(), truth)
+            rows.append([model, label, *(pct(scores[k]) for k in names)])
+            print(f"  {model} {label}: done", flush=True)
+    print(f"\nExtractor accuracy on the first {len(clips)} test clips of data/music, as each model returns them\n")
+    print(table(["model", "audio", *names], rows))
+
+
+def _test_rows(root: Path, n: int) -> list:
+    from audiodiff.benchmarks import ensure_corpus
+    from audiodiff.data.manifest import read_manifest
+
+    return read_manifest(ensure_corpus("music", root), split="test")[:n]
+
+
+def _round_trip(representation: object, wav: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        z = representation.encode(torch.from_numpy(wav)[None, None])
+        return representation.decode(z).reshape(-1)[: wav.size].numpy()
+
+
+def style_command(args: argparse.Namespace) -> None:
+    """Which style a model's clips are heard as, and which of the style classifier's feature groups decide a
+    misreading: per group, the logit of the style heard minus that of the style asked (its share of the margin),
+    averaged over the misread clips, beside the same difference for real test clips of the asked style."""
+    import soundfile as sf
+    import torch
+
+    from audiodiff.benchmarks.music.attributes import (
+        STYLE_FEATURE_NAMES,
+        analyse_music,
+        load_style_model,
+        style_features,
+    )
+    from audiodiff.evaluation.adherence import held_out_prompts
+    from audiodiff.pipeline import AudioDiffusionPipeline
+
+    classifier = load_style_model()
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(STYLE_FEATURE_NAMES):
+        parts = name.split("_")
+        groups.setdefault("_".join(parts[:4] if name.startswith("onset") else parts[:2]), []).append(i)
+
+    def margins(wav: np.ndarray, heard: str, asked: str) -> np.ndarray:
+        x = (style_features(analyse_music(wav)) - classifier.mean) / classifier.scale
+        w = classifier.weights[classifier.classes.index(heard)] - classifier.weights[classifier.classes.index(asked)]
+        return np.array([float(w[idx] @ x[idx]) for idx in groups.values()])
+
+    rows_all = _test_rows(Path(args.root), 10**9)
+    prompts, truths = held_out_prompts(rows_all, args.n, 0, corpus="music")
+    pipe = AudioDiffusionPipeline.from_pretrained(args.model, device="cpu", watermark=False)
+    heard: list[str] = []
+    audio: list[np.ndarray] = []
+    for lo in range(0, len(prompts), 32):
+        with torch.inference_mode():
+            out = pipe(prompts[lo: lo + 32], guidance=args.guidance, seed=lo)
+        for clip in out.audio:
+            audio.append(clip[0].numpy())
+            heard.append(classifier.predict(style_features(analyse_music(audio[-1])))[0])
+    asked = [t["style"] for t in truths]
+    styles = list(classifier.classes)
+    confusion = Counter(zip(asked, heard, strict=True))
+    print(f"\nStyle asked (rows) and heard (columns), {len(prompts)} held-out prompts, guidance {args.guidance:g}\n")
+    print(table(["asked \\ heard", *styles], [[a, *(confusion[a, h] for h in styles)] for a in styles]))
+    real = {s: [sf.read(r.audio, dtype="float32")[0] for r in rows_all if r.attributes["style"] == s][:args.real]
+            for s in styles}
+    rows = []
+    for (a, h), count in sorted(confusion.items(), key=lambda kv: -kv[1]):
+        if a == h or count < args.min_count:
+            continue
+        gen = np.mean([margins(w, h, a) for w, x, y in zip(audio, asked, heard, strict=True) if (x, y) == (a, h)], 0)
+        ref = np.mean([margins(w, h, a) for w in real[a]], 0)
+        rows.append([f"{a} heard as {h} ({count})", *(f"{g:+.1f} / {r:+.1f}" for g, r in zip(gen, ref, strict=True)),
+                     f"{gen.sum():+.1f} / {ref.sum():+.1f}"])
+    print(f"\nLogit of the style heard minus the style asked, per feature group: generated (misread clips) / real "
+          f"test clips of the asked style (first {args.real}); the bias terms are left out\n")
+    print(table(["clips", *groups, "sum"], rows))
 
 
 # ------------------------------------------------------------------------------------------------------- tempo
@@ -355,12 +458,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     tempo = commands.add_parser("tempo", help="tempo reading against the window length")
     tempo.add_argument("--n", type=int, default=100, help="test arrangements")
     tempo.add_argument("--seconds", type=float, nargs="+", default=[4.0, 8.0, 16.0])
+    denoiser = commands.add_parser("denoiser", help="what a model's denoiser keeps of real clips")
+    denoiser.add_argument("models", nargs="+", help="export folders")
+    denoiser.add_argument("--root", default="data")
+    denoiser.add_argument("--n", type=int, default=70, help="test clips")
+    denoiser.add_argument("--t", type=float, nargs="+", default=[0.05, 0.3, 0.6], help="flow times of x̂0")
+    style = commands.add_parser("style", help="which style a model's clips are heard as, and why")
+    style.add_argument("model", help="an export folder")
+    style.add_argument("--root", default="data")
+    style.add_argument("--n", type=int, default=200, help="held-out prompts")
+    style.add_argument("--guidance", type=float, default=3.0)
+    style.add_argument("--real", type=int, default=20, help="real test clips per style for the comparison")
+    style.add_argument("--min-count", type=int, default=3, help="confusions rarer than this are left out")
     text = commands.add_parser("text", help="what the text encoder keeps of each attribute")
     text.add_argument("--n", type=int, default=100, help="test clips whose captions are varied")
     text.add_argument("--c", type=float, default=1.0, help="inverse regularisation of the logistic probes")
     args = parser.parse_args(argv)
-    {"corpus": corpus_command, "extractors": extractors_command, "tempo": tempo_command,
-     "text": text_command}[args.command](args)
+    {"corpus": corpus_command, "extractors": extractors_command, "denoiser": denoiser_command,
+     "style": style_command, "tempo": tempo_command, "text": text_command}[args.command](args)
 
 
 if __name__ == "__main__":
