@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from debug_model import debug_export
 
-from audiodiff.evaluation.one_step import one_step_estimates
+from audiodiff.evaluation.one_step import one_step_estimates, round_trip
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 
@@ -38,3 +38,12 @@ def test_bad_input_is_named(pipe):
         one_step_estimates(pipe, [_tone(pipe, 0.3)] * 2, ["a tone"], 0.5)
     with pytest.raises(ValueError, match=r"t must lie in \[0, 1\], got 1.5"):
         one_step_estimates(pipe, [_tone(pipe, 0.3)], ["a tone"], 1.5)
+
+
+def test_round_trip_keeps_the_length_and_stays_close_to_the_clip(pipe):
+    clip = _tone(pipe, 0.5)
+    back = round_trip(pipe, clip)
+    assert back.shape == clip.shape and np.isfinite(back).all()
+    spectrum = np.abs(np.fft.rfft(back))
+    peak_hz = np.argmax(spectrum) * pipe.sample_rate / clip.size
+    assert abs(peak_hz - 440.0) < 40.0, "the tone comes back at its pitch"

@@ -12,6 +12,15 @@ import torch
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 
+def round_trip(pipe: AudioDiffusionPipeline, wav: np.ndarray) -> np.ndarray:
+    """`wav` [T] (mono float samples at the model's rate) through the model's representation and back, [T]: what
+    any estimate of the model can at best return (whole frames only: a last partial frame comes back as zeros)."""
+    rep = pipe.model.representation
+    with torch.no_grad():
+        decoded = rep.decode(rep.encode(torch.from_numpy(wav)[None, None])).reshape(-1)[:wav.size].numpy()
+    return np.pad(decoded, (0, wav.size - decoded.size))
+
+
 def one_step_estimates(pipe: AudioDiffusionPipeline, clips: list[np.ndarray], captions: list[str],
                        t: float) -> list[np.ndarray]:
     """Each clip's one-step estimate, decoded back to audio.

@@ -160,19 +160,21 @@ def extractors_command(args: argparse.Namespace) -> None:
 def denoiser_command(args: argparse.Namespace) -> None:
     """What a trained model's denoiser keeps of real test clips: each clip through the model's representation, and
     its one-step estimate x̂0 from the clip noised to flow time t (conditioned on the clip's first caption)."""
-    from audiodiff.evaluation.one_step import one_step_estimates
+    import soundfile as sf
+
+    from audiodiff.evaluation.one_step import one_step_estimates, round_trip
     from audiodiff.pipeline import AudioDiffusionPipeline
 
-    clips, truth = _test_clips(Path(args.root), args.n)
-    captions = [c.captions[0] for c in _test_rows(Path(args.root), args.n)]
+    test_rows = _test_rows(Path(args.root), args.n)
+    clips = [sf.read(r.audio, dtype="float32")[0] for r in test_rows]
+    truth = [dict(r.attributes) for r in test_rows]
+    captions = [r.captions[0] for r in test_rows]
     names = ["style", "tempo", "key", "mode", "lead", "chords", "instruments"]
     rows = []
     for model in args.models:
         pipe = AudioDiffusionPipeline.from_pretrained(model, device="cpu", watermark=False)
-        rep = pipe.model.representation
         conditions: list[tuple[str, Callable[[], list[np.ndarray]]]] = [(
-            "representation round trip",
-            lambda rep=rep: [_round_trip(rep, c) for c in clips])]
+            "representation round trip", lambda pipe=pipe: [round_trip(pipe, c) for c in clips])]
         conditions += [(f"x̂0 from t = {t:g}", lambda t=t, pipe=pipe: one_step_estimates(pipe, clips, captions, t))
                        for t in args.t]
         for label, make in conditions:
@@ -188,14 +190,6 @@ def _test_rows(root: Path, n: int) -> list:
     from audiodiff.data.manifest import read_manifest
 
     return read_manifest(ensure_corpus("music", root), split="test")[:n]
-
-
-def _round_trip(representation: object, wav: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        z = representation.encode(torch.from_numpy(wav)[None, None])
-        return representation.decode(z).reshape(-1)[: wav.size].numpy()
 
 
 def style_command(args: argparse.Namespace) -> None:

@@ -22,23 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from audiodiff.benchmarks import ensure_corpus
 from audiodiff.benchmarks.sfx.attributes import extract_sfx
 from audiodiff.benchmarks.sfx.corpus import KINDS
 from audiodiff.data.manifest import read_manifest
-from audiodiff.evaluation.one_step import one_step_estimates
+from audiodiff.evaluation.one_step import one_step_estimates, round_trip
 from audiodiff.pipeline import AudioDiffusionPipeline
 
 BATCH = 50
-
-
-def round_trip(pipe: AudioDiffusionPipeline, wav: np.ndarray) -> np.ndarray:
-    """`wav [T]` through the model's mel and back through its decoder."""
-    rep = pipe.model.representation
-    with torch.no_grad():
-        return rep.decode(rep.encode(torch.from_numpy(wav)[None, None])).reshape(-1)[:wav.size].numpy()
 
 
 def generated(pipe: AudioDiffusionPipeline, captions: list[str], durations: list[float]) -> list[np.ndarray]:
