@@ -5,7 +5,7 @@ import torch
 
 from audiodiff.conditioning.types import Conditioning
 from audiodiff.diffusion.guidance import classifier_free_guidance
-from audiodiff.diffusion.objectives import FlowMatching
+from audiodiff.diffusion.objectives import EDM, FlowMatching
 from audiodiff.diffusion.samplers import get_sampler, sample_flow_euler, sample_flow_heun
 
 MU, STD = 1.5, 0.5  # the toy data distribution N(MU, STD²), independent per dimension
@@ -96,6 +96,38 @@ def test_velocity_targets_with_x0_loss_equal_the_x0_loss_of_the_implied_estimate
     assert on_v > 2 * by_v  # the velocity loss weighs low-noise errors by 1 / t²
     with pytest.raises(ValueError, match="loss_space"):
         FlowMatching(loss_space="eps")
+
+
+def test_skip_preconditioning_is_edm_in_flow_time_and_keeps_the_x0_loss():
+    """skip=True: x̂0 = c_skip·x_t + c_out·F equals Karras et al.'s D(y; σ) on y = x_t / (1 - t), σ = t / (1 - t); a
+    network returning F = (x0* - c_skip·x_t) / c_out reaches x0-prediction's Bayes error; a zero network passes x_t
+    through at low noise and gives 0 at pure noise."""
+    obj = FlowMatching(prediction="x0", skip=True)
+    t = torch.tensor([0.05, 0.3, 0.5, 0.9], dtype=torch.float64)
+    c_skip, c_out = obj.skip_scales(t)
+    e_skip, e_out, _, _ = EDM(sigma_data=1.0).precondition(t / (1 - t))
+    torch.testing.assert_close(c_skip, e_skip / (1 - t))
+    torch.testing.assert_close(c_out, e_out)
+
+    def exact_f(x, t, cond):
+        cs, co = obj.skip_scales(t)
+        return (exact_x0(x, t) - cs.view(-1, 1, 1) * x) / co.view(-1, 1, 1)
+
+    x = torch.randn(4, 2, 5, dtype=torch.float64)
+    torch.testing.assert_close(obj.denoise(exact_f, x, t, _cond(4)), exact_x0(x, t))
+    zero = lambda x, t, c: torch.zeros_like(x)  # noqa: E731
+    ends = torch.tensor([1e-4, 1.0], dtype=torch.float64)
+    got = obj.denoise(zero, x[:2], ends, _cond(2))
+    torch.testing.assert_close(got[0], x[0], atol=1e-3, rtol=0)
+    assert got[1].abs().max() == 0
+    gen = torch.Generator().manual_seed(3)
+    x0 = MU + STD * torch.randn(20000, 1, 4, generator=gen, dtype=torch.float64)
+    with_skip = obj.loss(exact_f, x0, _cond(20000), generator=torch.Generator().manual_seed(4))
+    plain = FlowMatching(prediction="x0").loss(ExactNet("x0"), x0, _cond(20000),
+                                               generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(with_skip, plain)
+    with pytest.raises(ValueError, match="skip"):
+        FlowMatching(prediction="velocity", skip=True)
 
 
 def test_loss_weight_masks_frames():

@@ -140,6 +140,11 @@ class FlowMatching(Objective):
       (where conditioning is learnt) while x̂0 = x_t - t·v̂ passes the input's detail through at low noise, which an
       x0 prediction has to rebuild through the network (on the sfx quick start neither velocity variant comes near
       x0 targets: recipes/sfx/README.md).
+    skip: with x0 prediction, Karras et al. (2022)'s preconditioning in flow time (σ = t / (1 - t), σ_data = 1):
+      x̂0 = c_skip(t)·x_t + c_out(t)·F with c_skip = (1 - t) / ((1 - t)² + t²) and c_out = t / √((1 - t)² + t²), the
+      loss still the MSE on x̂0. At high noise x̂0 is the network's (c_skip → 0) and conditioning is learnt as with
+      plain x0; at low noise the input's detail passes through (c_skip → 1, c_out → 0) instead of being rebuilt by a
+      network whose first layer may hold fewer channels than a patch has values (recipes/music/README.md).
     logsnr_range: (λ_min, λ_max) of the "logsnr" sampling grid (`schedules.logsnr_times`; Stable Audio 3: -6.2, 2).
     The network's noise input is t itself. Sampling grids default to even flow times from t = 1.
     """
@@ -149,9 +154,12 @@ class FlowMatching(Objective):
     def __init__(self, prediction: Prediction = "x0", time_sampling: TimeSampling = "uniform",
                  logit_mean: float = 0.0, logit_std: float = 1.0, shift: float = 1.0,
                  logsnr_range: tuple[float, float] | list[float] = (-6.2, 2.0),
-                 loss_space: Literal["target", "x0"] = "target") -> None:
+                 loss_space: Literal["target", "x0"] = "target", skip: bool = False) -> None:
         if prediction not in ("x0", "velocity"):
             raise ValueError(f"FlowMatching.prediction: expected 'x0' or 'velocity', got {prediction!r}")
+        if skip and prediction != "x0":
+            raise ValueError("FlowMatching.skip: the skip connection preconditions x0 prediction; "
+                             f"prediction is {prediction!r}")
         if time_sampling not in ("uniform", "logit_normal"):
             raise ValueError(f"FlowMatching.time_sampling: expected 'uniform' or 'logit_normal', got {time_sampling!r}")
         if shift <= 0:
@@ -160,6 +168,7 @@ class FlowMatching(Objective):
             raise ValueError(f"FlowMatching.loss_space: expected 'target' or 'x0', got {loss_space!r}")
         self.loss_space = loss_space
         self.prediction = prediction
+        self.skip = bool(skip)
         self.time_sampling = time_sampling
         self.logit_mean = logit_mean
         self.logit_std = logit_std
@@ -196,7 +205,7 @@ class FlowMatching(Objective):
         x = self.noise(x0, eps, t)
         out = net(x, t, cond)
         if self.prediction == "x0":
-            target = x0
+            out, target = (self._precondition(out, x, t) if self.skip else out), x0
         elif self.loss_space == "x0":
             out, target = x.float() - _view(t, x).float() * out.float(), x0
         else:
@@ -207,8 +216,21 @@ class FlowMatching(Objective):
         """The network's estimate of clean data x̂0: [B, D, L] from x at flow times t: [B]."""
         out = net(x, t, cond)
         if self.prediction == "x0":
-            return out
+            return self._precondition(out, x, t) if self.skip else out
         return x - _view(t, x) * out
+
+    @staticmethod
+    def skip_scales(t: Tensor) -> tuple[Tensor, Tensor]:
+        """(c_skip, c_out): [B] each, for flow times t: [B] (Karras et al. 2022, Table 1, with σ = t / (1 - t))."""
+        t = t.to(torch.promote_types(t.dtype, torch.float32))
+        norm = (1 - t) ** 2 + t ** 2
+        return (1 - t) / norm, t / norm.sqrt()
+
+    def _precondition(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """x̂0 = c_skip·x + c_out·out: [B, D, L] in the network's dtype."""
+        c_skip, c_out = self.skip_scales(t)
+        x_hat = _view(c_skip, x) * x.to(c_skip.dtype) + _view(c_out, x) * out.to(c_out.dtype)
+        return x_hat.to(out.dtype)
 
 
 VPPrediction = Literal["epsilon", "v", "x0"]
