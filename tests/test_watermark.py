@@ -97,6 +97,21 @@ def test_the_mark_survives_gain_delay_resampling_noise_and_excerpts():
         assert mark.detect(wav, RATE).marked, name
 
 
+def test_a_clip_that_kept_its_start_is_judged_at_alignment_zero_and_a_shifted_one_by_the_search():
+    """Two families of tests, Bonferroni within and across: alignment 0 (3 floors) and every alignment (1024 × 3).
+    A clip as marked scores at alignment 0, p = 2 · 3 · P(Z > z); delayed by 1234 samples it meets the search,
+    p = 2 · 3072 · P(Z > z): the same score needs about 3.4 instead of 5 where the clip kept its start."""
+    mark = SpectralWatermark()
+    marked = mark.embed(beeps_and_noise(1.6, seed=0), RATE, BITS)
+    tail = lambda z: 0.5 * math.erfc(z / math.sqrt(2.0))  # noqa: E731
+    as_marked = mark.detect(marked, RATE)
+    delayed = mark.detect(torch.nn.functional.pad(marked, (1234, 0)), RATE)
+    assert as_marked.marked and as_marked.bits == BITS
+    assert as_marked.p_value == pytest.approx(2 * 3 * tail(as_marked.score), rel=1e-9)
+    assert delayed.p_value == pytest.approx(min(1.0, 2 * 3072 * tail(delayed.score)), rel=1e-9)
+    assert 4.0 < delayed.score < as_marked.score
+
+
 def test_scoring_the_louder_symbols_too_lifts_a_sparse_clip_out_of_added_noise(monkeypatch):
     """Noise fills a sparse clip's silences with symbols that were never marked: the detector's louder floors leave
     them out of one of its scores (measured here: z 8-9 with the -50 dB floor alone, 12-13 with all three)."""
