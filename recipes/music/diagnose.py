@@ -5,6 +5,7 @@
     python recipes/music/diagnose.py tempo --n 100             # tempo reading against the window length
     python recipes/music/diagnose.py denoiser EXPORT --n 70    # what a model's denoiser keeps of real clips
     python recipes/music/diagnose.py style EXPORT --n 200      # which style its clips are heard as, and why
+    python recipes/music/diagnose.py roles EXPORT --n 200      # instruments: wrong timbre, or the roles swapped
     python recipes/music/diagnose.py text                      # what the text encoder keeps of each attribute
 
 Nothing here trains a model. `extractors` reads the first `n` test clips of `data/music` back with the corpus
@@ -19,7 +20,10 @@ first `n` test clips back after a trained model's representation round trip and 
 the clip noised to flow time t (`audiodiff.evaluation.one_step`): what the denoiser loses there it cannot draw.
 `style` generates the held-out prompts, tabulates the style asked against the style heard, and splits each frequent
 misreading's margin over the style classifier's feature groups (drum-kit level and spread, bass timbre, rhythm),
-beside the same split for real clips. Every command prints markdown tables.
+beside the same split for real clips. `roles` generates the held-out prompts and splits each instrument read back
+into the one asked for that role, the one the prompt gave the other role, and neither (with the instruments most
+often heard instead): a model that draws the named instruments in swapped roles binds words to roles badly, one
+that draws neither has not learnt the timbres. Every command prints markdown tables.
 """
 
 from __future__ import annotations
@@ -250,6 +254,37 @@ def style_command(args: argparse.Namespace) -> None:
     print(table(["clips", *groups, "sum"], rows))
 
 
+def roles_command(args: argparse.Namespace) -> None:
+    """Lead and chord instruments read back from a model's clips: asked for that role, asked for the other, or
+    neither (module docstring)."""
+    from audiodiff.evaluation.adherence import evaluate_adherence, held_out_prompts
+    from audiodiff.pipeline import AudioDiffusionPipeline
+
+    prompts, truths = held_out_prompts(_test_rows(Path(args.root), 10**9), args.n, 0, corpus="music")
+    pipe = AudioDiffusionPipeline.from_pretrained(args.model, device="cpu", watermark=False)
+    heard = evaluate_adherence(pipe, prompts, truths, "music", args.guidance).predictions
+    # every training template names the lead first; one held-out template names the chords first
+    chords_first = [p.find(t["chords"]) < p.find(t["lead"]) for p, t in zip(prompts, truths, strict=True)]
+    rows, instead = [], {}
+    for role, other in (("lead", "chords"), ("chords", "lead")):
+        for label, keep in (("", None), (", chords named first", True), (", lead named first", False)):
+            got = [(p[role], t[role], t[other]) for p, t, first in zip(heard, truths, chords_first, strict=True)
+                   if keep is None or first == keep]
+            right = sum(h == a for h, a, _ in got)
+            swapped = sum(h == o != a for h, a, o in got)
+            rows.append([f"{role}{label} ({len(got)})", pct(right / max(len(got), 1)),
+                         pct(swapped / max(len(got), 1)), pct(1 - (right + swapped) / max(len(got), 1))])
+        instead[role] = Counter(p[role] for p, t in zip(heard, truths, strict=True)
+                                if p[role] not in (t[role], t[other])).most_common(4)
+    both = sum({p["lead"], p["chords"]} == {t["lead"], t["chords"]} for p, t in zip(heard, truths, strict=True))
+    print(f"\nInstruments read back, {len(prompts)} held-out prompts, guidance {args.guidance:g} "
+          f"(chance 10% for each column but the last)\n")
+    print(table(["role (prompts)", "the one asked", "the other role's", "neither"], rows))
+    print(f"\nboth asked instruments heard, in either role: {pct(both / len(prompts))}")
+    for role, common in instead.items():
+        print(f"- {role}, neither: mostly heard as " + ", ".join(f"{name} ({n})" for name, n in common))
+
+
 # ------------------------------------------------------------------------------------------------------- tempo
 def render_long(plans: Sequence[ClipPlan], seconds: float) -> list[np.ndarray]:
     """The clips of `plans` arranged and rendered at `seconds` instead of their own length, 16 kHz, finished
@@ -464,12 +499,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     style.add_argument("--guidance", type=float, default=3.0)
     style.add_argument("--real", type=int, default=20, help="real test clips per style for the comparison")
     style.add_argument("--min-count", type=int, default=3, help="confusions rarer than this are left out")
+    roles = commands.add_parser("roles", help="instruments: the timbre wrong, or the roles swapped")
+    roles.add_argument("model", help="an export folder")
+    roles.add_argument("--root", default="data")
+    roles.add_argument("--n", type=int, default=200, help="held-out prompts")
+    roles.add_argument("--guidance", type=float, default=3.0)
     text = commands.add_parser("text", help="what the text encoder keeps of each attribute")
     text.add_argument("--n", type=int, default=100, help="test clips whose captions are varied")
     text.add_argument("--c", type=float, default=1.0, help="inverse regularisation of the logistic probes")
     args = parser.parse_args(argv)
     {"corpus": corpus_command, "extractors": extractors_command, "denoiser": denoiser_command,
-     "style": style_command, "tempo": tempo_command, "text": text_command}[args.command](args)
+     "style": style_command, "tempo": tempo_command, "text": text_command, "roles": roles_command}[args.command](args)
 
 
 if __name__ == "__main__":
