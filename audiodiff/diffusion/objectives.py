@@ -143,8 +143,10 @@ class FlowMatching(Objective):
     skip: with x0 prediction, Karras et al. (2022)'s preconditioning in flow time (σ = t / (1 - t), σ_data = 1):
       x̂0 = c_skip(t)·x_t + c_out(t)·F with c_skip = (1 - t) / ((1 - t)² + t²) and c_out = t / √((1 - t)² + t²), the
       loss still the MSE on x̂0. At high noise x̂0 is the network's (c_skip → 0) and conditioning is learnt as with
-      plain x0; at low noise the input's detail passes through (c_skip → 1, c_out → 0) instead of being rebuilt by a
-      network whose first layer may hold fewer channels than a patch has values (recipes/music/README.md).
+      plain x0; at low noise the input's detail passes through (c_skip → 1, c_out → 0) instead of being rebuilt by
+      the network. Only for networks whose output can cancel noise in every direction: on the CPU presets' U-Nets (a
+      4-frame patch of 64 bands folded into 64 channels) the noise they cannot reach stays, and accuracy falls
+      (recipes/music/README.md, recipes/sfx/README.md).
     logsnr_range: (λ_min, λ_max) of the "logsnr" sampling grid (`schedules.logsnr_times`; Stable Audio 3: -6.2, 2).
     The network's noise input is t itself. Sampling grids default to even flow times from t = 1.
     """
