@@ -218,3 +218,20 @@ def test_sigusr1_under_slurm_checkpoints_requeues_and_resumes(root, tmp_path, mo
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4
     assert sorted(records(out, "step")) == [1, 2, 3, 4]
     assert calls.read_text().split() == ["requeue", "4242"]  # once
+
+
+def test_a_component_key_added_since_with_its_default_does_not_block_a_resume(tmp_path: Path) -> None:
+    """A run trained before a component gained a keyword resumes when today's config sets it to its default (tuple
+    defaults read as the lists a saved config holds); any other value is still refused, naming the key; a target
+    outside audiodiff is compared as written, never imported."""
+    from audiodiff.training.diffusion.run import ResumeMismatchError, check_resume
+
+    ckpt = tmp_path / "last.ckpt"
+    saved = {"diffusion": {"_target_": "audiodiff.diffusion.objectives.FlowMatching", "prediction": "x0"}}
+    check_resume(saved, {"diffusion": {**saved["diffusion"], "skip": False}}, ckpt)
+    check_resume(saved, {"diffusion": {**saved["diffusion"], "logsnr_range": [-6.2, 2.0]}}, ckpt)
+    with pytest.raises(ResumeMismatchError, match="skip"):
+        check_resume(saved, {"diffusion": {**saved["diffusion"], "skip": True}}, ckpt)
+    outside = {"diffusion": {"_target_": "os.system", "command": "true"}}
+    with pytest.raises(ResumeMismatchError, match="diffusion"):
+        check_resume(outside, {"diffusion": {**outside["diffusion"], "shell": True}}, ckpt)

@@ -10,6 +10,8 @@ writes next to the target, fsyncs, and renames.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import random
 from collections.abc import Callable
@@ -31,6 +33,28 @@ from audiodiff.training.checkpoints import load_checkpoint
 from audiodiff.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
+
+
+def with_target_defaults(value: Any) -> Any:
+    """A component config (`{"_target_": "audiodiff.…", ...}`) with the keyword defaults of its target filled in
+    where it leaves them out, so that comparing the config a run was trained with against today's ignores a key
+    added since with its default value. Other values, and targets outside audiodiff (never imported), are returned
+    as they are."""
+    if not isinstance(value, dict) or not str(value.get("_target_", "")).startswith("audiodiff."):
+        return value
+    module, _, name = value["_target_"].rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(target).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return value
+
+    def plain(v: Any) -> Any:
+        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+    defaults = {p.name: plain(p.default) for p in parameters
+                if p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {**defaults, **value}
 
 
 def partial_path(path: str | Path) -> Path:

@@ -24,7 +24,7 @@ from audiodiff.training.data import build_datamodule
 from audiodiff.training.diffusion.task import DiffusionTask
 from audiodiff.training.finetune import export_finetune_run, init_config, start_from_init
 from audiodiff.training.forecast import run_forecast
-from audiodiff.training.resume import AtomicCheckpointIO, RandomState, start_run
+from audiodiff.training.resume import AtomicCheckpointIO, RandomState, start_run, with_target_defaults
 from audiodiff.training.signals import GracefulStop
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> 
         value = cfg.get(key)
         if key == "task" and isinstance(value, dict):  # how the step runs, not what it computes
             value = {k: v for k, v in value.items() if k not in RESUMABLE_TASK_KEYS}
-        return value
+        return with_target_defaults(value) if key in MODEL_KEYS or key in OPTIONAL_MODEL_KEYS else value
 
     # Checkpoints from before the latent cache was recorded have no digest to compare.
     changed = [k for k in keys if comparable(saved, k) != comparable(current, k)
