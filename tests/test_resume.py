@@ -223,7 +223,7 @@ def test_sigusr1_under_slurm_checkpoints_requeues_and_resumes(root, tmp_path, mo
 def test_a_component_key_added_since_with_its_default_does_not_block_a_resume(tmp_path: Path) -> None:
     """A run trained before a component gained a keyword resumes when today's config sets it to its default (tuple
     defaults read as the lists a saved config holds); any other value is still refused, naming the key; a target
-    outside audiodiff is compared as written, never imported."""
+    that is not a registered component is compared as written, never imported."""
     from audiodiff.training.diffusion.run import ResumeMismatchError, check_resume
 
     ckpt = tmp_path / "last.ckpt"

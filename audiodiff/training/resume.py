@@ -10,7 +10,6 @@ writes next to the target, fsyncs, and renames.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import random
@@ -29,6 +28,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from audiodiff.models.registry import UnknownComponentError, resolve_component
 from audiodiff.training.checkpoints import load_checkpoint
 from audiodiff.utils.files import atomic_open
 
@@ -36,17 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def with_target_defaults(value: Any) -> Any:
-    """A component config (`{"_target_": "audiodiff.…", ...}`) with the keyword defaults of its target filled in
-    where it leaves them out, so that comparing the config a run was trained with against today's ignores a key
-    added since with its default value. Other values, and targets outside audiodiff (never imported), are returned
-    as they are."""
-    if not isinstance(value, dict) or not str(value.get("_target_", "")).startswith("audiodiff."):
+    """A component config (`{"_target_": ..., ...}`) with the keyword defaults of its target filled in where it
+    leaves them out, so that comparing the config a run was trained with against today's ignores a key added since
+    with its default value. Other values, and targets that are not registered components (never imported:
+    `audiodiff.models.registry.resolve_component`), are returned as they are."""
+    if not isinstance(value, dict) or "_target_" not in value:
         return value
-    module, _, name = value["_target_"].rpartition(".")
     try:
-        target = getattr(importlib.import_module(module), name)
-        parameters = inspect.signature(target).parameters.values()
-    except (ImportError, AttributeError, TypeError, ValueError):
+        parameters = inspect.signature(resolve_component(value["_target_"], "resume check")).parameters.values()
+    except (UnknownComponentError, TypeError, ValueError):
         return value
 
     def plain(v: Any) -> Any:
