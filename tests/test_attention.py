@@ -154,3 +154,24 @@ def test_self_attention_sees_order_only_with_rotary_positions() -> None:
 def test_rotary_self_attention_needs_even_head_size() -> None:
     with pytest.raises(ValueError, match="even head size, got channels=12, heads=4"):
         SelfAttention1d(12, heads=4, rope_base=10000.0)
+
+
+def test_attention_under_cpu_autocast_runs_in_float32_and_returns_bf16() -> None:
+    """Under CPU bf16 autocast, `attend` computes on the bf16 inputs in float32 (torch's bf16 CPU kernel has a slow
+    backward pass) and hands back bf16: the result and the gradients are those of float32 attention on the same
+    bf16-rounded inputs, not of bf16 attention."""
+    from audiodiff.nn.attention import attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 63, 16).to(torch.bfloat16).requires_grad_() for _ in range(3))
+    mask = torch.rand(2, 1, 1, 63) > 0.3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(q, k, v, mask)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    ref_inputs = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*ref_inputs, attn_mask=mask)
+    ref.to(torch.bfloat16).float().square().sum().backward()
+    torch.testing.assert_close(out, ref.to(torch.bfloat16), atol=0, rtol=0)
+    for t, r in zip((q, k, v), ref_inputs, strict=True):
+        torch.testing.assert_close(t.grad, r.grad.to(torch.bfloat16), atol=0, rtol=0)

@@ -30,6 +30,20 @@ def merge_heads(t: Tensor) -> Tensor:
     return t.transpose(1, 2).reshape(b, n, h * d)
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """`scaled_dot_product_attention(q, k, v, attn_mask)` on [B, H, N, D] tensors, in float32 on a CPU.
+
+    Under CPU autocast, attention would run in bf16, whose backward pass in torch's CPU flash kernel takes about
+    20× the float32 one (torch 2.13, 4 heads over 63 frames: 6.1 ms against 0.33 ms); this keeps the products around
+    it in bf16 and attention itself in float32, returning q's dtype.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            out = scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
+        return out.to(q.dtype)
+    return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
 def rotary_tables(length: int, head_dim: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
     """cos, sin [length, head_dim] for rotary position embeddings (Su et al. 2021), half-split layout."""
     if head_dim % 2:
@@ -84,7 +98,7 @@ class SelfAttention1d(nn.Module):
                                  f"x has {x.shape[-1]}")
             attn_mask = key_mask.to(device=x.device, dtype=bool)
             attn_mask = attn_mask[:, None, None, :] if attn_mask.ndim == 2 else attn_mask[None, None, None, :]
-        out = merge_heads(scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
+        out = merge_heads(attend(q, k, v, attn_mask))
         return x + self.proj(out).transpose(1, 2)
 
 
@@ -128,7 +142,7 @@ class CrossAttention1d(nn.Module):
             q_mask = (mask | ~has_token[:, None])[:, None, None, :]         # [B, 1, 1, N]
         q = split_heads(self.q(self.norm(x).transpose(1, 2)), self.heads)
         k, v = (split_heads(t, self.heads) for t in self.kv(context.to(x.dtype)).chunk(2, dim=-1))
-        out = self.proj(merge_heads(scaled_dot_product_attention(q, k, v, attn_mask=q_mask)))  # [B, L, C]
+        out = self.proj(merge_heads(attend(q, k, v, q_mask)))  # [B, L, C]
         if has_token is not None:
             out = out.masked_fill(~has_token[:, None, None], 0.0)
         return x + out.transpose(1, 2)
