@@ -62,3 +62,39 @@ def test_consecutive_bad_steps_stop_the_run_with_a_clear_error(root, tmp_path, m
                                    "task.max_nonfinite=3"])
     with pytest.raises(FloatingPointError, match=r"3 consecutive steps had a non-finite loss .*task.max_nonfinite=3"):
         train(cfg)
+
+
+def test_the_check_and_the_clipping_share_one_global_norm(monkeypatch):
+    """`on_before_optimizer_step` computes the gradients' global norm once; `configure_gradient_clipping` clips with
+    it exactly as `torch.nn.utils.clip_grad_norm_` does; a NaN in any one gradient skips the step."""
+    from types import SimpleNamespace
+
+    from audiodiff.models.build import build_model
+    from audiodiff.training.diffusion.task import DiffusionTask
+
+    task = DiffusionTask(build_model(compose_config("train", ["recipe=debug"])), optimizer=torch.optim.AdamW)
+    task._trainer = SimpleNamespace(world_size=1, global_step=0)
+    monkeypatch.setattr(task, "log", lambda *a, **k: None)
+    params = task.trainable_parameters()
+    gen = torch.Generator().manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+    expected = [p.grad.clone() for p in params]
+    reference_norm = torch.nn.utils.clip_grad_norm_([_with_grad(g) for g in expected], 1.0)
+    task.on_before_optimizer_step(None)
+    torch.testing.assert_close(task._grad_norm, reference_norm, rtol=1e-6, atol=0)
+    assert reference_norm > 1.0  # so that the clipping below changes the gradients
+    task.configure_gradient_clipping(None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    for p, g in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-6, atol=1e-9)
+
+    params[len(params) // 2].grad.view(-1)[0] = float("nan")
+    task.on_before_optimizer_step(None)
+    assert task._grad_norm is None and all(p.grad is None for p in params) and task.nonfinite_steps == 1
+
+
+def _with_grad(grad: torch.Tensor) -> torch.nn.Parameter:
+    """A parameter whose .grad is `grad` itself (so clip_grad_norm_ scales `grad` in place)."""
+    p = torch.nn.Parameter(torch.zeros_like(grad))
+    p.grad = grad
+    return p

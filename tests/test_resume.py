@@ -235,3 +235,16 @@ def test_a_component_key_added_since_with_its_default_does_not_block_a_resume(tm
     outside = {"diffusion": {"_target_": "os.system", "command": "true"}}
     with pytest.raises(ResumeMismatchError, match="diffusion"):
         check_resume(outside, {"diffusion": {**outside["diffusion"], "shell": True}}, ckpt)
+
+
+def test_the_optimizer_loop_may_change_on_resume_but_not_its_settings(tmp_path: Path) -> None:
+    """`optim.foreach` and `optim.fused` say how AdamW loops over the parameters (a run trained before the CPU presets
+    set `fused` resumes); its learning rate and other settings are still compared."""
+    from audiodiff.training.diffusion.run import ResumeMismatchError, check_resume
+
+    ckpt = tmp_path / "last.ckpt"
+    saved = {"optim": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}}
+    check_resume(saved, {"optim": {**saved["optim"], "foreach": True}}, ckpt)
+    check_resume(saved, {"optim": {**saved["optim"], "fused": True}}, ckpt)
+    with pytest.raises(ResumeMismatchError, match="optim: was"):
+        check_resume(saved, {"optim": {**saved["optim"], "foreach": True, "lr": 2e-3}}, ckpt)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 RESUMABLE_TASK_KEYS = ("compile",)  # task settings a resumed run may change
+RESUMABLE_OPTIM_KEYS = ("foreach", "fused")  # how the optimizer loops over parameters, not what it computes
 
 
 class ResumeMismatchError(ValueError):
@@ -45,6 +46,8 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> 
         value = cfg.get(key)
         if key == "task" and isinstance(value, dict):  # how the step runs, not what it computes
             value = {k: v for k, v in value.items() if k not in RESUMABLE_TASK_KEYS}
+        if key == "optim" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in RESUMABLE_OPTIM_KEYS}
         return with_target_defaults(value) if key in MODEL_KEYS or key in OPTIONAL_MODEL_KEYS else value
 
     # Checkpoints from before the latent cache was recorded have no digest to compare.
