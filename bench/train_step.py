@@ -45,6 +45,9 @@ def time_steps(cfg, steps: int, warmup: int, device: torch.device, tokens: int =
     dim = model.text_encoder.dim
     ctx = torch.randn(batch, tokens, dim, device=device)
     cond = Conditioning(ctx, torch.ones(batch, tokens, dtype=torch.bool, device=device), ctx.mean(1))
+    if model.timing is not None:  # a timing-conditioned model: every clip the segment's full length, from its start
+        seconds = torch.full((batch,), float(cfg.data.segment_seconds), device=device)
+        cond = model.timing.condition(cond, torch.zeros_like(seconds), seconds)
     opt = instantiate(cfg.optim)(net.parameters())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in str(cfg.trainer.precision))
 
