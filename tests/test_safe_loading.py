@@ -33,7 +33,10 @@ def test_an_export_written_by_0_1_generates_the_audio_it_generated_then():
     audio = pipe(["three loud high-pitched beeps"], duration=1.0, steps=25, guidance=3.0, seed=0).audio
     expected = torch.from_numpy(np.load(FIXTURE / "audio_seed0_steps25.npy"))
     assert audio.shape == expected.shape
-    torch.testing.assert_close(audio, expected, rtol=0.0, atol=1e-6)
+    # Bit-exact on the CPU that wrote it; another CPU's matmul kernels (AMX against AVX2) change the last float bits,
+    # which 25 steps and Griffin-Lim grow to about 0.3% of the signal. Another model or setting moves it by far more.
+    error = float((audio - expected).norm() / expected.norm())
+    assert error < 1e-2, f"relative L2 error {error:.4f} against the samples 0.1 generated"
 
 
 def test_every_model_target_in_conf_is_registered():
