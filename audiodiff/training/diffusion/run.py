@@ -30,8 +30,8 @@ from audiodiff.training.signals import GracefulStop
 log = logging.getLogger(__name__)
 
 
-RESUMABLE_TASK_KEYS = ("compile",)  # task settings a resumed run may change
-RESUMABLE_OPTIM_KEYS = ("foreach", "fused")  # how the optimizer loops over parameters, not what it computes
+# Settings a resumed run may change: how the step runs, not what it computes.
+RESUMABLE_KEYS = {"task": ("compile",), "optim": ("foreach", "fused")}
 
 
 class ResumeMismatchError(ValueError):
@@ -44,10 +44,8 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> 
 
     def comparable(cfg: dict[str, Any], key: str) -> Any:
         value = cfg.get(key)
-        if key == "task" and isinstance(value, dict):  # how the step runs, not what it computes
-            value = {k: v for k, v in value.items() if k not in RESUMABLE_TASK_KEYS}
-        if key == "optim" and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in RESUMABLE_OPTIM_KEYS}
+        if key in RESUMABLE_KEYS and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in RESUMABLE_KEYS[key]}
         return with_target_defaults(value) if key in MODEL_KEYS or key in OPTIONAL_MODEL_KEYS else value
 
     # Checkpoints from before the latent cache was recorded have no digest to compare.
