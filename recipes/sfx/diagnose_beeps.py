@@ -25,7 +25,7 @@ import torch
 from audiodiff.benchmarks.features import SAMPLE_RATE, power_spectrogram, segment_events
 from audiodiff.benchmarks.sfx.attributes import extract_sfx
 from audiodiff.benchmarks.sfx.corpus import TONE_HZ, synthesize
-from audiodiff.pipeline import AudioDiffusionPipeline
+from audiodiff.pipeline import AudioDiffusionPipeline, ModelLoadError
 
 REGISTERS = ("low", "mid", "high")
 NUMBERS = {2: "two", 3: "three"}
@@ -58,6 +58,8 @@ def summarise(clips: list[np.ndarray]) -> dict:
 def mel_bands(pipe: AudioDiffusionPipeline, register: str) -> str:
     """The model representation's mel bands (by centre frequency) that the register's pitch range covers."""
     rep = pipe.model.representation
+    if not hasattr(rep, "mel"):  # a codec or autoencoder latent has no mel bands to count
+        return "–"
     fb = rep.mel.filterbank  # [n_mels, n_fft / 2 + 1]
     centres = torch.linspace(0, rep.sample_rate / 2, fb.shape[1])[fb.argmax(1)].numpy()
     lo, hi = TONE_HZ[register]
@@ -71,6 +73,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--count", type=int, default=3, choices=sorted(NUMBERS))
     args = parser.parse_args()
+    try:
+        pipes = {model: AudioDiffusionPipeline.from_pretrained(model) for model in args.models}
+    except ModelLoadError as err:
+        parser.error(str(err))
 
     print(f"| clips | register | mel bands | events after the loudest (median dB) | pitch spread (median semitones) "
           f"| read back (kind count, of {args.seeds}) |")
@@ -79,8 +85,7 @@ def main() -> None:
         attrs = {"kind": "beeps", "pitch": register, "count": args.count, "loudness": "loud"}
         real = [synthesize(attrs, np.random.default_rng(seed)) for seed in range(args.seeds)]
         rows = [("real", summarise(real), "–")]
-        for model in args.models:
-            pipe = AudioDiffusionPipeline.from_pretrained(model)
+        for model, pipe in pipes.items():
             prompt = f"{NUMBERS[args.count]} loud {register}-pitched beeps"
             out = pipe([prompt] * args.seeds, seed=list(range(args.seeds)), guidance=3.0)
             clips = [wav[0].numpy() for wav in out.audio]
